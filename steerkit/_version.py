@@ -1,0 +1,3 @@
+"""The steerkit version, in one place."""
+
+__version__ = "0.1.0"
