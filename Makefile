@@ -37,9 +37,9 @@ pytest-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
-test: lint typecheck pytest
+test: lint typecheck pytest docs
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py

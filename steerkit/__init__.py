@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "build": "steerkit.build",
+    "build": "steerkit.builder",
     "warm_start": "steerkit.warmstart",
     "evaluate_mc": "steerkit.evaluate",
     "tune_mu": "steerkit.tune",

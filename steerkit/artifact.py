@@ -56,13 +56,27 @@ _warned_keys: set[str] = set()
 
 
 def tensor_sha256(tensor: Tensor) -> str:
-    """sha256 of a tensor's float32 little-endian bytes (the ``task_vector_sha256`` of the config)."""
+    """sha256 of a tensor's float32 little-endian bytes (the ``task_vector_sha256`` of the config).
+
+    Args:
+        tensor: Any tensor; it is converted to float32 on the CPU first.
+
+    Returns:
+        The hex digest.
+    """
     array = tensor.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4", copy=False)
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
 def hash_files(files: Mapping[str, bytes]) -> str:
-    """sha256 over ``name\\0sha256(content)\\n`` lines of a file set, sorted by name (the adapter's hash)."""
+    """sha256 over ``name\\0sha256(content)\\n`` lines of a file set, sorted by name (the adapter's hash).
+
+    Args:
+        files: Relative file name → content.
+
+    Returns:
+        The hex digest; independent of the mapping's order.
+    """
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(f"{name}\0{hashlib.sha256(files[name]).hexdigest()}\n".encode())
@@ -80,7 +94,17 @@ def _library_versions() -> dict[str, str]:
 
 
 def parse_mu_name(name: str) -> tuple[str, str | None]:
-    """Split an aggregator name: ``"median"`` → ``("median", "paper")``, ``"mean/exact"``, ``"fit"``."""
+    """Split an aggregator name: ``"median"`` → ``("median", "paper")``, ``"mean/exact"``, ``"fit"``.
+
+    Args:
+        name: ``AGGREGATOR[/CURVATURE]`` or ``"fit"``.
+
+    Returns:
+        ``(aggregator, curvature)``; the curvature is ``None`` for ``"fit"``.
+
+    Raises:
+        InvalidOptionError: An unknown name; the message lists the legal ones.
+    """
     if name == "fit":
         return "fit", None
     how, _, curvature = name.partition("/")
@@ -132,6 +156,12 @@ class MuStats:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str) -> MuStats:
         """Validate and build from the JSON form; ``where`` names the file in errors."""
+        if not isinstance(data, Mapping):
+            raise ArtifactValueError(
+                f"{where}: the μ statistics must be a JSON object, got {data!r}",
+                hint="re-create the artifact with `steerkit build`",
+                path=where,
+            )
         for key in ("value", "chosen_by", "paper", "exact", "fit"):
             if key not in data:
                 raise ArtifactMissingKeyError(
@@ -143,6 +173,12 @@ class MuStats:
         tables = {}
         for curvature in CURVATURES:
             table = data[curvature]
+            if not isinstance(table, Mapping):
+                raise ArtifactValueError(
+                    f"{where}: μ table '{curvature}' must be a JSON object, got {table!r}",
+                    hint="re-create the artifact with `steerkit build`",
+                    path=where,
+                )
             missing = [a for a in AGGREGATORS if a not in table]
             if missing:
                 raise ArtifactMissingKeyError(
@@ -218,7 +254,7 @@ class SteerConfig:
     evaluation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.vocab_size, int) or self.vocab_size <= 0:
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size <= 0:
             raise ArtifactValueError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ArtifactValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
@@ -241,7 +277,21 @@ class SteerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = C.CONFIG_FILE) -> SteerConfig:
-        """Validate the JSON form: version first, then required keys; unknown keys warn once."""
+        """Validate the JSON form: version first, then required keys and values; unknown keys warn once.
+
+        Args:
+            data: The parsed ``steer_config.json``.
+            where: The file it came from, named in every error and warning.
+
+        Returns:
+            The config.
+
+        Raises:
+            ArtifactVersionError: A newer major ``format_version``.
+            ArtifactMissingKeyError: A required key is missing.
+            ArtifactValueError: A value of the wrong kind (not finite, not an object, out of range).
+            ArtifactCorruptError: ``data`` is not a JSON object.
+        """
         if not isinstance(data, Mapping):
             raise ArtifactCorruptError(f"{where}: the config is not a JSON object", hint="re-create the artifact")
         if "format_version" not in data:
@@ -286,9 +336,20 @@ class SteerConfig:
         values["mu_static"] = MuStats.from_dict(data["mu_static"], where=where)
         values["alpha"] = _finite(data["alpha"], f"{where}: alpha")
         values["epsilon"] = _finite(data["epsilon"], f"{where}: epsilon")
-        if not isinstance(data["vocab_size"], int):
-            raise ArtifactValueError(f"{where}: vocab_size must be an integer, got {data['vocab_size']!r}")
-        return cls(**values)
+        for key in ("tokenizer", "base_model", "calibration", "versions"):
+            if not isinstance(data[key], Mapping):
+                raise ArtifactValueError(
+                    f"{where}: '{key}' must be a JSON object, got {data[key]!r}",
+                    hint="re-create the artifact with `steerkit build`",
+                    path=where,
+                    key=key,
+                )
+        try:
+            return cls(**values)
+        except ArtifactValueError as exc:  # __post_init__ does not know the file: name it
+            raise ArtifactValueError(
+                f"{where}: {exc.message}", hint="re-create the artifact with `steerkit build`", path=where
+            ) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -380,12 +441,26 @@ class SteeringVector:
             static: Change ``mu_static`` instead of ``mu``.
             chosen_by: Recorded in ``chosen_by`` (defaults to the name, or ``"manual"`` for a number).
             chosen_on: sha256 of the data ``value`` was chosen on, if any.
+
+        Returns:
+            A new vector; this one is unchanged.
+
+        Raises:
+            InvalidOptionError: An unknown aggregator name, or a number that is not finite.
+
+        Example:
+            >>> vector.with_mu("fit").config.mu.chosen_by                 # doctest: +SKIP
+            'fit'
         """
         stats = self.config.mu_static if static else self.config.mu
         if isinstance(value, str):
             number, label = stats.select(value), chosen_by or _canonical_name(value)
         else:
-            number, label = _finite(value, "μ"), chosen_by or "manual"
+            number, label = float(value), chosen_by or "manual"
+            if not math.isfinite(number):
+                raise InvalidOptionError(
+                    f"μ must be a finite number, got {value!r}", hint="give a float such as -1.5", got=value
+                )
         new = dataclasses.replace(stats, value=number, chosen_by=label, chosen_on=chosen_on)
         if static:
             config = dataclasses.replace(self.config, mu_static=new)
@@ -396,18 +471,15 @@ class SteeringVector:
     # --- persistence -----------------------------------------------------------------------------------
 
     def files(self) -> dict[str, bytes]:
-        """Every file of the artifact, relative name → bytes, exactly as :meth:`save` writes them."""
-        from safetensors.torch import save
+        """Every file of the artifact, relative name → bytes, exactly as :meth:`save` writes them.
 
+        The same vector always gives the same bytes (no timestamps, a fixed key order in every header).
+        """
         from steerkit.card import render_card
 
         config_json = self.config.to_json()
-        tensor_bytes = save(
-            {C.TENSOR_NAME: self.task_vector.detach().contiguous().cpu()},
-            metadata={"format": C.FORMAT_TAG, "config": config_json},
-        )
         out = {
-            C.STEERING_FILE: tensor_bytes,
+            C.STEERING_FILE: _safetensors_bytes(self.task_vector, {"format": C.FORMAT_TAG, "config": config_json}),
             C.CONFIG_FILE: config_json.encode(),
             C.CARD_FILE: render_card(self).encode(),
         }
@@ -418,15 +490,26 @@ class SteeringVector:
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the artifact to ``directory`` atomically.
 
+        Every file is written into a temporary directory beside the target, which then replaces the target
+        in one ``os.replace``: an interrupted save leaves either the old artifact or the new one, never a
+        mixture, and no temporary directory behind.
+
         Args:
-            directory: Target directory (created; its parent must exist or is created).
-            overwrite: Replace an existing non-empty directory.
+            directory: Target directory (its parents are created). It may be new, empty, or (with
+                ``overwrite``) an existing artifact.
+            overwrite: Replace an existing artifact. A non-empty directory that is not a steering artifact
+                (no ``steering.safetensors``) is never replaced.
 
         Returns:
             The directory path.
 
         Raises:
-            ArtifactExistsError: ``directory`` exists, is not empty, and ``overwrite`` is false.
+            ArtifactExistsError: ``directory`` is a file, a non-empty directory and ``overwrite`` is false, or
+                a non-empty directory that is not an artifact.
+
+        Example:
+            >>> vector.save("my-vector", overwrite=True)                # doctest: +SKIP
+            PosixPath('my-vector')
         """
         target = Path(directory)
         if target.exists() and not target.is_dir():
@@ -435,31 +518,45 @@ class SteeringVector:
                 hint="choose another output path",
                 path=str(target),
             )
-        if target.is_dir() and any(target.iterdir()) and not overwrite:
-            raise ArtifactExistsError(
-                f"'{target}' already exists and is not empty",
-                hint="pass overwrite=True (CLI: --force) to replace it, or choose another path",
-                path=str(target),
-            )
+        if target.is_dir() and any(target.iterdir()):
+            if not overwrite:
+                raise ArtifactExistsError(
+                    f"'{target}' already exists and is not empty",
+                    hint="pass overwrite=True (CLI: --force) to replace it, or choose another path",
+                    path=str(target),
+                )
+            if not (target / C.STEERING_FILE).is_file():
+                raise ArtifactExistsError(
+                    f"'{target}' is a non-empty directory but not a steering artifact (no {C.STEERING_FILE}); "
+                    "refusing to replace it even with overwrite=True",
+                    hint="choose a new or empty directory",
+                    path=str(target),
+                )
         target.parent.mkdir(parents=True, exist_ok=True)
         files = self.files()
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        old: Path | None = None
         try:
             for name, content in files.items():
                 path = staging / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
-            os.chmod(staging, 0o755)
+            os.chmod(staging, 0o755)  # mkdtemp makes it 0o700
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
                 os.replace(target, old / "previous")
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
+                try:
+                    os.replace(staging, target)
+                except BaseException:
+                    os.replace(old / "previous", target)  # put the old artifact back
+                    raise
             else:
                 os.replace(staging, target)
         finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            # The old artifact is deleted only once the target holds a complete one (new or restored).
+            if old is not None and (target.is_dir() or not (old / "previous").exists()):
+                shutil.rmtree(old, ignore_errors=True)
         return target
 
     @classmethod
@@ -529,12 +626,11 @@ class SteeringVector:
         config = _config_from_header(header, tensor_path)
         config_path = directory / C.CONFIG_FILE
         if config_path.is_file():
-            text = config_path.read_text(encoding="utf-8")
             try:
-                on_disk = json.loads(text)
-            except json.JSONDecodeError as exc:
+                on_disk = json.loads(config_path.read_bytes())
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ArtifactCorruptError(
-                    f"'{config_path}' is not valid JSON ({exc.msg}, line {exc.lineno})",
+                    f"'{config_path}' is not valid JSON ({exc})",
                     hint="re-download or re-create the artifact",
                     path=str(config_path),
                 ) from None
@@ -545,36 +641,7 @@ class SteeringVector:
                     path=str(config_path),
                 )
         parsed = SteerConfig.from_dict(config, where=str(tensor_path))
-        from safetensors.torch import load
-
-        try:
-            tensors = load(raw)
-        except Exception as exc:  # safetensors raises its own error types for truncated data
-            raise ArtifactCorruptError(
-                f"'{tensor_path}' cannot be read as safetensors ({exc})",
-                hint="the file is truncated or damaged; re-download or re-create the artifact",
-                path=str(tensor_path),
-            ) from None
-        if set(tensors) != {C.TENSOR_NAME}:
-            raise ArtifactValueError(
-                f"'{tensor_path}' must hold exactly one tensor '{C.TENSOR_NAME}', found {sorted(tensors)}",
-                hint="re-create the artifact",
-                path=str(tensor_path),
-            )
-        vector = tensors[C.TENSOR_NAME]
-        if vector.dtype != torch.float32 or vector.dim() != 1 or vector.numel() != parsed.vocab_size:
-            raise ArtifactValueError(
-                f"'{tensor_path}': task_vector is {vector.dtype} {tuple(vector.shape)}, expected float32 "
-                f"[{parsed.vocab_size}]",
-                hint="re-create the artifact",
-                path=str(tensor_path),
-            )
-        if not bool(torch.isfinite(vector).all()):
-            raise ArtifactValueError(
-                f"'{tensor_path}': task_vector has non-finite entries (NaN or inf)",
-                hint="re-create the artifact",
-                path=str(tensor_path),
-            )
+        vector = _read_tensor(raw, header, parsed.vocab_size, tensor_path)
         digest = tensor_sha256(vector)
         if digest != parsed.task_vector_sha256:
             raise ArtifactIntegrityError(
@@ -584,6 +651,12 @@ class SteeringVector:
                 path=str(tensor_path),
                 expected=parsed.task_vector_sha256,
                 got=digest,
+            )
+        if not bool(torch.isfinite(vector).all()):  # after the checksum: damaged bytes are an integrity error
+            raise ArtifactValueError(
+                f"'{tensor_path}': task_vector has non-finite entries (NaN or inf)",
+                hint="re-create the artifact",
+                path=str(tensor_path),
             )
         adapter_files = _read_adapter(directory, parsed)
         return cls(task_vector=vector, config=parsed, adapter_files=adapter_files)
@@ -603,37 +676,98 @@ class SteeringVector:
         return push_to_hub(self, repo_id, **kwargs)
 
 
+def _safetensors_bytes(vector: Tensor, metadata: Mapping[str, str]) -> bytes:
+    """The safetensors encoding of ``{"task_vector": vector}`` with ``metadata``, byte-for-byte reproducible.
+
+    ``safetensors.torch.save`` orders ``__metadata__`` keys by a randomly seeded hash map, so two saves of
+    the same data can differ; the format is simple enough to write with a fixed key order instead: an
+    8-byte little-endian header length, the JSON header padded with spaces to a multiple of 8, the data.
+    """
+    data = vector.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4", copy=False).tobytes()
+    header = {
+        "__metadata__": {key: metadata[key] for key in sorted(metadata)},
+        C.TENSOR_NAME: {"dtype": "F32", "shape": [vector.numel()], "data_offsets": [0, len(data)]},
+    }
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
 def _canonical_name(name: str) -> str:
     how, curvature = parse_mu_name(name)
     return "fit" if curvature is None else f"{how}/{curvature}"
 
 
 def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
-    """Parse the safetensors header without touching tensor data; refuse anything else (never unpickle)."""
-    if raw[:1] == b"\x80" or raw[:2] == b"PK":
+    """Parse the safetensors header of ``raw`` (at least the header bytes) without touching tensor data.
+
+    Anything that is not safetensors is refused by its first bytes; nothing is ever unpickled.
+    """
+    size = struct.unpack("<Q", raw[:8])[0] if len(raw) >= 8 else 0
+    if not (2 <= size <= _MAX_HEADER and raw[8:9] == b"{"):
+        if raw[:1] == b"\x80" or raw[:2] == b"PK":
+            problem = "is a pickle/zip file (e.g. from torch.save), not safetensors; steerkit never unpickles"
+        elif len(raw) < 8:
+            problem = f"is truncated ({len(raw)} bytes, shorter than a safetensors header)"
+        else:
+            problem = "is not a safetensors file (no JSON header after the 8-byte length)"
         raise ArtifactCorruptError(
-            f"'{path}' is a pickle/zip file, not safetensors; steerkit never unpickles",
-            hint="convert the vector with `steerkit build` or safetensors",
+            f"'{path}' {problem}",
+            hint="re-download the artifact, or re-create it with `steerkit build`",
             path=str(path),
         )
-    if len(raw) < 8:
-        raise ArtifactCorruptError(f"'{path}' is truncated ({len(raw)} bytes)", hint="re-download", path=str(path))
-    (size,) = struct.unpack("<Q", raw[:8])
-    if size > _MAX_HEADER or 8 + size > len(raw):
+    if 8 + size > len(raw):
         raise ArtifactCorruptError(
-            f"'{path}' is truncated or not safetensors (header of {size} bytes in a {len(raw)}-byte file)",
+            f"'{path}' is truncated: its header needs {size} bytes but only {len(raw) - 8} follow",
             hint="re-download or re-create the artifact",
             path=str(path),
         )
     try:
         header = json.loads(raw[8 : 8 + size])
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactCorruptError(
-            f"'{path}' has an unreadable safetensors header", hint="re-download", path=str(path)
-        ) from None
+        header = None
     if not isinstance(header, dict):
-        raise ArtifactCorruptError(f"'{path}' has an unreadable safetensors header", hint="re-download", path=str(path))
+        raise ArtifactCorruptError(
+            f"'{path}' has an unreadable safetensors header (not a JSON object)",
+            hint="re-download or re-create the artifact",
+            path=str(path),
+        )
     return header
+
+
+def _read_tensor(raw: bytes, header: Mapping[str, Any], vocab_size: int, path: Path) -> Tensor:
+    """The ``task_vector`` of a parsed file, after checking its entry against the format and the file size."""
+    entries = sorted(k for k in header if k != "__metadata__")
+    if entries != [C.TENSOR_NAME]:
+        raise ArtifactValueError(
+            f"'{path}' must hold exactly one tensor '{C.TENSOR_NAME}', found {entries}",
+            hint="re-create the artifact with `steerkit build`",
+            path=str(path),
+        )
+    info = header[C.TENSOR_NAME]
+    expected = {"dtype": "F32", "shape": [vocab_size], "data_offsets": [0, 4 * vocab_size]}
+    got = {key: info.get(key) for key in expected} if isinstance(info, Mapping) else info
+    if got != expected:
+        raise ArtifactValueError(
+            f"'{path}': tensor '{C.TENSOR_NAME}' is {got}, expected {expected} (float32 [vocab_size])",
+            hint="re-create the artifact with `steerkit build`",
+            path=str(path),
+            expected=expected,
+            got=got,
+        )
+    start = len(raw) - 4 * vocab_size
+    body = len(raw) - 8 - struct.unpack("<Q", raw[:8])[0]
+    if body != 4 * vocab_size:
+        problem = "is truncated" if body < 4 * vocab_size else "has trailing bytes"
+        raise ArtifactCorruptError(
+            f"'{path}' {problem}: its tensor data is {body} bytes, expected {4 * vocab_size}",
+            hint="re-download or re-create the artifact",
+            path=str(path),
+        )
+    import numpy as np
+
+    array = np.frombuffer(raw, dtype="<f4", count=vocab_size, offset=start).astype(np.float32)
+    return torch.from_numpy(array)
 
 
 def _config_from_header(header: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -688,9 +822,16 @@ def read_config(path: str | os.PathLike[str]) -> SteerConfig:
     Args:
         path: The artifact directory or its ``steering.safetensors``.
 
+    Returns:
+        The validated config (the tensor data is neither read nor checked: use :meth:`SteeringVector.load`).
+
     Raises:
         ArtifactNotFoundError: No such file.
         ArtifactFormatError: The header is unreadable, of a newer version, or incomplete.
+
+    Example:
+        >>> read_config("my-vector").vocab_size                     # doctest: +SKIP
+        49152
     """
     p = Path(path)
     file = p / C.STEERING_FILE if p.is_dir() else p

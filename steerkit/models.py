@@ -130,6 +130,8 @@ def load_model(
     if spec is None or str(spec) in ("default", DEFAULT_MODEL):
         spec = default_model_dir()
     path = Path(spec)
+    model: Any
+    tokenizer: Any
     try:
         if path.suffix == ".gguf":
             if not path.is_file():
@@ -139,7 +141,7 @@ def load_model(
             kwargs: dict[str, Any] = {"trust_remote_code": False}
             if not path.is_dir():
                 kwargs.update(revision=revision, token=token, local_files_only=local_files_only)
-            model: Any = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(spec), **kwargs)
             model.eval()
     except ModelLoadError:

@@ -20,6 +20,7 @@ is clamped to :data:`LOGPROB_FLOOR` nats.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -61,6 +62,15 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}: it is the confidence threshold relative to max p")
 
 
+def _mask_from_logprobs(lp: Tensor, alpha: float) -> Tensor:
+    finite = torch.isfinite(lp)
+    if alpha == 0.0:  # alpha = 0 keeps every token with a finite log-probability
+        return finite
+    # In log space: log p ≥ log α + log max p (exact for every α in (0, 1], no underflow of small p).
+    top = lp.max(dim=-1, keepdim=True).values
+    return (lp >= top + math.log(alpha)) & finite
+
+
 def confidence_mask(warm_logits: Tensor, *, alpha: float = 0.1) -> Tensor:
     """Tokens the warm model is confident about: ``p_φ ≥ α · max p_φ`` (a bool tensor shaped like the input).
 
@@ -69,16 +79,18 @@ def confidence_mask(warm_logits: Tensor, *, alpha: float = 0.1) -> Tensor:
         alpha: Relative confidence threshold in ``[0, 1]``.
 
     Returns:
-        A bool tensor ``[..., V]``; never true where the logit is ``−inf``.
+        A bool tensor ``[..., V]``; it always contains the argmax of a row with a finite entry and is never
+        true where the logit is ``−inf``.
+
+    Raises:
+        ValueError: ``alpha`` outside ``[0, 1]``.
+
+    Example:
+        >>> confidence_mask(torch.tensor([0.0, -1.0, -5.0, float("-inf")]), alpha=0.1).tolist()
+        [True, True, False, False]
     """
     _check_alpha(alpha)
-    z = warm_logits.to(_compute_dtype(warm_logits))
-    lp = torch.log_softmax(z, dim=-1)
-    top = lp.max(dim=-1, keepdim=True).values
-    # In log space: log p ≥ log α + log max p (alpha = 0 keeps every token with non-zero probability).
-    if alpha == 0.0:
-        return torch.isfinite(lp)
-    return (lp >= top + torch.log(torch.tensor(alpha, dtype=lp.dtype))) & torch.isfinite(lp)
+    return _mask_from_logprobs(torch.log_softmax(warm_logits.to(_compute_dtype(warm_logits)), dim=-1), alpha)
 
 
 def steering_delta(warm_logits: Tensor, base_logits: Tensor, *, alpha: float = 0.1) -> tuple[Tensor, Tensor]:
@@ -95,25 +107,35 @@ def steering_delta(warm_logits: Tensor, base_logits: Tensor, *, alpha: float = 0
     Returns:
         ``(delta_hat, keep)``: float32 (float64 for float64 input) ``[..., V]`` and bool ``[..., V]``.
 
+    Raises:
+        ValueError: The two logits differ in shape, or ``alpha`` is outside ``[0, 1]``.
+
     Example:
-        >>> z = torch.tensor([2.0, 1.0, -1.0]); delta, keep = steering_delta(z, torch.zeros(3))
-        >>> bool(delta.sum().abs() < 1e-6), keep.tolist()
-        (True, [True, True, False])
+        >>> z = torch.tensor([2.0, 1.0, -1.0])
+        >>> delta, keep = steering_delta(z, torch.zeros(3))
+        >>> keep.tolist(), float(delta[2])
+        ([True, True, False], 0.0)
+        >>> unmasked, _ = steering_delta(z, torch.zeros(3), alpha=0.0)  # δz sums to zero
+        >>> abs(float(unmasked.sum())) < 1e-7
+        True
     """
     if warm_logits.shape != base_logits.shape:
         raise ValueError(
             f"warm and base logits differ in shape: {tuple(warm_logits.shape)} vs {tuple(base_logits.shape)}"
         )
+    _check_alpha(alpha)
     dtype = _compute_dtype(warm_logits)
     lp_w = torch.log_softmax(warm_logits.to(dtype), dim=-1)
-    lp_b = torch.log_softmax(base_logits.to(dtype), dim=-1).clamp(min=LOGPROB_FLOOR)
+    # A base log-probability of −inf (or NaN, for a row that is −inf everywhere) is floored: no inf − inf.
+    lp_b = torch.log_softmax(base_logits.to(dtype), dim=-1).nan_to_num(nan=LOGPROB_FLOOR).clamp(min=LOGPROB_FLOOR)
     p_w = lp_w.exp()
-    alive = p_w > 0
-    ratio = torch.where(alive, lp_w - lp_b, torch.zeros_like(lp_w))
+    alive = p_w > 0  # false where p_φ underflows to 0, and for NaN (a warm row that is −inf everywhere)
+    zero = torch.zeros((), dtype=dtype, device=lp_w.device)
+    p_w = torch.where(alive, p_w, zero)
+    ratio = torch.where(alive, lp_w - lp_b, zero)
     kl = (p_w * ratio).sum(dim=-1, keepdim=True)
-    delta = torch.where(alive, -p_w * (ratio - kl), torch.zeros_like(lp_w))
-    keep = confidence_mask(warm_logits, alpha=alpha)
-    return torch.where(keep, delta, torch.zeros_like(delta)), keep
+    keep = _mask_from_logprobs(lp_w, alpha)
+    return torch.where(keep & alive, -p_w * (ratio - kl), zero), keep
 
 
 def mu_terms(
@@ -130,6 +152,14 @@ def mu_terms(
 
     Returns:
         ``(numerator, denominator)``, each shaped ``[...]``: ``⟨e_y − p_φ, δ̂⟩`` and the curvature.
+
+    Raises:
+        ValueError: An unknown ``curvature``.
+
+    Example:
+        >>> z = torch.tensor([[0.0, 0.0]]); d = torch.tensor([[0.5, -0.5]])
+        >>> [t.tolist() for t in mu_terms(z, d, torch.tensor([0]), curvature="exact")]
+        [[0.5], [0.25]]
     """
     if curvature not in CURVATURES:
         raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}; got {curvature!r}")
@@ -148,7 +178,16 @@ def mu_terms(
 
 
 def mu_star(numerator: Tensor, denominator: Tensor, *, eps: float = EPSILON) -> Tensor:
-    """Per-token optimal strengths ``num / (den + ε)`` (in float64)."""
+    """Per-token optimal strengths ``μ*_t = num_t / (den_t + ε)``.
+
+    Args:
+        numerator: Per-token ``⟨e_y − p_φ, δ̂⟩``.
+        denominator: Per-token curvature.
+        eps: Added to each curvature.
+
+    Returns:
+        float64 tensor shaped like the inputs.
+    """
     return numerator.double() / (denominator.double() + eps)
 
 
@@ -164,6 +203,14 @@ def aggregate_mu(numerator: Tensor, denominator: Tensor, *, how: Aggregator = "m
 
     Returns:
         The aggregate as a Python float (0.0 for an empty input).
+
+    Raises:
+        ValueError: An unknown ``how``.
+
+    Example:
+        >>> num, den = torch.tensor([1.0, 2.0, 30.0]), torch.tensor([1.0, 1.0, 2.0])  # μ* = 1, 2, 15
+        >>> [aggregate_mu(num, den, how=h, eps=0.0) for h in ("mean", "median", "ratio")]
+        [6.0, 2.0, 8.25]
     """
     if how not in AGGREGATORS:
         raise ValueError(f"aggregator must be one of {', '.join(AGGREGATORS)}; got {how!r}")
@@ -176,12 +223,12 @@ def aggregate_mu(numerator: Tensor, denominator: Tensor, *, how: Aggregator = "m
     mu = mu_star(num, den, eps=eps)
     if how == "mean":
         return float(mu.mean())
-    if how == "median":
-        return float(torch.quantile(mu, 0.5))
     values = mu.sort().values
-    cut = int(TRIM_FRACTION * values.numel())
-    central = values[cut : values.numel() - cut] if values.numel() - 2 * cut > 0 else values
-    return float(central.mean())
+    n = values.numel()
+    if how == "median":  # the midpoint of the two central values for an even count, as torch.quantile(·, 0.5)
+        return float(torch.lerp(values[(n - 1) // 2], values[n // 2], 0.5))
+    cut = int(TRIM_FRACTION * n)  # drop ⌊n/10⌋ values at each end; fewer than 10 values: the plain mean
+    return float(values[cut : n - cut].mean())
 
 
 def steer(
@@ -197,8 +244,14 @@ def steer(
         filter_masked: Set masked tokens to ``−inf`` (the paper's λ = −∞), independent of the sign of μ.
 
     Returns:
-        Float32 logits (float64 for float64 input). With ``mu == 0`` and no filter they equal the input
+        New float32 logits (float64 for float64 input). With ``mu == 0`` and no filter they equal the input
         upcast, bit for bit.
+
+    Example:
+        >>> z = torch.tensor([[1.0, 0.0, -3.0]]); d = torch.tensor([[0.5, -0.5, 0.0]])
+        >>> keep = torch.tensor([[True, True, False]])
+        >>> steer(z, d, keep, -2.0, filter_masked=True).tolist()
+        [[0.0, 1.0, -inf]]
     """
     dtype = _compute_dtype(logits)
     z = logits.to(dtype)
@@ -315,15 +368,15 @@ class TokenTerms:
         )
 
     def _gold_delta(self) -> Tensor:
-        out = torch.zeros(self.n_tokens, dtype=torch.float64)
+        out = torch.zeros(self.n_tokens, dtype=torch.float64, device=self.gold.device)
         hit = self.index == self.gold[self.token]
         return out.index_add_(0, self.token[hit], self.delta[hit])
 
     def _segment_sum(self, values: Tensor) -> Tensor:
-        return torch.zeros(self.n_tokens, dtype=values.dtype).index_add_(0, self.token, values)
+        return torch.zeros(self.n_tokens, dtype=values.dtype, device=values.device).index_add_(0, self.token, values)
 
     def _segment_logsumexp(self, values: Tensor) -> Tensor:
-        top = torch.full((self.n_tokens,), float("-inf"), dtype=torch.float64)
+        top = torch.full((self.n_tokens,), float("-inf"), dtype=torch.float64, device=values.device)
         top = top.scatter_reduce(0, self.token, values, reduce="amax", include_self=True)
         top = torch.maximum(top, self.rest_lse)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
@@ -346,53 +399,105 @@ class TokenTerms:
         return numerator, (self._segment_sum(p * self.delta * self.delta) - pd * pd).clamp(min=0.0)
 
     def logprobs(self, mu: float) -> Tensor:
-        """Steered gold log-probabilities ``[T]`` at strength ``mu`` (no ``−inf`` filter)."""
+        """Steered gold log-probabilities ``[T]`` at strength ``mu`` (no ``−inf`` filter).
+
+        A gold token whose logit is ``−inf`` gets ``−inf`` (never NaN).
+        """
         steered = self.logits + mu * self.delta
         gold = self.gold_logit + mu * self._gold_delta()
-        return gold - self._segment_logsumexp(steered)
+        out = gold - self._segment_logsumexp(steered)
+        return torch.where(torch.isneginf(self.gold_logit), self.gold_logit, out)
 
-    def nll_derivatives(self, mu: float) -> tuple[float, float, float]:
-        """Summed NLL ``Σ −log p_μ(y_t)`` and its first and second derivatives in μ."""
+    def _nll_parts(self, mu: float) -> tuple[Tensor, Tensor, Tensor]:
         steered = self.logits + mu * self.delta
         lse = self._segment_logsumexp(steered)
         q = (steered - lse[self.token]).exp()
         mean_d = self._segment_sum(q * self.delta)
         var_d = (self._segment_sum(q * self.delta * self.delta) - mean_d * mean_d).clamp(min=0.0)
         gold_delta = self._gold_delta()
-        nll = float((lse - self.gold_logit - mu * gold_delta).sum())
-        return nll, float((mean_d - gold_delta).sum()), float(var_d.sum())
+        # A gold token with logit −inf has NLL +inf at every μ: a constant, with zero derivatives.
+        lost = torch.isneginf(self.gold_logit)
+        nll = torch.where(lost, float("inf"), lse - self.gold_logit - mu * gold_delta)
+        return nll, torch.where(lost, 0.0, mean_d - gold_delta), torch.where(lost, 0.0, var_d)
+
+    def nll_derivatives(self, mu: float) -> tuple[float, float, float]:
+        """Summed NLL ``Σ −log p_μ(y_t)`` and its first and second derivatives in μ.
+
+        A token whose gold logit is ``−inf`` adds ``+inf`` to the NLL and nothing to the derivatives.
+        """
+        nll, grad, curv = self._nll_parts(mu)
+        return float(nll.sum()), float(grad.sum()), float(curv.sum())
 
 
-def fit_mu(terms: TokenTerms, *, max_iter: int = 100, tol: float = 1e-10) -> float:
+def fit_mu(terms: TokenTerms, *, max_iter: int = 100, tol: float = 1e-10, max_abs: float = 1e4) -> float:
     """The exact minimiser over μ of the summed token NLL ``Σ_t CE(y_t, softmax(z_t + μ d_t))``.
 
-    The objective is convex in μ; Newton's method with exact curvature and a backtracking line search
-    converges in a handful of steps. A flat objective (every ``d`` zero) gives 0.0.
+    The objective is convex in μ, so its derivative is non-decreasing: the minimiser is bracketed by
+    expanding steps from 0, then found by safeguarded Newton steps (exact curvature; a bisection whenever a
+    step would leave the bracket or does not halve the derivative). Sharp distributions make the curvature
+    vanish away from the optimum, where plain Newton steps would overshoot by orders of magnitude.
 
     Args:
         terms: Compact per-token data (see :class:`TokenTerms`).
-        max_iter: Newton iterations at most.
-        tol: Stop when the step is below ``tol · max(1, |μ|)``.
+        max_iter: Newton or bisection steps at most, after bracketing.
+        tol: Stop when the bracket is narrower than ``tol · max(1, |μ|)``.
+        max_abs: Search bound. Without a finite minimiser (every gold token ends up dominant as μ grows) the
+            result is where the derivative underflows to 0 in float64, or ``±max_abs`` if it never does.
 
     Returns:
-        The fitted μ as a float.
+        The fitted μ as a float; 0.0 for no tokens or a flat objective (every ``d`` zero).
+
+    Example:
+        Two tokens with ``p = (3/4, 1/4)``, gold 0 then gold 1, direction ``(1, −1)``: the NLL is lowest where
+        the steered distribution is ``(1/2, 1/2)``, at ``μ = −log(3)/2``.
+
+        >>> z = torch.tensor([[math.log(3), 0.0], [math.log(3), 0.0]], dtype=torch.float64)
+        >>> d = torch.tensor([[1.0, -1.0], [1.0, -1.0]], dtype=torch.float64)
+        >>> terms = TokenTerms.from_logits(z, d, torch.ones(2, 2, dtype=torch.bool), torch.tensor([0, 1]))
+        >>> round(fit_mu(terms), 9) == round(-math.log(3) / 2, 9)
+        True
     """
     if terms.n_tokens == 0:
         return 0.0
-    mu = 0.0
-    f, g, h = terms.nll_derivatives(mu)
-    for _ in range(max_iter):
-        if h <= 0.0 or g == 0.0:
+
+    def derivatives(mu: float) -> tuple[float, float]:
+        _, grad, curv = terms._nll_parts(mu)  # tokens with a −inf gold logit are constant: zero derivatives
+        return float(grad.sum()), float(curv.sum())
+
+    g, h = derivatives(0.0)
+    if g == 0.0:
+        return 0.0
+    # Bracket the root of the (non-decreasing) derivative: lo has g < 0, hi has g > 0.
+    direction = 1.0 if g < 0 else -1.0
+    inner, outer = (0.0, g, h), min(max(abs(g) / h if h > 0 else 1.0, 1e-6), max_abs)  # first try: a Newton step
+    while True:
+        g_out, h_out = derivatives(direction * outer)
+        if g_out == 0.0:
+            return direction * outer
+        if (g_out > 0) == (direction > 0) or outer >= max_abs:  # the sign of g changed, or no finite minimiser
             break
-        step = -g / h
-        t = 1.0
-        while True:  # backtracking keeps each step a descent step
-            candidate = mu + t * step
-            f_new, g_new, h_new = terms.nll_derivatives(candidate)
-            if f_new <= f + 1e-4 * t * step * g or t < 1e-8:
-                break
-            t *= 0.5
-        mu, f, g, h = candidate, f_new, g_new, h_new
-        if abs(t * step) <= tol * max(1.0, abs(mu)):
+        inner, outer = (outer, g_out, h_out), min(outer * 4.0, max_abs)
+    if (g_out < 0) == (direction > 0):  # still descending at the bound
+        return direction * outer
+    lo, hi = sorted((direction * inner[0], direction * outer))
+    # Newton from whichever end of the bracket is closer to the root (the smaller derivative).
+    mu, g, h = (
+        (direction * inner[0], inner[1], inner[2]) if abs(inner[1]) < abs(g_out) else (direction * outer, g_out, h_out)
+    )
+    previous = math.inf
+    for _ in range(max_iter):
+        step = mu - g / h if h > 0 else math.nan
+        if not lo < step < hi or abs(g) > 0.5 * previous:
+            step = 0.5 * (lo + hi)
+        previous, moved = abs(g), abs(step - mu)
+        mu = step
+        g, h = derivatives(mu)
+        if g == 0.0:
+            break
+        if g < 0:
+            lo = mu
+        else:
+            hi = mu
+        if min(hi - lo, moved) <= tol * max(1.0, abs(mu)):
             break
     return float(mu)
