@@ -1,0 +1,439 @@
+"""Building a steering vector: calibration over prompt/completion pairs with a base model and its PEFT adapter.
+
+For every gold completion token (teacher-forced; prompt tokens excluded) :func:`build` takes the warm logits
+``z_φ`` (adapter on) and the base logits ``z_θ`` (the same weights, adapter disabled) at the same real tokens,
+and from them (DESIGN §1, via :mod:`steerkit.svdecode`) the masked direction ``δ̂_t``, the per-token Newton step
+``μ*_t`` under both curvatures, the exact NLL minimiser ``fit``, and the static task vector ``v = mean_t δ̂_t``
+with its own strengths μ_s.
+
+Cost (DESIGN §6): two decoder passes per batch, one per model. Logits are computed only at completion positions:
+the decoder's hidden states are gathered there and the output head is applied to the gathered rows in chunks,
+so at most one ``[chunk, V]`` float32 block per model exists at a time, whatever the batch. Prompt-based adapters
+(prompt tuning, p-tuning) prepend virtual tokens to the warm pass only; positions are aligned so that the base
+model sees exactly the real tokens. Batches are padded on the tokenizer's ``padding_side`` with explicit
+``position_ids``, so the result does not depend on batch size or padding side.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steerkit import constants as C
+from steerkit.artifact import MuStats, SteerConfig, SteeringVector, hash_files, parse_mu_name
+from steerkit.data import as_pairs, data_sha256, encode_pair, load_pairs
+from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
+from steerkit.models import logits_width, tokenizer_fingerprint
+from steerkit.svdecode import (
+    AGGREGATORS,
+    CURVATURES,
+    LOGPROB_FLOOR,
+    TokenTerms,
+    aggregate_mu,
+    fit_mu,
+    mu_star,
+    steering_delta,
+)
+
+__all__ = ["MU_QUANTILES", "build"]
+
+#: Levels of the μ* quantiles stored in ``calibration["mu_star_quantiles"]``.
+MU_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+#: Elements per ``[chunk, V]`` logits block (chunk = this // V rows, at least 16): 4 MiB of float32.
+CHUNK_ELEMENTS = 1 << 20
+_PROMPT_METHODS = ("PROMPT_TUNING", "P_TUNING")
+
+
+def build(
+    model: Any,
+    adapter: Any,
+    data: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    alpha: float = 0.1,
+    mu_aggregator: str = "median",
+    batch_size: int = 8,
+    max_length: int = 512,
+    show_progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> SteeringVector:
+    """Calibrate an SVDecode steering vector from a base model and a warm-started PEFT adapter.
+
+    Args:
+        model: The base causal LM, or a ``PeftModel`` (then ``adapter`` may be ``None`` and its active adapter
+            is used).
+        adapter: A ``PeftModel`` (its active adapter), a local adapter directory, or a Hub id. A directory or
+            Hub id is loaded onto ``model`` with ``PeftModel.from_pretrained`` and unloaded again afterwards, so
+            ``model`` is left as it was.
+        data: Prompt/completion pairs, or a path :func:`steerkit.data.load_pairs` reads.
+        tokenizer: The model's tokenizer (its ``padding_side`` is respected).
+        alpha: Confidence-mask threshold: keep tokens with ``p_φ ≥ α · max p_φ``.
+        mu_aggregator: Which strength becomes ``mu.value`` (and ``mu_static.value``): ``"mean"``, ``"median"``,
+            ``"trimmed"``, ``"ratio"`` (each optionally ``/paper`` or ``/exact``) or ``"fit"``.
+        batch_size: Pairs per forward pass.
+        max_length: Most tokens per pair (the prompt is cut from its start past this).
+        show_progress: Print one line per batch to stderr.
+        progress: Called as ``progress(batch, total_batches)`` after each batch (the CLI renders it).
+
+    Returns:
+        The :class:`~steerkit.artifact.SteeringVector`, with the adapter's files and calibration statistics.
+
+    Raises:
+        InvalidOptionError: A bad ``alpha``, ``mu_aggregator``, ``batch_size`` or ``max_length``.
+        AdapterError: No usable adapter (missing, unloadable, or a PEFT method SVDecode cannot run).
+        DataFormatError: Malformed data; ``EmptyDataError`` when no completion token is left.
+
+    Example:
+        >>> vector = build(model, "my-lora", "calib.jsonl", tokenizer=tok)  # doctest: +SKIP
+        >>> vector.save("my-vector")                                          # doctest: +SKIP
+    """
+    how, curvature = parse_mu_name(mu_aggregator)
+    label = "fit" if curvature is None else f"{how}/{curvature}"
+    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise InvalidOptionError(f"alpha must be in [0, 1], got {alpha!r}", hint="the default is 0.1", got=alpha)
+    for name, value, least in (("batch_size", batch_size, 1), ("max_length", max_length, 2)):
+        if not isinstance(value, int) or value < least:
+            raise InvalidOptionError(f"{name} must be an integer ≥ {least}, got {value!r}", got=value)
+    pairs = load_pairs(data) if isinstance(data, (str, os.PathLike)) else as_pairs(data)
+    peft_model, source, loaded = _resolve_adapter(model, adapter)
+    try:
+        return _build(
+            peft_model,
+            pairs,
+            source=source,
+            tokenizer=tokenizer,
+            alpha=float(alpha),
+            label=label,
+            batch_size=batch_size,
+            max_length=max_length,
+            show_progress=show_progress,
+            progress=progress,
+        )
+    finally:
+        if loaded and not _is_prompt_learning(peft_model):
+            peft_model.unload()  # remove the injected adapter layers: `model` is as the caller gave it
+
+
+# --- adapters --------------------------------------------------------------------------------------------
+
+
+def _resolve_adapter(model: Any, adapter: Any) -> tuple[Any, str | None, bool]:
+    """``(peft_model, adapter source path or Hub id, whether we loaded it)``."""
+    from peft import PeftModel
+
+    if adapter is None:
+        if isinstance(model, PeftModel):
+            return model, None, False
+        raise AdapterError(
+            "no adapter given and the model is not a PeftModel",
+            hint="pass a PeftModel, an adapter directory or a Hub id (warm-start one with steerkit.warm_start)",
+        )
+    if isinstance(adapter, PeftModel):
+        return adapter, None, False
+    if not isinstance(adapter, (str, os.PathLike)):
+        raise AdapterError(
+            f"adapter must be a PeftModel, an adapter directory or a Hub id, got {type(adapter).__name__}",
+            hint="pass the PeftModel returned by steerkit.warm_start, or a folder with adapter_config.json",
+        )
+    if isinstance(model, PeftModel):
+        raise AdapterError(
+            "model is already a PeftModel; cannot load a second adapter onto it",
+            hint="pass adapter=None to use the model's own adapter, or pass the plain base model",
+        )
+    text = str(adapter)
+    path = Path(text)
+    if path.is_dir():
+        if not (path / C.ADAPTER_FILES[0]).is_file():
+            raise AdapterError(
+                f"'{path}' has no {C.ADAPTER_FILES[0]}",
+                hint="give the folder written by PeftModel.save_pretrained",
+                path=text,
+            )
+    elif path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise AdapterError(
+            f"no adapter at '{text}'",
+            hint="give an adapter directory (with adapter_config.json) or a Hub id like 'user/name'",
+            path=text,
+        )
+    try:
+        peft_model = PeftModel.from_pretrained(model, text)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AdapterError(
+            f"cannot load the adapter '{text}' onto the model: {first}",
+            hint="check that the adapter was trained on this base model",
+            path=text,
+        ) from None
+    return peft_model, text, True
+
+
+def _peft_type(peft_model: Any) -> str:
+    kind = peft_model.peft_config[peft_model.active_adapter].peft_type
+    return str(getattr(kind, "value", kind))
+
+
+def _is_prompt_learning(peft_model: Any) -> bool:
+    return bool(peft_model.peft_config[peft_model.active_adapter].is_prompt_learning)
+
+
+def _adapter_files(peft_model: Any) -> dict[str, bytes]:
+    """The active adapter as ``save_pretrained`` writes it (config + safetensors), as bytes."""
+    name = peft_model.active_adapter
+    with tempfile.TemporaryDirectory(prefix="steerkit-adapter-") as tmp:
+        # save_embedding_layers=False: never probe the Hub for the base model's config while saving
+        peft_model.save_pretrained(tmp, selected_adapters=[name], save_embedding_layers=False)
+        folder = Path(tmp) if name == "default" else Path(tmp) / name
+        return {f: (folder / f).read_bytes() for f in C.ADAPTER_FILES if (folder / f).is_file()}
+
+
+# --- forward passes --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Batch:
+    input_ids: Tensor  # [B, S]
+    attention_mask: Tensor  # [B, S]
+    rows: Tensor  # [N] batch row of each predicting position
+    positions: Tensor  # [N] position (in the padded real-token sequence) whose logits predict a gold token
+    targets: Tensor  # [N] the gold tokens
+
+
+def _make_batch(encoded: list[tuple[list[int], int]], *, pad_id: int, left: bool) -> _Batch:
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    rows, positions, targets = [], [], []
+    for row, (ids, first) in enumerate(encoded):
+        offset = width - len(ids) if left else 0
+        input_ids[row, offset : offset + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, offset : offset + len(ids)] = 1
+        for j in range(first, len(ids)):  # the logits at j - 1 predict token j
+            rows.append(row)
+            positions.append(offset + j - 1)
+            targets.append(ids[j])
+
+    def long(values: list[int]) -> Tensor:
+        return torch.tensor(values, dtype=torch.long)
+
+    return _Batch(input_ids, mask, long(rows), long(positions), long(targets))
+
+
+def _positions(mask: Tensor) -> Tensor:
+    """Position ids that count real tokens only (pads take a harmless clamped value)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _hidden_rows(transformer: Any, batch: _Batch, *, device: torch.device, prompts: Tensor | None = None) -> Tensor:
+    """Last hidden states ``[N, H]`` at the batch's predicting positions; ``prompts`` are virtual-token embeddings."""
+    decoder = transformer.get_decoder()
+    input_ids = batch.input_ids.to(device)
+    mask = batch.attention_mask.to(device)
+    shift = 0
+    if prompts is None:
+        out = decoder(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False)
+    else:
+        embeds = transformer.get_input_embeddings()(input_ids)
+        shift = prompts.shape[1]
+        embeds = torch.cat([prompts.to(device=device, dtype=embeds.dtype), embeds], dim=1)
+        mask = torch.cat([torch.ones_like(mask[:, :shift]), mask], dim=1)
+        out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask), use_cache=False)
+    hidden: Tensor = out.last_hidden_state
+    return hidden[batch.rows.to(device), batch.positions.to(device) + shift]
+
+
+def _head_logits(transformer: Any, rows: Tensor) -> Tensor:
+    """The model's logits for gathered hidden rows: output head plus the logit post-processing some models apply."""
+    logits: Tensor = transformer.get_output_embeddings()(rows)
+    logits = logits.double() if logits.dtype == torch.float64 else logits.float()
+    config = transformer.config
+    scale = getattr(transformer, "logit_scale", None)  # Cohere
+    if isinstance(scale, (int, float)):
+        logits = logits * scale
+    scaling = getattr(config, "logits_scaling", None)  # Granite
+    if isinstance(scaling, (int, float)) and scaling:
+        logits = logits / scaling
+    cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2/3
+    if isinstance(cap, (int, float)) and cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _head_has_adapter(transformer: Any) -> bool:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    head = transformer.get_output_embeddings()
+    return any(isinstance(m, BaseTunerLayer) for m in head.modules())
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    On CPU every chunk allocates and frees a few ``[chunk, V]`` temporaries; glibc raises its mmap threshold
+    after such frees and then keeps freed blocks in its heap, so without this the resident size can creep far
+    above the working set over a long calibration.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
+# --- the calibration -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Totals:
+    task_sum: Tensor | None = None
+    kl: float = 0.0
+    kept: float = 0.0
+    gold_masked: int = 0
+    parts: list[TokenTerms] = dataclasses.field(default_factory=list)
+
+    def add(self, warm: Tensor, base: Tensor, targets: Tensor, *, alpha: float) -> None:
+        delta, keep = steering_delta(warm, base, alpha=alpha)
+        summed = delta.sum(dim=0, dtype=torch.float64)
+        self.task_sum = summed if self.task_sum is None else self.task_sum + summed
+        lp_w = torch.log_softmax(warm, dim=-1)
+        lp_b = torch.log_softmax(base, dim=-1).clamp(min=LOGPROB_FLOOR)
+        p_w = lp_w.exp()
+        self.kl += float(torch.where(p_w > 0, p_w * (lp_w - lp_b), torch.zeros_like(lp_w)).sum(dtype=torch.float64))
+        del lp_w, lp_b, p_w
+        self.kept += float(keep.sum())
+        self.gold_masked += int((~keep.gather(1, targets[:, None])).sum())
+        terms = TokenTerms.from_logits(warm, delta, keep, targets)
+        self.parts.append(TokenTerms(**{f.name: getattr(terms, f.name).cpu() for f in dataclasses.fields(terms)}))
+
+
+@contextmanager
+def _eval_mode(module: Any) -> Iterator[None]:
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _build(
+    peft_model: Any,
+    pairs: list[dict[str, Any]],
+    *,
+    source: str | None,
+    tokenizer: Any,
+    alpha: float,
+    label: str,
+    batch_size: int,
+    max_length: int,
+    show_progress: bool,
+    progress: Callable[[int, int], None] | None,
+) -> SteeringVector:
+    peft_type = _peft_type(peft_model)
+    prompt_learning = _is_prompt_learning(peft_model)
+    if prompt_learning and peft_type not in _PROMPT_METHODS:
+        raise AdapterError(
+            f"PEFT method {peft_type} is not supported by build",
+            hint="use LoRA, IA3 (or another weight adapter), prompt tuning or p-tuning",
+            got=peft_type,
+        )
+    transformer = peft_model.get_base_model()
+    device = next(transformer.parameters()).device
+    encoded = [encode_pair(tokenizer, p["prompt"], p["completion"], max_length=max_length) for p in pairs]
+    used = [(ids, max(start, 1)) for ids, start in encoded if len(ids) > max(start, 1)]
+    if not used:
+        raise EmptyDataError(
+            "no completion tokens to calibrate on (every completion is empty after tokenization)",
+            hint="give pairs with non-empty completions",
+        )
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    width = logits_width(transformer)
+    chunk = max(16, CHUNK_ELEMENTS // width)
+    shared_head = prompt_learning or not _head_has_adapter(transformer)
+    n_batches = -(-len(used) // batch_size)
+    totals = _Totals()
+
+    def base_context() -> Any:
+        return nullcontext() if prompt_learning else peft_model.disable_adapter()
+
+    with torch.no_grad(), _eval_mode(peft_model):
+        for index in range(n_batches):
+            batch = _make_batch(used[index * batch_size : (index + 1) * batch_size], pad_id=pad_id, left=left)
+            prompts = peft_model.get_prompt(batch_size=batch.input_ids.shape[0]) if prompt_learning else None
+            warm_rows = _hidden_rows(transformer, batch, device=device, prompts=prompts)
+            with base_context():
+                base_rows = _hidden_rows(transformer, batch, device=device)
+            targets = batch.targets.to(device)
+            for lo in range(0, targets.numel(), chunk):
+                warm = _head_logits(transformer, warm_rows[lo : lo + chunk])
+                with nullcontext() if shared_head else base_context():
+                    base = _head_logits(transformer, base_rows[lo : lo + chunk])
+                totals.add(warm, base, targets[lo : lo + chunk], alpha=alpha)
+                del warm, base
+                if device.type == "cpu":
+                    _trim_heap()
+            del warm_rows, base_rows
+            if show_progress:
+                print(f"build: batch {index + 1}/{n_batches}", file=sys.stderr, flush=True)
+            if progress is not None:
+                progress(index + 1, n_batches)
+
+    terms = TokenTerms.cat(totals.parts)
+    n_tokens = terms.n_tokens
+    assert totals.task_sum is not None  # at least one token was processed
+    task_vector = (totals.task_sum / n_tokens).to(torch.float32).cpu()
+    mu, quantiles = _mu_stats(terms, label, quantiles=True)
+    mu_static, _ = _mu_stats(terms.with_direction(task_vector), label, quantiles=False)
+    files = _adapter_files(peft_model)
+    name = getattr(transformer.config, "_name_or_path", "") or getattr(transformer, "name_or_path", "") or None
+    revision = getattr(transformer.config, "_commit_hash", None)
+    config = SteerConfig(
+        vocab_size=width,
+        mu=mu,
+        mu_static=mu_static,
+        tokenizer=tokenizer_fingerprint(tokenizer),
+        base_model={"name_or_path": name, "revision": revision if isinstance(revision, str) else None},
+        calibration={
+            "n_examples": len(used),
+            "n_tokens": n_tokens,
+            "data_sha256": data_sha256(pairs),
+            "kl_mean": totals.kl / n_tokens,
+            "kept_mean": totals.kept / n_tokens,
+            "masked_gold_fraction": totals.gold_masked / n_tokens,
+            "mu_star_quantiles": quantiles,
+        },
+        adapter={"path": source, "peft_type": peft_type, "sha256": hash_files(files)},
+        alpha=alpha,
+    )
+    return SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
+
+
+def _mu_stats(terms: TokenTerms, label: str, *, quantiles: bool) -> tuple[MuStats, dict[str, dict[str, float]]]:
+    """All aggregates under both curvatures, ``fit``, ``value`` chosen by ``label``; optionally μ* quantiles."""
+    tables: dict[str, dict[str, float]] = {}
+    levels: dict[str, dict[str, float]] = {}
+    for curvature in CURVATURES:
+        num, den = terms.mu_terms(curvature=curvature)  # type: ignore[arg-type]
+        tables[curvature] = {how: aggregate_mu(num, den, how=how) for how in AGGREGATORS}  # type: ignore[arg-type]
+        if quantiles:
+            values = mu_star(num, den)
+            q = torch.quantile(values, torch.tensor(MU_QUANTILES, dtype=values.dtype))
+            levels[curvature] = {str(level): float(v) for level, v in zip(MU_QUANTILES, q, strict=True)}
+    stats = MuStats(value=0.0, chosen_by=label, paper=tables["paper"], exact=tables["exact"], fit=fit_mu(terms))
+    return dataclasses.replace(stats, value=stats.select(label)), levels

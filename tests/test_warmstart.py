@@ -1,0 +1,120 @@
+"""warm_start: the four PEFT methods, completion-only loss, seeded bit-reproducibility, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from tiny import tiny_llama
+
+from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
+from steerkit.warmstart import METHODS, _batch_loss, warm_start
+
+YES = [{"prompt": f"Is {i} fine?", "completion": " yes"} for i in range(8)]
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def test_lora_lowers_the_loss_on_a_toy_task(tokenizer: Any) -> None:
+    warm = warm_start(tiny_llama(sharpness=20), YES, tokenizer=tokenizer, lr=1e-2, epochs=3, batch_size=4)
+    losses = warm.steerkit_losses
+    assert len(losses) == 6  # 3 epochs of 2 steps
+    assert losses[-1] < 0.6 * losses[0]
+    assert not warm.training
+    config = warm.peft_config["default"]
+    assert (config.peft_type.value, config.r, config.lora_alpha, config.lora_dropout) == ("LORA", 8, 16, 0.1)
+    assert set(config.target_modules) == {"q_proj", "v_proj"}  # peft's default for Llama
+    # the trained model puts more probability on " yes" after an unseen prompt
+    ids = tokenizer("Is 99 fine?")["input_ids"]
+    yes = tokenizer(" yes", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        warm_lp = torch.log_softmax(warm(input_ids=torch.tensor([ids])).logits[0, -1], -1)[yes]
+        with warm.disable_adapter():
+            base_lp = torch.log_softmax(warm(input_ids=torch.tensor([ids])).logits[0, -1], -1)[yes]
+    assert warm_lp > base_lp + 0.5
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_and_is_bit_reproducible(tokenizer: Any, method: str) -> None:
+    def run(seed: int) -> Any:
+        return warm_start(
+            tiny_llama(sharpness=20),
+            YES,
+            tokenizer=tokenizer,
+            method=method,
+            lr=1e-2,
+            epochs=2,
+            batch_size=4,
+            seed=seed,
+        )
+
+    first, again, other = run(0), run(0), run(1)
+    a, b, c = adapter_state(first), adapter_state(again), adapter_state(other)
+    assert a.keys() == b.keys() and a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first.steerkit_losses == again.steerkit_losses
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert first.steerkit_losses[-1] < first.steerkit_losses[0]
+    assert not first.training
+    config = first.peft_config["default"]
+    assert config.peft_type.value == {"lora": "LORA", "ia3": "IA3", "prompt_tuning": "PROMPT_TUNING"}.get(
+        method, "P_TUNING"
+    )
+    if method in ("prompt_tuning", "p_tuning"):
+        assert config.num_virtual_tokens == 20
+
+
+def test_loss_counts_completion_tokens_only(tokenizer: Any) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_llama(sharpness=20), LoraConfig(r=2, init_lora_weights=False))
+    model.eval()
+    a = ([14, 15, 16, 98, 17, 18], 4)  # prompt 4 tokens, completion 2
+    b = ([20, 21, 98, 22], 3)
+    with torch.no_grad():
+        loss = _batch_loss(model, [a, b], pad_id=0, num_virtual=0, device=torch.device("cpu"))
+        terms = []
+        for ids, start in (a, b):
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            lp = torch.log_softmax(logits.float(), -1)
+            terms += [-lp[j - 1, ids[j]] for j in range(start, len(ids))]
+    torch.testing.assert_close(loss, torch.stack(terms).mean(), rtol=1e-6, atol=1e-6)
+
+
+def test_leaves_the_global_rng_alone_and_reports_progress(tokenizer: Any) -> None:
+    model = tiny_llama()  # (seeds the global RNG itself)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    seen: list[tuple[int, int]] = []
+    warm_start(model, YES[:3], tokenizer=tokenizer, batch_size=2, progress=lambda s, t: seen.append((s, t)))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert seen == [(1, 2), (2, 2)]
+
+
+def test_show_progress_prints_to_stderr(tokenizer: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    warm_start(tiny_llama(), YES[:2], tokenizer=tokenizer, batch_size=2, show_progress=True)
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.startswith("warm_start: step 1/1 loss ")
+
+
+def test_errors(tokenizer: Any, lora_model: Any) -> None:
+    with pytest.raises(InvalidOptionError) as info:
+        warm_start(tiny_llama(), YES, tokenizer=tokenizer, method="prefix")
+    assert str(info.value) == "unknown warm-start method 'prefix' — use one of: lora, ia3, prompt_tuning, p_tuning"
+    with pytest.raises(InvalidOptionError, match="epochs must be a positive integer"):
+        warm_start(tiny_llama(), YES, tokenizer=tokenizer, epochs=0)
+    with pytest.raises(InvalidOptionError, match="lr must be positive"):
+        warm_start(tiny_llama(), YES, tokenizer=tokenizer, lr=0.0)
+    with pytest.raises(AdapterError, match="already a PeftModel"):
+        warm_start(lora_model, YES, tokenizer=tokenizer)
+    with pytest.raises(EmptyDataError):
+        warm_start(tiny_llama(), [], tokenizer=tokenizer)
+    # a completion whose only token has no context (empty prompt, no BOS) leaves nothing to learn
+    with pytest.raises(EmptyDataError, match="no completion tokens"):
+        warm_start(tiny_llama(), [{"prompt": "", "completion": "y"}], tokenizer=tokenizer)
