@@ -1,0 +1,551 @@
+"""Multiple-choice evaluation (DESIGN §5): option scores under base, warm, static or dynamic steering, metrics.
+
+Item schema (what :mod:`steerkit.data` readers produce)::
+
+    {"prompt": str, "choices": list[str], "label": int}               # one correct choice
+    {"prompt": str, "choices": list[str], "labels": list[int]}        # 0/1 per choice
+    # TruthfulQA also: "mc2_choices": list[str], "mc2_labels": list[int], "category": str
+    # (then "choices"/"label" are the MC1 set)
+
+An option's score is the sum of the log-probabilities of its tokens after the prompt, teacher-forced.
+Tokenisation is the one :func:`steerkit.build` and :func:`steerkit.warm_start` use
+(:func:`steerkit.data.encode_pair`): the prompt with the tokenizer's special tokens (e.g. BOS), the choice
+without, ids concatenated; the option tokens are exactly the choice's own tokens. Put the separating space in
+the choice (``" Paris"``), not at the end of the prompt (the data readers do).
+
+One code path scores every setting: the warm logits at the option positions (and, in dynamic mode, the base
+logits with the adapter disabled) become :class:`~steerkit.svdecode.TokenTerms` with direction δ̂ (dynamic),
+``keep ⊙ v`` (static) or zero (no steering); an option's score is the segment sum of ``terms.logprobs(μ)``.
+So any μ can be re-scored without a forward pass (:mod:`steerkit.tune` relies on this). No ``−inf`` filter
+unless asked: most options contain a token outside the confidence mask.
+
+Metrics: ``accuracy`` (argmax is a correct choice); for items with an MC2 set, TruthfulQA's standard ``mc1``
+(argmax of the MC1 choices is the correct one) and ``mc2`` (``Σ_true exp(s) / Σ_all exp(s)`` over the MC2
+choices). Each with ``n`` and a percentile-bootstrap 95% interval; per-item values are returned so callers can
+compare two settings with :func:`paired_bootstrap`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from steerkit.artifact import SteeringVector
+from steerkit.data import encode_pair
+from steerkit.errors import DataFormatError, EmptyDataError, InvalidOptionError
+from steerkit.svdecode import TokenTerms
+
+if TYPE_CHECKING:
+    from steerkit.decode import Steered
+
+__all__ = [
+    "METRICS",
+    "OptionTerms",
+    "collect_option_terms",
+    "evaluate_mc",
+    "item_metrics",
+    "paired_bootstrap",
+    "score_choices",
+    "steering_context",
+    "summarize",
+]
+
+METRICS: tuple[str, ...] = ("accuracy", "mc1", "mc2")
+
+
+# --- items -----------------------------------------------------------------------------------------------
+
+
+def _bad(index: int, problem: str) -> DataFormatError:
+    return DataFormatError(
+        f"item {index}: {problem}",
+        hint='items are {"prompt": str, "choices": [str, ...], "label": int} (or "labels": 0/1 per choice)',
+        index=index,
+    )
+
+
+def _validate(items: Sequence[Mapping[str, Any]]) -> None:
+    if len(items) == 0:
+        raise EmptyDataError("no multiple-choice items to evaluate", hint="give at least one item")
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise _bad(i, f"expected a mapping, got {type(item).__name__}")
+        if not isinstance(item.get("prompt"), str):
+            raise _bad(i, "'prompt' missing or not a string")
+        choices = item.get("choices")
+        if not isinstance(choices, Sequence) or isinstance(choices, str) or len(choices) == 0:
+            raise _bad(i, "'choices' missing or empty")
+        if "label" in item:
+            label = item["label"]
+            if not isinstance(label, int) or not 0 <= label < len(choices):
+                raise _bad(i, f"'label' {label!r} is not an index into {len(choices)} choices")
+        elif "labels" in item:
+            labels = item["labels"]
+            if len(labels) != len(choices) or any(x not in (0, 1) for x in labels):
+                raise _bad(i, f"'labels' must be 0/1 for each of the {len(choices)} choices")
+        else:
+            raise _bad(i, "neither 'label' nor 'labels' given")
+        if "mc2_choices" in item:
+            mc2 = item["mc2_choices"]
+            mc2_labels = item.get("mc2_labels")
+            if not mc2 or mc2_labels is None or len(mc2_labels) != len(mc2) or any(x not in (0, 1) for x in mc2_labels):
+                raise _bad(i, "'mc2_choices' needs 'mc2_labels' with a 0/1 label per choice")
+
+
+# --- scoring ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionTerms:
+    """Everything needed to score every option of a set of items at any μ, without a forward pass.
+
+    Attributes:
+        terms: :class:`TokenTerms` of every option token, options one after another.
+        segment: ``[T]`` the option each token belongs to.
+        n_options: Number of distinct (item, choice text) options.
+        layout: Per item, the option indices of ``"choices"`` and (when present) ``"mc2_choices"``.
+        filter_masked: Whether scores use the ``−inf`` filter (a gold token outside the mask scores ``−inf``).
+        mu: The strength of the steering these terms were built for (0.0 for none).
+        mode: ``"dynamic"``, ``"static"`` or ``"none"``.
+    """
+
+    terms: TokenTerms
+    segment: Tensor
+    n_options: int
+    layout: list[dict[str, list[int]]]
+    filter_masked: bool = False
+    mu: float = 0.0
+    mode: str = "none"
+
+    def option_scores(self, mu: float | None = None) -> Tensor:
+        """Summed option log-probabilities ``[n_options]`` (float64) at strength ``mu`` (default ``self.mu``)."""
+        m = self.mu if mu is None else float(mu)
+        if self.filter_masked:
+            # ẑ[~keep] = −inf: the normaliser runs over the kept entries only, a gold token outside scores −inf.
+            kept_only = dataclasses.replace(self.terms, rest_lse=torch.full_like(self.terms.rest_lse, float("-inf")))
+            lp = kept_only.logprobs(m)
+            lp = torch.where(self.terms.gold_kept, lp, torch.full_like(lp, float("-inf")))
+        else:
+            lp = self.terms.logprobs(m)
+        return torch.zeros(self.n_options, dtype=torch.float64).index_add_(0, self.segment, lp)
+
+    def item_scores(self, mu: float | None = None) -> list[dict[str, list[float]]]:
+        """Per item, the scores of ``"choices"`` (and ``"mc2_choices"``) at strength ``mu``."""
+        scores = self.option_scores(mu).tolist()
+        return [{key: [scores[j] for j in idx] for key, idx in entry.items()} for entry in self.layout]
+
+
+def _encode_options(
+    items: Sequence[Mapping[str, Any]], tokenizer: Any
+) -> tuple[list[tuple[list[int], int]], list[dict[str, list[int]]]]:
+    """Token ids ``(prompt + option, n_prompt)`` of each distinct option, and each item's option indices."""
+    sequences: list[tuple[list[int], int]] = []
+    layout: list[dict[str, list[int]]] = []
+    for i, item in enumerate(items):
+        prompt = item["prompt"]
+        if not tokenizer(prompt)["input_ids"]:
+            raise _bad(i, "the prompt encodes to no tokens, so the first option token has no context")
+        known: dict[str, int] = {}
+        entry: dict[str, list[int]] = {}
+        for key in ("choices", "mc2_choices"):
+            if key not in item:
+                continue
+            idx = []
+            for choice in item[key]:
+                if choice not in known:
+                    ids, start = encode_pair(tokenizer, prompt, choice, max_length=sys.maxsize)
+                    if start >= len(ids):
+                        raise _bad(i, f"choice {choice!r} adds no tokens after the prompt")
+                    known[choice] = len(sequences)
+                    sequences.append((ids, start))
+                idx.append(known[choice])
+            entry[key] = idx
+        layout.append(entry)
+    return sequences, layout
+
+
+def _device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device  # type: ignore[no-any-return]
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _option_logits(model: Any, ids: Tensor, mask: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Float32 logits ``[T, V]`` at ``(rows, cols)`` of a right-padded batch (virtual prompt tokens skipped)."""
+    out = model(input_ids=ids, attention_mask=mask)
+    logits = out.logits[:, -ids.shape[1] :]  # prompt-tuning adapters prepend virtual tokens
+    selected: Tensor = logits[rows, cols].float()
+    return selected
+
+
+def collect_option_terms(
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    steered: Steered | None = None,
+    batch_size: int = 8,
+    filter_masked: bool = False,
+    show_progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> OptionTerms:
+    """Run the forward passes once and keep, per option token, what the steered score needs.
+
+    Args:
+        model: The model to score with when ``steered`` is ``None`` (base model, or a warm ``PeftModel``).
+        items: Multiple-choice items (schema in the module docstring).
+        tokenizer: The model's tokenizer.
+        steered: A :class:`~steerkit.decode.Steered` handle: its model gives the warm logits, its mode the
+            direction (dynamic: base logits with the adapter disabled; static: ``keep ⊙ v``).
+        batch_size: Sequences (prompt + one option) per forward pass.
+        filter_masked: Score with the ``−inf`` filter on masked tokens.
+        show_progress: Show a progress bar (tqdm) over the sequences.
+        progress: Called as ``progress(done, total)`` (sequences) after each batch.
+
+    Returns:
+        An :class:`OptionTerms`.
+
+    Raises:
+        DataFormatError: A malformed item (the message names its index).
+        InvalidOptionError: ``batch_size < 1`` or a per-row (tensor) μ.
+    """
+    from steerkit.decode import steering_direction
+
+    _validate(items)
+    if batch_size < 1:
+        raise InvalidOptionError(f"batch_size must be at least 1, got {batch_size}", got=batch_size)
+    sequences, layout = _encode_options(items, tokenizer)
+    warm_model = steered.model if steered is not None else model
+    mode = steered.mode if steered is not None else "none"
+    mu = 0.0
+    if steered is not None:
+        if isinstance(steered.mu, Tensor):
+            raise InvalidOptionError(
+                "option scoring takes one μ, not a per-row tensor", hint="attach with a float mu for evaluation"
+            )
+        mu = float(steered.mu)
+    alpha = steered.alpha if steered is not None else 0.1
+    n_tokens = steered.compat.n_tokens if steered is not None and steered.compat.padded else None
+    static_vector = steered.static_vector if mode == "static" and steered is not None else None
+    device = _device(warm_model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][0]))  # similar lengths per batch
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+        bar = tqdm(total=len(sequences), desc="scoring options", unit="seq")
+    parts: list[TokenTerms] = []
+    segments: list[Tensor] = []
+    done = 0
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(sequences[k][0]) for k in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            rows, cols, seg = [], [], []
+            for r, k in enumerate(chunk):
+                seq, n_prompt = sequences[k]
+                ids[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = 1
+                for pos in range(n_prompt - 1, len(seq) - 1):  # position pos predicts token pos + 1
+                    rows.append(r)
+                    cols.append(pos)
+                    seg.append(k)
+            ids, mask = ids.to(device), mask.to(device)
+            r_t, c_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+            targets = ids[r_t, c_t + 1]
+            with torch.no_grad():
+                warm = _option_logits(warm_model, ids, mask, r_t, c_t)
+                base = None
+                if mode == "dynamic" and steered is not None:
+                    with steered.base_context() as base_model:
+                        base = _option_logits(base_model, ids, mask, r_t, c_t)
+            direction, keep = steering_direction(
+                warm, base_logits=base, static_vector=static_vector, alpha=alpha, n_tokens=n_tokens
+            )
+            parts.append(TokenTerms.from_logits(warm.cpu(), direction.cpu(), keep.cpu(), targets.cpu()))
+            segments.append(torch.tensor(seg, dtype=torch.long))
+            done += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+            if progress is not None:
+                progress(done, len(sequences))
+    finally:
+        if bar is not None:
+            bar.close()
+    return OptionTerms(
+        terms=TokenTerms.cat(parts),
+        segment=torch.cat(segments),
+        n_options=len(sequences),
+        layout=layout,
+        filter_masked=filter_masked,
+        mu=mu,
+        mode=mode,
+    )
+
+
+@contextlib.contextmanager
+def steering_context(model: Any, steering: Any, *, tokenizer: Any, strict: bool = True) -> Iterator[Steered | None]:
+    """Resolve a steering spec to a :class:`~steerkit.decode.Steered` handle for the ``with`` block.
+
+    Args:
+        model: The model to attach to (for a vector or a mapping spec).
+        steering: ``None`` (no steering), a ``Steered`` handle (used as is), a ``SteeringVector`` (attached in
+            dynamic mode with its default μ), or a mapping ``{"vector": ..., "mode": ..., "mu": ..., "alpha": ...}``
+            (the keyword arguments of :func:`steerkit.decode.attach`). What this attaches is detached on exit.
+        tokenizer: Checked against the vector's tokenizer.
+        strict: Refuse a tokenizer mismatch.
+
+    Yields:
+        The handle, or ``None``.
+
+    Raises:
+        InvalidOptionError: Not a steering spec.
+    """
+    from steerkit.decode import Steered, attach
+
+    if steering is None or isinstance(steering, Steered):
+        yield steering
+        return
+    if isinstance(steering, SteeringVector):
+        spec: dict[str, Any] = {"vector": steering}
+    elif isinstance(steering, Mapping) and isinstance(steering.get("vector"), SteeringVector):
+        spec = dict(steering)
+    else:
+        raise InvalidOptionError(
+            f"cannot steer with a {type(steering).__name__}",
+            hint='give None, a Steered handle, a SteeringVector, or {"vector": v, "mode": "static", "mu": -1.0}',
+        )
+    vector = spec.pop("vector")
+    spec.setdefault("tokenizer", tokenizer)
+    spec.setdefault("strict", strict)
+    handle = attach(vector, model, **spec)
+    try:
+        yield handle
+    finally:
+        handle.detach()
+
+
+def score_choices(
+    model: Any,
+    prompt: str,
+    choices: Sequence[str],
+    *,
+    tokenizer: Any,
+    steering: Any = None,
+    batch_size: int = 8,
+    filter_masked: bool = False,
+) -> list[float]:
+    """Score each choice by the summed log-probability of its tokens after ``prompt`` (teacher-forced).
+
+    Args:
+        model: Base model or warm ``PeftModel`` (scored as is when ``steering`` is ``None``).
+        prompt: The context.
+        choices: Option texts (with their leading space, e.g. ``" Paris"``).
+        tokenizer: The model's tokenizer.
+        steering: ``None``, a ``Steered`` handle, a ``SteeringVector`` or a mapping spec (see
+            :func:`steering_context`).
+        batch_size: Sequences per forward pass.
+        filter_masked: Apply the ``−inf`` filter (off: DESIGN §1, option scoring uses no filter).
+
+    Returns:
+        One float per choice.
+
+    Example:
+        >>> score_choices(model, "Q: Capital of France?\\nA:", [" Paris", " Rome"], tokenizer=tok)  # doctest: +SKIP
+        [-1.2, -7.9]
+    """
+    item = {"prompt": prompt, "choices": list(choices), "label": 0}
+    with steering_context(model, steering, tokenizer=tokenizer) as steered:
+        terms = collect_option_terms(
+            model, [item], tokenizer=tokenizer, steered=steered, batch_size=batch_size, filter_masked=filter_masked
+        )
+    return terms.item_scores()[0]["choices"]
+
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+
+def _argmax(values: Sequence[float]) -> int:
+    best = 0
+    for i, v in enumerate(values):
+        if v > values[best]:
+            best = i
+    return best
+
+
+def item_metrics(
+    items: Sequence[Mapping[str, Any]], scores: Sequence[Mapping[str, list[float]]]
+) -> dict[str, list[Any]]:
+    """Per-item metric values from option scores.
+
+    Args:
+        items: The items.
+        scores: Per item ``{"choices": [...], "mc2_choices": [...]}`` (as :meth:`OptionTerms.item_scores`).
+
+    Returns:
+        ``{"accuracy": [...], "mc1": [...], "mc2": [...]}``: ``accuracy`` for every item; ``mc1``/``mc2``
+        ``None`` for items without an MC2 set. Ties go to the first choice.
+    """
+    out: dict[str, list[Any]] = {"accuracy": [], "mc1": [], "mc2": []}
+    for item, s in zip(items, scores, strict=True):
+        pred = _argmax(s["choices"])
+        correct = pred == item["label"] if "label" in item else item["labels"][pred] == 1
+        out["accuracy"].append(float(correct))
+        if "mc2_choices" in item:
+            out["mc1"].append(float(correct))
+            s2 = torch.tensor(s["mc2_choices"], dtype=torch.float64)
+            true = torch.tensor(item["mc2_labels"], dtype=torch.bool)
+            total = torch.logsumexp(s2, dim=0)
+            if not bool(true.any()) or not math.isfinite(float(total)):
+                out["mc2"].append(0.0)
+            else:
+                out["mc2"].append(float(torch.exp(torch.logsumexp(s2[true], dim=0) - total)))
+        else:
+            out["mc1"].append(None)
+            out["mc2"].append(None)
+    return out
+
+
+def _bootstrap_means(values: Tensor, n_bootstrap: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(values.numel(), (n_bootstrap, values.numel()), generator=g)
+    return values[idx].mean(dim=1)
+
+
+def _interval(values: Sequence[float], n_bootstrap: int, seed: int) -> dict[str, Any]:
+    v = torch.tensor(list(values), dtype=torch.float64)
+    out: dict[str, Any] = {"value": float(v.mean()), "n": int(v.numel()), "ci_low": None, "ci_high": None}
+    if n_bootstrap > 0:
+        means = _bootstrap_means(v, n_bootstrap, seed)
+        out["ci_low"] = float(torch.quantile(means, 0.025))
+        out["ci_high"] = float(torch.quantile(means, 0.975))
+    return out
+
+
+def summarize(per_item: Mapping[str, Sequence[Any]], *, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Metric values with bootstrap 95% intervals from per-item values (``None`` entries skipped).
+
+    Returns:
+        ``{metric: {"value", "n", "ci_low", "ci_high"}}`` for each metric with at least one value.
+    """
+    out: dict[str, Any] = {}
+    for metric in METRICS:
+        values = [v for v in per_item.get(metric, []) if v is not None]
+        if values:
+            out[metric] = _interval(values, n_bootstrap, seed)
+    return out
+
+
+def paired_bootstrap(
+    a: Sequence[float] | Tensor, b: Sequence[float] | Tensor, *, n_bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Paired percentile bootstrap of ``mean(a) − mean(b)`` over the same items.
+
+    Args:
+        a: Per-item metric values of one setting (e.g. ``result["per_item"]["mc2"]``).
+        b: The same items under another setting.
+        n_bootstrap: Resamples (items drawn with replacement, the same draw for ``a`` and ``b``).
+        seed: Seed of the resampling.
+
+    Returns:
+        ``{"difference", "ci_low", "ci_high", "n", "p_le_zero"}``: ``p_le_zero`` is the fraction of resampled
+        differences ``≤ 0`` (a one-sided bootstrap p-value for "a beats b").
+
+    Raises:
+        InvalidOptionError: Different lengths, no items, or ``n_bootstrap < 1``.
+    """
+    x = torch.as_tensor(a, dtype=torch.float64).flatten()
+    y = torch.as_tensor(b, dtype=torch.float64).flatten()
+    if x.numel() != y.numel() or x.numel() == 0:
+        raise InvalidOptionError(
+            f"paired bootstrap needs two non-empty arrays over the same items, got {x.numel()} and {y.numel()}",
+            hint="pass the per-item values of both settings on the same items",
+        )
+    if n_bootstrap < 1:
+        raise InvalidOptionError(f"n_bootstrap must be at least 1, got {n_bootstrap}", got=n_bootstrap)
+    diffs = _bootstrap_means(x - y, n_bootstrap, seed)
+    return {
+        "difference": float((x - y).mean()),
+        "ci_low": float(torch.quantile(diffs, 0.025)),
+        "ci_high": float(torch.quantile(diffs, 0.975)),
+        "n": int(x.numel()),
+        "p_le_zero": float((diffs <= 0).double().mean()),
+    }
+
+
+def evaluate_mc(
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    steering: Any = None,
+    batch_size: int = 8,
+    show_progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    filter_masked: bool = False,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Evaluate multiple-choice items: accuracy, and TruthfulQA MC1/MC2 where items carry an MC2 set.
+
+    Args:
+        model: Base model, or warm ``PeftModel`` (scored as is when ``steering`` is ``None``).
+        items: Items (schema in the module docstring).
+        tokenizer: The model's tokenizer.
+        steering: ``None``, a ``Steered`` handle, a ``SteeringVector`` (dynamic, default μ) or a mapping
+            ``{"vector", "mode", "mu", ...}`` passed to :func:`steerkit.decode.attach` (detached afterwards).
+        batch_size: Sequences (prompt + one option) per forward pass.
+        show_progress: Show a progress bar.
+        progress: Called as ``progress(done, total)`` in sequences.
+        n_bootstrap: Bootstrap resamples for the 95% intervals (0: no intervals).
+        seed: Seed of the bootstrap.
+        filter_masked: Score with the ``−inf`` filter on masked tokens (off by default).
+        strict: Refuse a tokenizer that differs from the vector's.
+
+    Returns:
+        ``{"n", "accuracy": {"value", "n", "ci_low", "ci_high"}, "mc1": {...}, "mc2": {...}, "steering":
+        {"mode", "mu", "filter_masked"}, "per_item": {"accuracy", "mc1", "mc2", "scores", "mc2_scores"}}``;
+        ``mc1``/``mc2`` only when some item has an MC2 set.
+
+    Raises:
+        DataFormatError: A malformed item. IncompatibleModelError: the vector does not fit the model.
+
+    Example:
+        >>> res = evaluate_mc(model, items, tokenizer=tok, steering={"vector": v, "mode": "static"})  # doctest: +SKIP
+        >>> res["mc2"]["value"], res["mc2"]["ci_low"], res["mc2"]["ci_high"]                          # doctest: +SKIP
+    """
+    if n_bootstrap < 0:
+        raise InvalidOptionError(f"n_bootstrap must be ≥ 0, got {n_bootstrap}", got=n_bootstrap)
+    with steering_context(model, steering, tokenizer=tokenizer, strict=strict) as steered:
+        terms = collect_option_terms(
+            model,
+            items,
+            tokenizer=tokenizer,
+            steered=steered,
+            batch_size=batch_size,
+            filter_masked=filter_masked,
+            show_progress=show_progress,
+            progress=progress,
+        )
+    scores = terms.item_scores()
+    per_item: dict[str, Any] = item_metrics(items, scores)
+    result: dict[str, Any] = {"n": len(items)}
+    result.update(summarize(per_item, n_bootstrap=n_bootstrap, seed=seed))
+    result["steering"] = {"mode": terms.mode, "mu": terms.mu, "filter_masked": filter_masked}
+    per_item["scores"] = [s["choices"] for s in scores]
+    per_item["mc2_scores"] = [s.get("mc2_choices") for s in scores]
+    result["per_item"] = per_item
+    return result

@@ -1,0 +1,207 @@
+"""Choosing the steering strength μ for a task metric on multiple-choice calibration items (DESIGN §1).
+
+The forward passes run once: per option token only the kept entries (:class:`~steerkit.svdecode.TokenTerms`)
+are cached, so each candidate μ is scored without touching the model. The search is 1-D: a log-spaced grid
+of both signs (``0`` and ``±10^k``, ``k`` in ``linspace(−2, 2, 17)``), then two rounds of a finer linear grid
+between the best point's neighbours. The metric is maximised; ties go to the smaller ``|μ|`` (then to the
+smaller μ), so a flat metric keeps μ = 0. Never tune on test data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from steerkit.artifact import SteeringVector
+from steerkit.data import data_sha256
+from steerkit.errors import InvalidOptionError
+from steerkit.evaluate import METRICS, OptionTerms, collect_option_terms, item_metrics
+
+__all__ = ["MuSearch", "default_grid", "metric_at", "search_mu", "tune_mu"]
+
+Metric = Literal["mc2", "mc1", "accuracy"]
+REFINE_POINTS = 17
+REFINE_ROUNDS = 2
+
+
+def default_grid() -> list[float]:
+    """``0`` and ``±10^k`` for ``k`` in ``linspace(−2, 2, 17)``: 35 strengths from −100 to 100, sorted."""
+    magnitudes = [float(10.0**k) for k in torch.linspace(-2.0, 2.0, 17, dtype=torch.float64).tolist()]
+    return sorted([0.0, *magnitudes, *(-m for m in magnitudes)])
+
+
+@dataclass(frozen=True)
+class MuSearch:
+    """The outcome of a μ search.
+
+    Attributes:
+        best: The chosen μ.
+        value: The metric at ``best``.
+        metric: The metric maximised.
+        grid: ``(μ, metric)`` for every point of the initial grid, in grid order.
+        refined: ``(μ, metric)`` for the refinement points, in evaluation order.
+        data_sha256: :func:`steerkit.data.data_sha256` of the calibration items.
+    """
+
+    best: float
+    value: float
+    metric: str
+    grid: list[tuple[float, float]]
+    refined: list[tuple[float, float]]
+    data_sha256: str
+
+
+def metric_at(terms: OptionTerms, items: Sequence[Mapping[str, Any]], mu: float, metric: str) -> float:
+    """The mean of ``metric`` over the items at strength ``mu``, from cached option terms (no forward pass)."""
+    values = [v for v in item_metrics(items, terms.item_scores(mu))[metric] if v is not None]
+    return float(sum(values) / len(values))
+
+
+def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether ``(μ, value)`` ``a`` beats ``b``: higher value, then smaller ``|μ|``, then smaller μ."""
+    return (-a[1], abs(a[0]), a[0]) < (-b[1], abs(b[0]), b[0])
+
+
+def _best(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    best = points[0]
+    for p in points[1:]:
+        if _better(p, best):
+            best = p
+    return best
+
+
+def _check_metric(metric: str, items: Sequence[Mapping[str, Any]]) -> None:
+    if metric not in METRICS:
+        raise InvalidOptionError(f"unknown metric {metric!r}", hint=f"use one of: {', '.join(METRICS)}", got=metric)
+    if metric in ("mc1", "mc2") and not any("mc2_choices" in item for item in items):
+        raise InvalidOptionError(
+            f"metric {metric!r} needs items with an MC2 set ('mc2_choices', 'mc2_labels'), as TruthfulQA has",
+            hint="use metric='accuracy' for plain multiple-choice items",
+            got=metric,
+        )
+
+
+def search_mu(
+    vector: SteeringVector,
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    metric: Metric = "mc2",
+    mode: Literal["dynamic", "static"] = "dynamic",
+    grid: Sequence[float] | None = None,
+    refine: bool = True,
+    batch_size: int = 8,
+    show_progress: bool = False,
+    strict: bool = True,
+) -> MuSearch:
+    """Search the μ that maximises a multiple-choice metric on calibration items.
+
+    Args:
+        vector: The steering vector.
+        model: The model to attach to (a plain base model loads the vector's adapter in dynamic mode).
+        items: Calibration items (schema in :mod:`steerkit.evaluate`).
+        tokenizer: The model's tokenizer.
+        metric: ``"mc2"``, ``"mc1"`` (TruthfulQA items) or ``"accuracy"``.
+        mode: Which strength to search: dynamic μ̄ or static μ_s.
+        grid: Strengths to try first (default :func:`default_grid`).
+        refine: Refine around the best grid point (two rounds of a 17-point linear grid between neighbours).
+        batch_size: Sequences per forward pass.
+        show_progress: Progress bar for the forward passes.
+        strict: Refuse a tokenizer that differs from the vector's.
+
+    Returns:
+        A :class:`MuSearch` with the chosen μ and every evaluated point.
+
+    Raises:
+        InvalidOptionError: Unknown metric, MC1/MC2 without MC2 sets, or an empty grid.
+    """
+    from steerkit.decode import attach
+
+    _check_metric(metric, items)
+    points = sorted({float(g) for g in (default_grid() if grid is None else grid)})
+    if not points:
+        raise InvalidOptionError("the μ grid is empty", hint="give at least one strength, or grid=None")
+    with attach(vector, model, mode=mode, mu=0.0, tokenizer=tokenizer, strict=strict, filter_masked=False) as steered:
+        terms = collect_option_terms(
+            model, items, tokenizer=tokenizer, steered=steered, batch_size=batch_size, show_progress=show_progress
+        )
+    table = [(mu, metric_at(terms, items, mu, metric)) for mu in points]
+    best = _best(table)
+    refined: list[tuple[float, float]] = []
+    if refine and len(points) > 1:
+        lo_hi = points
+        for _ in range(REFINE_ROUNDS):
+            i = (
+                lo_hi.index(best[0])
+                if best[0] in lo_hi
+                else min(range(len(lo_hi)), key=lambda k: abs(lo_hi[k] - best[0]))
+            )
+            lo, hi = lo_hi[max(i - 1, 0)], lo_hi[min(i + 1, len(lo_hi) - 1)]
+            local = torch.linspace(lo, hi, REFINE_POINTS, dtype=torch.float64).tolist()
+            seen = {p for p, _ in table} | {p for p, _ in refined}
+            new = [(mu, metric_at(terms, items, mu, metric)) for mu in local if mu not in seen]
+            refined.extend(new)
+            best = _best([best, *new])
+            lo_hi = sorted({*local, best[0]})
+    return MuSearch(
+        best=best[0], value=best[1], metric=metric, grid=table, refined=refined, data_sha256=data_sha256(items)
+    )
+
+
+def tune_mu(
+    vector: SteeringVector,
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    metric: Metric = "mc2",
+    mode: Literal["dynamic", "static"] = "dynamic",
+    grid: Sequence[float] | None = None,
+    refine: bool = True,
+    batch_size: int = 8,
+    show_progress: bool = False,
+    strict: bool = True,
+) -> SteeringVector:
+    """Choose μ for a task metric on calibration items; return a vector whose default μ is the choice.
+
+    Args:
+        vector: The steering vector.
+        model: Base model or ``PeftModel`` (see :func:`search_mu`).
+        items: Multiple-choice calibration items (never the test set).
+        tokenizer: The model's tokenizer.
+        metric: ``"mc2"``, ``"mc1"`` or ``"accuracy"``.
+        mode: ``"dynamic"`` sets ``mu``; ``"static"`` sets ``mu_static``.
+        grid: Initial strengths (default :func:`default_grid`).
+        refine: Refine around the best grid point.
+        batch_size: Sequences per forward pass.
+        show_progress: Progress bar.
+        strict: Refuse a tokenizer that differs from the vector's.
+
+    Returns:
+        ``vector.with_mu(best, static=mode == "static", chosen_by=f"search:{metric}", chosen_on=<items sha256>)``.
+
+    Example:
+        >>> tuned = tune_mu(vector, model, calibration_items, tokenizer=tok, metric="mc2")   # doctest: +SKIP
+        >>> tuned.config.mu.chosen_by                                                       # doctest: +SKIP
+        'search:mc2'
+    """
+    found = search_mu(
+        vector,
+        model,
+        items,
+        tokenizer=tokenizer,
+        metric=metric,
+        mode=mode,
+        grid=grid,
+        refine=refine,
+        batch_size=batch_size,
+        show_progress=show_progress,
+        strict=strict,
+    )
+    return vector.with_mu(
+        found.best, static=mode == "static", chosen_by=f"search:{metric}", chosen_on=found.data_sha256
+    )
