@@ -1,0 +1,52 @@
+"""The ``steerkit`` command line: wires the command modules into one Typer app.
+
+Only Typer and the command modules (which import nothing heavy at module level) are loaded here, so
+``steerkit --help`` answers in well under a second; torch, transformers, peft and steerkit are imported inside
+the commands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from steerkit_cli.commands import build, demo, generate, inspect, listing, pull, push, tune, validate, warmstart
+from steerkit_cli.commands import evaluate as evaluate_cmd
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="steerkit",
+    help="Build, inspect, share and apply SVDecode steering vectors (arXiv 2509.15888).",
+    epilog="Start with:  steerkit demo\n\nDocs: README.md. Set STEERKIT_DEBUG=1 for tracebacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for module in (warmstart, build, inspect, validate, generate, evaluate_cmd, tune, push, pull, listing, demo):
+    module.register(app)
+
+
+def version_callback(value: bool) -> None:
+    """Print the version and exit."""
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"steerkit {version('steerkit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Build, inspect, share and apply SVDecode steering vectors."""
+
+
+def main() -> None:
+    """Entry point of the ``steerkit`` script."""
+    app()

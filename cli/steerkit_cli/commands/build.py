@@ -1,0 +1,99 @@
+"""``steerkit build``: calibrate a steering vector from a base model, its warm-start adapter and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from steerkit_cli.common import check_out, fmt_float, load_data, load_model_for, table
+from steerkit_cli.options import (
+    BatchSizeOpt,
+    ForceOpt,
+    JsonOpt,
+    MaxExamplesOpt,
+    MaxLengthOpt,
+    ModelRevisionOpt,
+    OfflineOpt,
+    OutOpt,
+    TokenOpt,
+)
+from steerkit_cli.output import Output, command, examples
+
+
+@command
+def build(
+    base: Annotated[str, typer.Argument(help="Base model: a Hub id, a local model folder or a .gguf file.")],
+    adapter: Annotated[str, typer.Argument(help="The warm-start PEFT adapter: a local folder or a Hub id.")],
+    data: Annotated[Path, typer.Argument(help="Calibration pairs: .jsonl, BIG-bench task.json or TruthfulQA.")],
+    out_dir: OutOpt,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Confidence-mask threshold α.")] = 0.1,
+    mu_aggregator: Annotated[
+        str,
+        typer.Option(help="Default μ: mean, median, trimmed, ratio (each /paper or /exact), or fit."),
+    ] = "median",
+    batch_size: BatchSizeOpt = 8,
+    max_examples: MaxExamplesOpt = None,
+    max_length: MaxLengthOpt = 512,
+    force: ForceOpt = False,
+    model_revision: ModelRevisionOpt = None,
+    token: TokenOpt = None,
+    offline: OfflineOpt = False,
+    json_output: JsonOpt = False,
+    *,
+    out: Output,
+) -> None:
+    """Build an SVDecode steering vector (μ statistics, static task vector, adapter) and save it."""
+    check_out(out_dir, force=force)
+    pairs = load_data(data, items=False, max_examples=max_examples)
+    model, tokenizer = load_model_for(out, base, revision=model_revision, token=token, offline=offline)
+    from steerkit.builder import build as build_vector
+
+    with out.progress() as task:
+        vector = build_vector(
+            model,
+            adapter,
+            pairs,
+            tokenizer=tokenizer,
+            alpha=alpha,
+            mu_aggregator=mu_aggregator,
+            batch_size=batch_size,
+            max_length=max_length,
+            progress=task("build"),
+        )
+    vector.save(out_dir, overwrite=force)
+    config = vector.config
+    result = {
+        "out": str(out_dir),
+        "vocab_size": config.vocab_size,
+        "n_examples": config.calibration.get("n_examples"),
+        "n_tokens": config.calibration.get("n_tokens"),
+        "mu": config.mu.to_dict(),
+        "mu_static": config.mu_static.to_dict(),
+        "task_vector_sha256": config.task_vector_sha256,
+    }
+
+    def render(console: Any) -> None:
+        console.print(
+            f"Built a steering vector over {result['n_tokens']} completion tokens of {result['n_examples']} pairs "
+            f"(V = {config.vocab_size})"
+        )
+        t = table("", "μ (dynamic)", "μ_s (static)")
+        t.add_row(f"default ({config.mu.chosen_by})", fmt_float(config.mu.value), fmt_float(config.mu_static.value))
+        t.add_row("fit", fmt_float(config.mu.fit), fmt_float(config.mu_static.fit))
+        console.print(t)
+        console.print(f"Saved to [bold]{out_dir}[/]")
+
+    out.result(result, render)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command(
+        "build",
+        epilog=examples(
+            "steerkit build HuggingFaceTB/SmolLM2-135M-Instruct my-lora calib.jsonl --out my-vector",
+            "steerkit build ./model-folder my-lora calib.jsonl --out my-vector --mu-aggregator fit --force",
+        ),
+    )(build)

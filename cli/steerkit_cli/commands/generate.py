@@ -1,0 +1,149 @@
+"""``steerkit generate``: text from a model steered by a vector (dynamic, static), unsteered, or all side by side."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from steerkit_cli.common import load_model_for, load_vector
+from steerkit_cli.options import (
+    CacheDirOpt,
+    EndpointOpt,
+    JsonOpt,
+    ModelOpt,
+    ModelRevisionOpt,
+    OfflineOpt,
+    RevisionOpt,
+    StrictOpt,
+    TokenOpt,
+    VectorArg,
+)
+from steerkit_cli.output import CliError, Output, command, examples
+
+#: --mode → the settings of steerkit.demo.generate_settings it runs.
+MODES: dict[str, tuple[str, ...]] = {
+    "dynamic": ("dynamic",),
+    "static": ("static",),
+    "warm": ("warm",),
+    "off": ("base",),
+    "compare": ("base", "warm", "static", "dynamic"),
+}
+
+
+@command
+def generate(
+    vector_spec: VectorArg,
+    prompt: Annotated[
+        list[str],
+        typer.Option("--prompt", "-p", help="Prompt text, used as given (\\n is a newline); repeat for several."),
+    ],
+    model_spec: ModelOpt = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="dynamic (SVDecode), static (task vector), warm (adapter only), off (base model), "
+            "or compare (all four side by side)."
+        ),
+    ] = "dynamic",
+    mu: Annotated[
+        float | None,
+        typer.Option(
+            help="Steering strength \\[default: the vector's μ (dynamic) or μ_s (static)].", show_default=False
+        ),
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 40,
+    num_beams: Annotated[int, typer.Option(min=1, help="Beam search width (1: no beam search).")] = 1,
+    do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy decoding.")] = False,
+    top_k: Annotated[
+        int | None, typer.Option(min=0, help="Sampling: keep the k most likely tokens.", show_default=False)
+    ] = None,
+    top_p: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Sampling: nucleus probability.", show_default=False)
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(min=0.0, help="Sampling temperature.", show_default=False)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed set before each generation.")] = 0,
+    strict: StrictOpt = True,
+    revision: RevisionOpt = None,
+    model_revision: ModelRevisionOpt = None,
+    token: TokenOpt = None,
+    cache_dir: CacheDirOpt = None,
+    endpoint: EndpointOpt = None,
+    offline: OfflineOpt = False,
+    json_output: JsonOpt = False,
+    *,
+    out: Output,
+) -> None:
+    """Generate text steered by a vector; --mode compare shows unsteered and steered outputs side by side."""
+    if mode not in MODES:
+        raise CliError(f"unknown --mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    if mu is not None and mode in ("off", "warm"):
+        raise CliError(
+            f"--mu and --mode {mode} are mutually exclusive: mode {mode} does not steer",
+            hint="drop --mu, or use --mode dynamic / static / compare",
+        )
+    sampling = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
+    given = [f"--{name.replace('_', '-')}" for name, value in sampling.items() if value is not None]
+    if given and not do_sample:
+        raise CliError(f"{', '.join(given)} only apply with --do-sample", hint="add --do-sample, or drop them")
+    vector = load_vector(
+        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
+    )
+    model, tokenizer = load_model_for(
+        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
+    )
+    from steerkit.demo import generate_settings
+
+    settings = MODES[mode]
+    with out.progress() as task:
+        rows = generate_settings(
+            vector,
+            model,
+            [p.replace("\\n", "\n").replace("\\t", "\t") for p in prompt],
+            tokenizer=tokenizer,
+            settings=settings,
+            mu=mu,
+            mu_static=mu,
+            strict=strict,
+            seed=seed,
+            progress=lambda stage, step, total: task("generate")(step, total),
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=do_sample,
+            **sampling,
+        )
+    result = {
+        "mode": mode,
+        "mu": {"dynamic": vector.mu if mu is None else mu, "static": vector.mu_static if mu is None else mu},
+        "outputs": rows,
+    }
+
+    def render(console: Any) -> None:
+        from steerkit_cli.common import table
+
+        if len(settings) == 1:
+            for row in rows:
+                console.print(f"[dim]{row['prompt']}[/]", end="")
+                console.print(row[settings[0]], markup=False, highlight=False)
+            return
+        for row in rows:
+            t = table("setting", "continuation", title=f"Prompt: {row['prompt']!r}")
+            for s in settings:
+                t.add_row(s, repr(row[s]))
+            console.print(t)
+
+    out.result(result, render)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command(
+        "generate",
+        epilog=examples(
+            'steerkit generate my-vector --prompt "Review: Lovely hotel.\\nSentiment:"',
+            'steerkit generate my-vector -p "Q: What is 2+2?\\nA:" --mode compare --max-new-tokens 20',
+            'steerkit generate user/my-vector -p "Hello" --mode static --mu -0.5 --do-sample --top-p 0.9 --seed 1',
+        ),
+    )(generate)

@@ -1,0 +1,120 @@
+"""``steerkit tune``: choose μ for a task metric on multiple-choice calibration items; save the tuned artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from steerkit_cli.common import check_out, load_data, load_model_for, load_vector
+from steerkit_cli.options import (
+    BatchSizeOpt,
+    CacheDirOpt,
+    EndpointOpt,
+    ForceOpt,
+    JsonOpt,
+    MaxExamplesOpt,
+    ModelOpt,
+    ModelRevisionOpt,
+    OfflineOpt,
+    OutOpt,
+    RevisionOpt,
+    StrictOpt,
+    TokenOpt,
+    VectorArg,
+)
+from steerkit_cli.output import CliError, Output, command, examples
+
+
+@command
+def tune(
+    vector_spec: VectorArg,
+    data: Annotated[Path, typer.Argument(help="Multiple-choice calibration items (never the test set).")],
+    out_dir: OutOpt,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="mc2, mc1 or accuracy \\[default: mc2 for TruthfulQA items, else accuracy].", show_default=False
+        ),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="Which strength to tune: dynamic (μ) or static (μ_s).")] = "dynamic",
+    model_spec: ModelOpt = None,
+    batch_size: BatchSizeOpt = 8,
+    max_examples: MaxExamplesOpt = None,
+    force: ForceOpt = False,
+    strict: StrictOpt = True,
+    revision: RevisionOpt = None,
+    model_revision: ModelRevisionOpt = None,
+    token: TokenOpt = None,
+    cache_dir: CacheDirOpt = None,
+    endpoint: EndpointOpt = None,
+    offline: OfflineOpt = False,
+    json_output: JsonOpt = False,
+    *,
+    out: Output,
+) -> None:
+    """Choose the steering strength that maximises a metric on calibration items, and save the tuned vector."""
+    if mode not in ("dynamic", "static"):
+        raise CliError(f"unknown --mode {mode!r}", hint="use dynamic or static")
+    check_out(out_dir, force=force)
+    items = load_data(data, items=True, max_examples=max_examples)
+    chosen_metric = metric or ("mc2" if any("mc2_choices" in it for it in items) else "accuracy")
+    vector = load_vector(
+        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
+    )
+    model, tokenizer = load_model_for(
+        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
+    )
+    from steerkit.tune import search_mu
+
+    with out.status(f"scoring {len(items)} items and searching μ for {chosen_metric}"):
+        found = search_mu(
+            vector,
+            model,
+            items,
+            tokenizer=tokenizer,
+            metric=chosen_metric,  # type: ignore[arg-type]
+            mode=mode,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            strict=strict,
+        )
+    tuned = vector.with_mu(
+        found.best, static=mode == "static", chosen_by=f"search:{chosen_metric}", chosen_on=found.data_sha256
+    )
+    tuned.save(out_dir, overwrite=force)
+    before = vector.mu_static if mode == "static" else vector.mu
+    at_zero = dict(found.grid).get(0.0)
+    result = {
+        "out": str(out_dir),
+        "mode": mode,
+        "metric": chosen_metric,
+        "mu": found.best,
+        "value": found.value,
+        "value_at_zero": at_zero,
+        "previous_mu": before,
+        "chosen_by": f"search:{chosen_metric}",
+        "chosen_on": found.data_sha256,
+        "n": len(items),
+    }
+
+    def render(console: Any) -> None:
+        name = "μ_s" if mode == "static" else "μ"
+        console.print(
+            f"{name} = {found.best:.4g} maximises {chosen_metric} on {len(items)} calibration items: "
+            f"{found.value:.3f} (at {name} = 0: {at_zero:.3f}; previous {name} = {before:.4g})"
+        )
+        console.print(f"Saved the tuned vector to [bold]{out_dir}[/]")
+
+    out.result(result, render)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command(
+        "tune",
+        epilog=examples(
+            "steerkit tune my-vector calib.jsonl --out my-vector-tuned",
+            "steerkit tune my-vector ../data/truthful_qa --metric mc2 --mode static --out tuned --force",
+        ),
+    )(tune)

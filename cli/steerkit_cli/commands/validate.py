@@ -1,0 +1,82 @@
+"""``steerkit validate``: the compatibility check of a vector with a model, as a dry run."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import typer
+
+from steerkit_cli.common import load_model_for, load_vector
+from steerkit_cli.options import (
+    CacheDirOpt,
+    EndpointOpt,
+    JsonOpt,
+    ModelOpt,
+    ModelRevisionOpt,
+    OfflineOpt,
+    RevisionOpt,
+    StrictOpt,
+    TokenOpt,
+    VectorArg,
+)
+from steerkit_cli.output import Output, command, examples
+
+
+@command
+def validate(
+    vector_spec: VectorArg,
+    model_spec: ModelOpt = None,
+    strict: StrictOpt = True,
+    revision: RevisionOpt = None,
+    model_revision: ModelRevisionOpt = None,
+    token: TokenOpt = None,
+    cache_dir: CacheDirOpt = None,
+    endpoint: EndpointOpt = None,
+    offline: OfflineOpt = False,
+    json_output: JsonOpt = False,
+    *,
+    out: Output,
+) -> None:
+    """Check that a steering vector fits a model (logits width, tokenizer) without generating anything."""
+    vector = load_vector(
+        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
+    )
+    model, tokenizer = load_model_for(
+        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
+    )
+    from steerkit.compat import check_compatible
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compat = check_compatible(vector, model, tokenizer=tokenizer, strict=strict)
+    notes = [str(w.message) for w in caught]
+    result = {
+        "compatible": True,
+        "vocab_size": vector.vocab_size,
+        "logits_width": compat.logits_width,
+        "n_tokens": compat.n_tokens,
+        "padded": compat.padded,
+        "warnings": notes,
+    }
+
+    def render(console: Any) -> None:
+        console.print(
+            f"[green]compatible[/]: logits width {compat.logits_width} = vocab_size {vector.vocab_size}, "
+            f"{compat.n_tokens} real tokens" + (" (padded vocabulary)" if compat.padded else "")
+        )
+        for note in notes:
+            out.err.print(f"[yellow]Warning:[/] {note}")
+
+    out.result(result, render)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command(
+        "validate",
+        epilog=examples(
+            "steerkit validate my-vector --model HuggingFaceTB/SmolLM2-135M-Instruct",
+            "steerkit validate user/my-vector --model ./model-folder --no-strict --json",
+        ),
+    )(validate)
