@@ -1,0 +1,345 @@
+"""Speed of steerkit against its bounds (DESIGN §6), measured side by side in one run on the same inputs.
+
+- build: calibration tokens/s of :func:`steerkit.build` vs the two-forward bound (the same batches through the
+  base and the warm model, logits at completion positions only, no steering maths);
+- decode: tokens/s of plain warm ``generate`` vs static vs dynamic steering, greedy, batch 1 and 8, 64 new
+  tokens (``min_new_tokens`` = ``max_new_tokens`` so every mode generates the same number of tokens); dynamic
+  is measured two ways: the logits processor with a second forward (its own KV cache) and the mixed-adapter
+  batch (base and warm rows in one forward);
+- memory: peak RSS of ``build`` vs a plain forward over the same batches (separate processes);
+- the artifact's size and load time, and ``steerkit --help`` wall time.
+
+Every ratio is the median over paired repetitions (each repetition runs all variants back to back).
+Writes ``benchmarks/results/speed.json``.
+
+Usage::
+
+    .venv/bin/python benchmarks/speed.py [--reps 5] [--out benchmarks/results/speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT.parent / "shared" / "data" / "bigbench" / "truthful_qa"
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _prompts(tokenizer: Any, n: int) -> list[str]:
+    from steerkit.data import load_items
+
+    items = load_items(DATA)
+    return [f"Q: {it['prompt'].rsplit('Q:', 1)[-1].split(chr(10))[0].strip()}\nA:" for it in items[:n]]
+
+
+def _setup(seed: int = 0) -> tuple[Any, Any, Any, Any, list[dict[str, str]]]:
+    """The real model, a LoRA warm-started briefly (so the vector is real), and calibration pairs."""
+    from steerkit import build, warm_start
+    from steerkit.data import load_pairs, split
+    from steerkit.models import default_model_dir, load_model
+
+    model, tokenizer = load_model(default_model_dir())
+    pairs = load_pairs(DATA)
+    train, calib = split(pairs, [16, 32], seed=seed)
+    warm = warm_start(model, train, tokenizer=tokenizer, method="lora", lr=1e-3, epochs=1, seed=seed)
+    vector = build(warm, None, calib[:8], tokenizer=tokenizer)
+    return model, warm, tokenizer, vector, calib
+
+
+def bench_build(warm: Any, tokenizer: Any, pairs: list[dict[str, str]], reps: int) -> dict[str, Any]:
+    """build() vs the two-forward bound on the same batches."""
+    from steerkit import build
+    from steerkit.data import encode_pair
+
+    batch_size = 8
+    encoded = [encode_pair(tokenizer, p["prompt"], p["completion"]) for p in pairs]
+    n_tokens = sum(len(ids) - start for ids, start in encoded)
+    head = warm.get_output_embeddings()
+    body = warm.get_base_model().model
+
+    def bound() -> None:
+        for i in range(0, len(encoded), batch_size):
+            chunk = encoded[i : i + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id or 0)
+            mask = torch.zeros_like(ids)
+            rows, cols = [], []
+            for r, (seq, start) in enumerate(chunk):
+                ids[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = 1
+                rows += [r] * (len(seq) - start)
+                cols += list(range(start - 1, len(seq) - 1))
+            with torch.no_grad():
+                for adapter_on in (True, False):
+                    if adapter_on:
+                        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+                    else:
+                        with warm.disable_adapter():
+                            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+                    head(hidden[rows, cols]).float()
+
+    times_build, times_bound = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        bound()
+        times_bound.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        build(warm, None, pairs, tokenizer=tokenizer, batch_size=batch_size)
+        times_build.append(time.perf_counter() - t)
+    ratios = [b / a for a, b in zip(times_build, times_bound, strict=True)]
+    return {
+        "n_pairs": len(pairs),
+        "n_calibration_tokens": n_tokens,
+        "batch_size": batch_size,
+        "build_tokens_per_s": n_tokens / _median(times_build),
+        "bound_tokens_per_s": n_tokens / _median(times_bound),
+        "build_over_bound": _median(ratios),
+        "build_over_bound_runs": ratios,
+    }
+
+
+def _mixed_greedy(warm: Any, vector: Any, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Greedy SVDecode with base and warm rows in ONE forward per step (PEFT mixed-adapter batch)."""
+    from steerkit.svdecode import steer, steering_delta
+
+    b = ids.shape[0]
+    names = ["default"] * b + ["__base__"] * b
+    both_ids, both_mask = torch.cat([ids, ids]), torch.cat([mask, mask])
+    position = (both_mask.cumsum(-1) - 1).clamp(min=0)
+    out = warm(
+        input_ids=both_ids,
+        attention_mask=both_mask,
+        position_ids=position,
+        adapter_names=names,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = out.past_key_values
+    generated = []
+    logits = out.logits[:, -1]
+    for _ in range(new_tokens):
+        delta, keep = steering_delta(logits[:b], logits[b:], alpha=vector.config.alpha)
+        steered = steer(logits[:b], delta, keep, vector.mu, filter_masked=True)
+        nxt = steered.argmax(-1)
+        generated.append(nxt)
+        both_mask = torch.cat([both_mask, torch.ones(2 * b, 1, dtype=both_mask.dtype)], dim=1)
+        position = position[:, -1:] + 1
+        out = warm(
+            input_ids=torch.cat([nxt, nxt])[:, None],
+            attention_mask=both_mask,
+            position_ids=position,
+            past_key_values=cache,
+            adapter_names=names,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1]
+    return torch.stack(generated, dim=1)
+
+
+def bench_decode(warm: Any, tokenizer: Any, vector: Any, batch: int, reps: int, new_tokens: int) -> dict[str, Any]:
+    prompts = _prompts(tokenizer, batch)
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    kwargs = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    static = vector.attach(warm, mode="static", tokenizer=tokenizer)
+    dynamic = vector.attach(warm, mode="dynamic", tokenizer=tokenizer)
+
+    def plain() -> None:
+        with torch.no_grad():
+            warm.generate(**enc, **kwargs)
+
+    def run_static() -> None:
+        with torch.no_grad():
+            static.generate(**enc, **kwargs)
+
+    def run_dynamic() -> None:
+        with torch.no_grad():
+            dynamic.generate(**enc, **kwargs)
+
+    def run_mixed() -> None:
+        with torch.no_grad():
+            _mixed_greedy(warm, vector, enc["input_ids"], enc["attention_mask"], new_tokens)
+
+    variants = {"plain": plain, "static": run_static, "dynamic": run_dynamic, "dynamic_mixed_batch": run_mixed}
+    plain()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    static.detach()
+    dynamic.detach()
+    out: dict[str, Any] = {"batch": batch, "new_tokens": new_tokens, "reps": reps}
+    for name, ts in times.items():
+        out[f"{name}_tokens_per_s"] = batch * new_tokens / _median(ts)
+        if name != "plain":
+            ratios = [a / b for a, b in zip(ts, times["plain"], strict=True)]
+            out[f"{name}_over_plain"] = _median(ratios)
+            out[f"{name}_over_plain_runs"] = ratios
+    return out
+
+
+_MEMORY_CHILD = r"""
+import json, sys, torch
+
+
+def hwm_mib():  # this process's own high-water RSS (ru_maxrss would include the parent's, inherited at exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+from steerkit import build
+from steerkit.models import load_model
+from steerkit.data import load_pairs, encode_pair
+from peft import LoraConfig, get_peft_model
+what, model_dir, data, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+model, tok = load_model(model_dir)
+pairs = load_pairs(data)[:n]
+torch.manual_seed(0)
+warm = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False))
+warm.eval()
+before = hwm_mib()
+tokens = 0
+if what == "build":
+    build(warm, None, pairs, tokenizer=tok, batch_size=8)
+else:
+    for i in range(0, len(pairs), 8):
+        enc = [encode_pair(tok, p["prompt"], p["completion"]) for p in pairs[i:i + 8]]
+        width = max(len(s) for s, _ in enc)
+        ids = torch.zeros((len(enc), width), dtype=torch.long); mask = torch.zeros_like(ids)
+        for r, (s, _) in enumerate(enc):
+            ids[r, :len(s)] = torch.tensor(s); mask[r, :len(s)] = 1
+        with torch.no_grad():
+            warm(input_ids=ids, attention_mask=mask)
+for p in pairs:
+    ids, start = encode_pair(tok, p["prompt"], p["completion"]); tokens += len(ids) - start
+print(json.dumps({"peak_rss_mib": hwm_mib(), "rss_before_mib": before, "calibration_tokens": tokens}))
+"""
+
+
+def bench_memory(model_dir: Path, n_pairs: int) -> dict[str, Any]:
+    out = {}
+    for what in ("forward", "build"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, what, str(model_dir), str(DATA), str(n_pairs)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[what] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "n_pairs": n_pairs,
+        "calibration_tokens": out["build"]["calibration_tokens"],
+        "forward_peak_rss_mib": out["forward"]["peak_rss_mib"],
+        "build_peak_rss_mib": out["build"]["peak_rss_mib"],
+        "build_over_forward_rss": out["build"]["peak_rss_mib"] / out["forward"]["peak_rss_mib"],
+        "forward_rss_increase_mib": out["forward"]["peak_rss_mib"] - out["forward"]["rss_before_mib"],
+        "build_rss_increase_mib": out["build"]["peak_rss_mib"] - out["build"]["rss_before_mib"],
+    }
+
+
+def bench_artifact(vector: Any, reps: int) -> dict[str, Any]:
+    from steerkit import SteeringVector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = vector.save(Path(tmp) / "vector")
+        sizes = {p.relative_to(path).as_posix(): p.stat().st_size for p in path.rglob("*") if p.is_file()}
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            SteeringVector.load(path)
+            times.append(time.perf_counter() - t)
+    return {"artifact_bytes": sum(sizes.values()), "artifact_files": sizes, "load_seconds": _median(times)}
+
+
+def bench_help(reps: int) -> dict[str, Any]:
+    exe = Path(sys.executable).parent / "steerkit"
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        subprocess.run([str(exe), "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t)
+    return {"help_seconds": _median(times), "help_seconds_runs": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--memory-pairs", type=int, default=48)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    from steerkit.models import default_model_dir
+
+    started = time.time()
+    _model, warm, tokenizer, vector, calib = _setup()
+    result: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "model": "SmolLM2-135M-Instruct (float32, CPU)",
+        "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+    }
+    result["build"] = bench_build(warm, tokenizer, calib, args.reps)
+    result["decode"] = [bench_decode(warm, tokenizer, vector, b, args.reps, args.new_tokens) for b in (1, 8)]
+    result["memory"] = bench_memory(default_model_dir(), args.memory_pairs)
+    result["artifact"] = bench_artifact(vector, args.reps)
+    result["cli"] = bench_help(args.reps)
+    b1 = result["decode"][0]
+    result["build_over_bound"] = result["build"]["build_over_bound"]
+    result["static_over_plain"] = b1["static_over_plain"]
+    result["dynamic_over_plain"] = b1["dynamic_over_plain"]
+    result["dynamic_mixed_batch_over_plain"] = b1["dynamic_mixed_batch_over_plain"]
+    result["targets"] = {"build_over_bound": ">= 0.9", "static_over_plain": "<= 1.02", "dynamic_over_plain": "<= 1.3"}
+    result["seconds"] = time.time() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "build_over_bound",
+                    "static_over_plain",
+                    "dynamic_over_plain",
+                    "dynamic_mixed_batch_over_plain",
+                )
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
