@@ -28,6 +28,7 @@ compare two settings with :func:`paired_bootstrap`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import sys
@@ -187,6 +188,91 @@ def _option_logits(model: Any, ids: Tensor, mask: Tensor, rows: Tensor, cols: Te
     return selected
 
 
+def _is_prompt_learning(model: Any) -> bool:
+    config = getattr(model, "peft_config", None)
+    if not isinstance(config, Mapping):
+        return False
+    active = config.get(getattr(model, "active_adapter", "default"))
+    return bool(getattr(active, "is_prompt_learning", False))
+
+
+def _length_batches(sequences: Sequence[tuple[list[int], int]], batch_size: int) -> Iterator[list[int]]:
+    """Sequence indices in batches of similar lengths."""
+    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][0]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _prompt_groups(sequences: Sequence[tuple[list[int], int]], batch_size: int) -> Iterator[list[int]]:
+    """Runs of consecutive sequences with the same prompt ids, at most ``batch_size`` each."""
+    group: list[int] = []
+    for k, (ids, start) in enumerate(sequences):
+        if group:
+            first, first_start = sequences[group[0]]
+            if len(group) == batch_size or first_start != start or first[:first_start] != ids[:start]:
+                yield group
+                group = []
+        group.append(k)
+    if group:
+        yield group
+
+
+def _padded_batch(
+    sequences: Sequence[tuple[list[int], int]], chunk: Sequence[int], pad: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor, Tensor, list[int]]:
+    """A right-padded batch of whole sequences and the (row, position) of every option-token prediction."""
+    width = max(len(sequences[k][0]) for k in chunk)
+    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    rows, cols, seg = [], [], []
+    for r, k in enumerate(chunk):
+        seq, n_prompt = sequences[k]
+        ids[r, : len(seq)] = torch.tensor(seq)
+        mask[r, : len(seq)] = 1
+        for pos in range(n_prompt - 1, len(seq) - 1):  # position pos predicts token pos + 1
+            rows.append(r)
+            cols.append(pos)
+            seg.append(k)
+    r_t, c_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+    return ids.to(device), mask.to(device), r_t, c_t, seg
+
+
+def _split_group(
+    sequences: Sequence[tuple[list[int], int]], chunk: Sequence[int], device: torch.device
+) -> tuple[Tensor, list[Tensor]]:
+    """The shared prompt ids ``[P]`` of a group and each option's own tokens."""
+    first, start = sequences[chunk[0]]
+    prompt = torch.tensor(first[:start], dtype=torch.long, device=device)
+    suffixes = [torch.tensor(sequences[k][0][start:], dtype=torch.long, device=device) for k in chunk]
+    return prompt, suffixes
+
+
+def _prefix_option_logits(model: Any, prompt: Tensor, suffixes: Sequence[Tensor], pad: int) -> Tensor:
+    """Float32 logits ``[T, V]`` predicting every option token, options in order, from one prompt forward.
+
+    The prompt runs once with a KV cache; the options run on top of copies of it, right-padded, at positions
+    ``P, P + 1, ...`` (what a full sequence gives them).
+    """
+    out = model(input_ids=prompt[None], use_cache=True)
+    first: Tensor = out.logits[0, -1:].float()
+    width = max(s.numel() for s in suffixes) - 1
+    if width == 0:  # every option is a single token: the prompt's last logits predict all of them
+        return first.expand(len(suffixes), -1)
+    n, p = len(suffixes), prompt.numel()
+    ids = torch.full((n, width), pad, dtype=torch.long, device=prompt.device)
+    mask = torch.zeros((n, p + width), dtype=torch.long, device=prompt.device)
+    mask[:, :p] = 1
+    for r, suffix in enumerate(suffixes):
+        ids[r, : suffix.numel() - 1] = suffix[:-1]
+        mask[r, p : p + suffix.numel() - 1] = 1
+    cache = copy.deepcopy(out.past_key_values)
+    cache.batch_repeat_interleave(n)
+    positions = torch.arange(p, p + width, device=prompt.device).expand(n, -1)
+    rest = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True)
+    logits: Tensor = rest.logits.float()
+    return torch.cat([torch.cat([first, logits[r, : s.numel() - 1]]) for r, s in enumerate(suffixes)])
+
+
 def collect_option_terms(
     model: Any,
     items: Sequence[Mapping[str, Any]],
@@ -195,6 +281,7 @@ def collect_option_terms(
     steered: Steered | None = None,
     batch_size: int = 8,
     filter_masked: bool = False,
+    share_prompts: bool = True,
     show_progress: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> OptionTerms:
@@ -208,6 +295,9 @@ def collect_option_terms(
             direction (dynamic: base logits with the adapter disabled; static: ``keep ⊙ v``).
         batch_size: Sequences (prompt + one option) per forward pass.
         filter_masked: Score with the ``−inf`` filter on masked tokens.
+        share_prompts: Run each item's prompt once and its options on top of the prompt's KV cache (the
+            same logits as full sequences up to float rounding, several times faster when prompts are long).
+            Prompt-learning adapters (virtual tokens) always run full sequences.
         show_progress: Show a progress bar (tqdm) over the sequences.
         progress: Called as ``progress(done, total)`` (sequences) after each batch.
 
@@ -238,7 +328,7 @@ def collect_option_terms(
     static_vector = steered.static_vector if mode == "static" and steered is not None else None
     device = _device(warm_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][0]))  # similar lengths per batch
+    share = share_prompts and not _is_prompt_learning(warm_model)
     bar = None
     if show_progress:
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
@@ -247,30 +337,28 @@ def collect_option_terms(
     parts: list[TokenTerms] = []
     segments: list[Tensor] = []
     done = 0
+
+    def both(fn: Callable[..., Tensor], *args: Any) -> tuple[Tensor, Tensor | None]:
+        """Warm logits, and in dynamic mode the base logits of the same rows."""
+        warm = fn(warm_model, *args)
+        if mode != "dynamic" or steered is None:
+            return warm, None
+        with steered.base_context() as base_model:
+            return warm, fn(base_model, *args)
+
+    batches = _prompt_groups(sequences, batch_size) if share else _length_batches(sequences, batch_size)
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = max(len(sequences[k][0]) for k in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            rows, cols, seg = [], [], []
-            for r, k in enumerate(chunk):
-                seq, n_prompt = sequences[k]
-                ids[r, : len(seq)] = torch.tensor(seq)
-                mask[r, : len(seq)] = 1
-                for pos in range(n_prompt - 1, len(seq) - 1):  # position pos predicts token pos + 1
-                    rows.append(r)
-                    cols.append(pos)
-                    seg.append(k)
-            ids, mask = ids.to(device), mask.to(device)
-            r_t, c_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
-            targets = ids[r_t, c_t + 1]
+        for chunk in batches:
             with torch.no_grad():
-                warm = _option_logits(warm_model, ids, mask, r_t, c_t)
-                base = None
-                if mode == "dynamic" and steered is not None:
-                    with steered.base_context() as base_model:
-                        base = _option_logits(base_model, ids, mask, r_t, c_t)
+                if share:
+                    prompt, suffixes = _split_group(sequences, chunk, device)
+                    warm, base = both(_prefix_option_logits, prompt, suffixes, pad)
+                    targets = torch.cat(suffixes)
+                    seg = [k for k, suffix in zip(chunk, suffixes, strict=True) for _ in range(suffix.numel())]
+                else:
+                    ids, mask, r_t, c_t, seg = _padded_batch(sequences, chunk, pad, device)
+                    targets = ids[r_t, c_t + 1]
+                    warm, base = both(_option_logits, ids, mask, r_t, c_t)
             direction, keep = steering_direction(
                 warm, base_logits=base, static_vector=static_vector, alpha=alpha, n_tokens=n_tokens
             )

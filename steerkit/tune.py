@@ -20,7 +20,7 @@ from steerkit.data import data_sha256
 from steerkit.errors import InvalidOptionError
 from steerkit.evaluate import METRICS, OptionTerms, collect_option_terms, item_metrics
 
-__all__ = ["MuSearch", "default_grid", "metric_at", "search_mu", "tune_mu"]
+__all__ = ["MuSearch", "default_grid", "metric_at", "search_mu", "search_terms", "tune_mu"]
 
 Metric = Literal["mc2", "mc1", "accuracy"]
 REFINE_POINTS = 17
@@ -129,6 +129,36 @@ def search_mu(
         terms = collect_option_terms(
             model, items, tokenizer=tokenizer, steered=steered, batch_size=batch_size, show_progress=show_progress
         )
+    return search_terms(terms, items, metric=metric, grid=points, refine=refine)
+
+
+def search_terms(
+    terms: OptionTerms,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    metric: Metric = "mc2",
+    grid: Sequence[float] | None = None,
+    refine: bool = True,
+) -> MuSearch:
+    """The μ search of :func:`search_mu` on option terms already collected (no forward pass).
+
+    Args:
+        terms: :func:`~steerkit.evaluate.collect_option_terms` of ``items`` under the steering to tune.
+        items: The items the terms were collected for.
+        metric: ``"mc2"``, ``"mc1"`` or ``"accuracy"``.
+        grid: Strengths to try first (default :func:`default_grid`).
+        refine: Refine around the best grid point.
+
+    Returns:
+        A :class:`MuSearch`.
+
+    Raises:
+        InvalidOptionError: Unknown metric, MC1/MC2 without MC2 sets, or an empty grid.
+    """
+    _check_metric(metric, items)
+    points = sorted({float(g) for g in (default_grid() if grid is None else grid)})
+    if not points:
+        raise InvalidOptionError("the μ grid is empty", hint="give at least one strength, or grid=None")
     table = [(mu, metric_at(terms, items, mu, metric)) for mu in points]
     best = _best(table)
     refined: list[tuple[float, float]] = []

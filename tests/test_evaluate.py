@@ -186,7 +186,7 @@ def test_plain_items_have_accuracy_only_and_progress(peft: Any, tok: Any) -> Non
     calls: list[tuple[int, int]] = []
     res = evaluate_mc(peft, items, tokenizer=tok, batch_size=3, progress=lambda d, t: calls.append((d, t)))
     assert "mc1" not in res and "mc2" not in res and res["accuracy"]["n"] == 3
-    assert calls[-1] == (8, 8) and [c[0] for c in calls] == [3, 6, 8]
+    assert calls[-1] == (8, 8) and [c[0] for c in calls] == [3, 5, 8]  # one call per item's options (3, 2, 3)
 
 
 def test_steering_spec_forms_agree(peft: Any, tok: Any) -> None:
@@ -223,3 +223,34 @@ def test_bad_items_are_refused(peft: Any, tok: Any) -> None:
         evaluate_mc(peft, [{"prompt": "p", "choices": ["a", "b"], "label": 3}], tokenizer=tok)
     with pytest.raises(DataFormatError, match="choice '' adds no tokens"):
         evaluate_mc(peft, [{"prompt": "p", "choices": ["a", ""], "label": 0}], tokenizer=tok)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_shared_prompts_score_like_full_sequences(peft: Any, tok: Any, mode: str) -> None:
+    from steerkit.evaluate import collect_option_terms
+
+    vector = hand_vector(peft, tok)
+    items = [*ITEMS, {"prompt": "Q: longest? A:", "choices": [" a", " bbbbbb", " cc c", "d"], "label": 2}]
+    with attach(vector, peft, mode=mode, mu=-5.0, tokenizer=tok) as steered:  # type: ignore[arg-type]
+        full = collect_option_terms(peft, items, tokenizer=tok, steered=steered, share_prompts=False)
+        shared = collect_option_terms(peft, items, tokenizer=tok, steered=steered, batch_size=2)
+    assert shared.n_options == full.n_options == 14  # distinct (item, choice) pairs: 4 + 3 + 3 + 4
+    assert torch.equal(torch.sort(shared.segment).values, torch.sort(full.segment).values)
+    for mu in (0.0, -5.0, 4.0):
+        assert torch.allclose(shared.option_scores(mu), full.option_scores(mu), atol=1e-4)
+
+
+def test_prompt_learning_models_score_full_sequences(tok: Any) -> None:
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    from steerkit.evaluate import _is_prompt_learning, collect_option_terms
+
+    torch.manual_seed(0)
+    pt = get_peft_model(
+        tiny_llama(sharpness=20), PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3)
+    )
+    pt.eval()
+    assert _is_prompt_learning(pt) and not _is_prompt_learning(tiny_llama())
+    shared = collect_option_terms(pt, ITEMS, tokenizer=tok)
+    full = collect_option_terms(pt, ITEMS, tokenizer=tok, share_prompts=False)
+    assert torch.equal(shared.option_scores(), full.option_scores())
