@@ -180,7 +180,7 @@ def _device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _option_logits(model: Any, ids: Tensor, mask: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+def _option_logits(model: Any, ids: Tensor, mask: Tensor, rows: Tensor, cols: Tensor, role: str = "") -> Tensor:
     """Float32 logits ``[T, V]`` at ``(rows, cols)`` of a right-padded batch (virtual prompt tokens skipped)."""
     out = model(input_ids=ids, attention_mask=mask)
     logits = out.logits[:, -ids.shape[1] :]  # prompt-tuning adapters prepend virtual tokens
@@ -247,30 +247,61 @@ def _split_group(
     return prompt, suffixes
 
 
-def _prefix_option_logits(model: Any, prompt: Tensor, suffixes: Sequence[Tensor], pad: int) -> Tensor:
-    """Float32 logits ``[T, V]`` predicting every option token, options in order, from one prompt forward.
+class _CommonPrefix:
+    """The token prefix every prompt shares (a few-shot primer): run once per model role, then reused.
 
-    The prompt runs once with a KV cache; the options run on top of copies of it, right-padded, at positions
-    ``P, P + 1, ...`` (what a full sequence gives them).
+    ``option_logits`` runs each prompt on top of a copy of the prefix's KV cache and the options on top of a
+    copy of the prompt's; the logits are those of full sequences up to float rounding.
     """
-    out = model(input_ids=prompt[None], use_cache=True)
-    first: Tensor = out.logits[0, -1:].float()
-    width = max(s.numel() for s in suffixes) - 1
-    if width == 0:  # every option is a single token: the prompt's last logits predict all of them
-        return first.expand(len(suffixes), -1)
-    n, p = len(suffixes), prompt.numel()
-    ids = torch.full((n, width), pad, dtype=torch.long, device=prompt.device)
-    mask = torch.zeros((n, p + width), dtype=torch.long, device=prompt.device)
-    mask[:, :p] = 1
-    for r, suffix in enumerate(suffixes):
-        ids[r, : suffix.numel() - 1] = suffix[:-1]
-        mask[r, p : p + suffix.numel() - 1] = 1
-    cache = copy.deepcopy(out.past_key_values)
-    cache.batch_repeat_interleave(n)
-    positions = torch.arange(p, p + width, device=prompt.device).expand(n, -1)
-    rest = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True)
-    logits: Tensor = rest.logits.float()
-    return torch.cat([torch.cat([first, logits[r, : s.numel() - 1]]) for r, s in enumerate(suffixes)])
+
+    def __init__(self, sequences: Sequence[tuple[list[int], int]]) -> None:
+        prompts = [ids[:start] for ids, start in sequences]
+        n = min(len(p) for p in prompts) - 1 if prompts else 0  # leave every prompt at least one token of its own
+        first = prompts[0] if prompts else []
+        for p in prompts:
+            k = 0
+            while k < n and p[k] == first[k]:
+                k += 1
+            n = k
+        self.length = n
+        self.states: dict[str, Any] = {}
+
+    def _prompt_state(self, model: Any, prompt: Tensor, role: str) -> tuple[Tensor, Any]:
+        """Last-position logits ``[1, V]`` and KV cache of ``prompt``."""
+        k = self.length
+        if k == 0:
+            out = model(input_ids=prompt[None], use_cache=True)
+            return out.logits[0, -1:].float(), out.past_key_values
+        if role not in self.states:
+            self.states[role] = model(input_ids=prompt[None, :k], use_cache=True).past_key_values
+        cache = copy.deepcopy(self.states[role])
+        positions = torch.arange(k, prompt.numel(), device=prompt.device)[None]
+        out = model(input_ids=prompt[None, k:], past_key_values=cache, position_ids=positions, use_cache=True)
+        return out.logits[0, -1:].float(), out.past_key_values
+
+    def option_logits(self, model: Any, prompt: Tensor, suffixes: Sequence[Tensor], pad: int, role: str) -> Tensor:
+        """Float32 logits ``[T, V]`` predicting every option token, options in order.
+
+        The options run on top of copies of the prompt's cache, right-padded, at positions ``P, P + 1, ...``
+        (what a full sequence gives them).
+        """
+        first, prompt_cache = self._prompt_state(model, prompt, role)
+        width = max(s.numel() for s in suffixes) - 1
+        if width == 0:  # every option is a single token: the prompt's last logits predict all of them
+            return first.expand(len(suffixes), -1)
+        n, p = len(suffixes), prompt.numel()
+        ids = torch.full((n, width), pad, dtype=torch.long, device=prompt.device)
+        mask = torch.zeros((n, p + width), dtype=torch.long, device=prompt.device)
+        mask[:, :p] = 1
+        for r, suffix in enumerate(suffixes):
+            ids[r, : suffix.numel() - 1] = suffix[:-1]
+            mask[r, p : p + suffix.numel() - 1] = 1
+        cache = prompt_cache  # a fresh cache of this call's own
+        cache.batch_repeat_interleave(n)
+        positions = torch.arange(p, p + width, device=prompt.device).expand(n, -1)
+        rest = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True)
+        logits: Tensor = rest.logits.float()
+        return torch.cat([torch.cat([first, logits[r, : s.numel() - 1]]) for r, s in enumerate(suffixes)])
 
 
 def collect_option_terms(
@@ -340,25 +371,26 @@ def collect_option_terms(
 
     def both(fn: Callable[..., Tensor], *args: Any) -> tuple[Tensor, Tensor | None]:
         """Warm logits, and in dynamic mode the base logits of the same rows."""
-        warm = fn(warm_model, *args)
+        warm = fn(warm_model, *args, role="warm")
         if mode != "dynamic" or steered is None:
             return warm, None
         with steered.base_context() as base_model:
-            return warm, fn(base_model, *args)
+            return warm, fn(base_model, *args, role="base")
 
     batches = _prompt_groups(sequences, batch_size) if share else _length_batches(sequences, batch_size)
+    common = _CommonPrefix(sequences) if share else None
     try:
         for chunk in batches:
             with torch.no_grad():
-                if share:
+                if common is not None:
                     prompt, suffixes = _split_group(sequences, chunk, device)
-                    warm, base = both(_prefix_option_logits, prompt, suffixes, pad)
+                    warm, base = both(common.option_logits, prompt, suffixes, pad)
                     targets = torch.cat(suffixes)
                     seg = [k for k, suffix in zip(chunk, suffixes, strict=True) for _ in range(suffix.numel())]
                 else:
                     ids, mask, r_t, c_t, seg = _padded_batch(sequences, chunk, pad, device)
                     targets = ids[r_t, c_t + 1]
-                    warm, base = both(_option_logits, ids, mask, r_t, c_t)
+                    warm, base = both(_option_logits, ids, mask, r_t, c_t)  # role is ignored
             direction, keep = steering_direction(
                 warm, base_logits=base, static_vector=static_vector, alpha=alpha, n_tokens=n_tokens
             )

@@ -254,3 +254,12 @@ def test_prompt_learning_models_score_full_sequences(tok: Any) -> None:
     shared = collect_option_terms(pt, ITEMS, tokenizer=tok)
     full = collect_option_terms(pt, ITEMS, tokenizer=tok, share_prompts=False)
     assert torch.equal(shared.option_scores(), full.option_scores())
+
+
+def test_common_prefix_is_the_longest_shared_token_run() -> None:
+    from steerkit.evaluate import _CommonPrefix
+
+    seqs = [([1, 5, 6, 7, 9], 4), ([1, 5, 6, 8, 9, 9], 4), ([1, 5, 6, 7, 2], 4)]
+    assert _CommonPrefix(seqs).length == 3
+    assert _CommonPrefix([([1, 5, 6, 9], 3), ([1, 5, 6, 9, 9], 3)]).length == 2  # each prompt keeps a token
+    assert _CommonPrefix([([1, 5], 1), ([2, 5], 1)]).length == 0

