@@ -151,18 +151,23 @@ def plot_deltas(rows: Sequence[Mapping[str, Any]], task: str, metric: str, path:
 
 def diagnostics_table(diags: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
-        "| task | method | lr | μ̄ median/paper | μ* 10% / 50% / 90% (paper) | μ̄ fit | kept tokens per position "
-        "(median) | gold option token in mask |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | method | lr | calibration `kl_mean` (nats/token) | μ* 10% / 50% / 90% (paper) | μ̄ median/paper "
+        "| μ̄ fit | calibration gold tokens masked | test option tokens: kept per position (median), gold in mask |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for d in diags:
-        q = (d.get("calibration") or {}).get("mu_quantiles", {}).get("paper", {})
+        cal = d.get("calibration") or {}
+        q = cal.get("mu_star_quantiles", {}).get("paper", {})
         qs = " / ".join(f"{q[k]:.3g}" for k in ("0.1", "0.5", "0.9") if k in q) or "–"
+        kl = cal.get("kl_mean")
+        masked = cal.get("masked_gold_fraction")
         mask = d["mask_test_dynamic"]
         lines.append(
             f"| {TASK_NAMES.get(d['task'], d['task'])} | {METHOD_NAMES.get(d['peft_method'], d['peft_method'])} | "
-            f"{d['lr']:g} ({d['lr_label']}) | {d['mu']['paper']['median']:.3g} | {qs} | {d['mu']['fit']:.3g} | "
-            f"{mask['kept_per_position_median']:.0f} | {100 * mask['gold_in_mask']:.1f}% |"
+            f"{d['lr']:g} ({d['lr_label']}) | {'–' if kl is None else format(kl, '.2e')} | {qs} | "
+            f"{d['mu']['paper']['median']:.3g} | {d['mu']['fit']:.3g} | "
+            f"{'–' if masked is None else format(100 * masked, '.1f') + '%'} | "
+            f"{mask['kept_per_position_median']:.0f}, {100 * mask['gold_in_mask']:.1f}% |"
         )
     return lines
 
