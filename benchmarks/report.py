@@ -376,7 +376,8 @@ def render(reproduce: Mapping[str, Any] | None, speed: Mapping[str, Any] | None,
                 f"{b8.get('dynamic_mixed_batch_over_plain', float('nan')):.2f}× at batch 8 (measured in",
                 "`benchmarks/speed.py`; the library's processor does not use it yet). Both stay above 1.3×: every",
                 "step needs one forward of each model for every row.",
-                f"Static steering costs one masked vector addition per step: {speed.get('static_over_plain', 0):.2f}× at"
+                f"Static steering costs one masked vector addition per step: "
+                f"{speed.get('static_over_plain', 0):.2f}× at"
                 f" batch 1 and {b8.get('static_over_plain', float('nan')):.2f}× at batch 8 (paired medians of"
                 f" {b8.get('reps', '?')} repetitions).",
                 "",
