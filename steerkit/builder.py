@@ -61,7 +61,7 @@ def build(
     *,
     tokenizer: Any,
     alpha: float = 0.1,
-    mu_aggregator: str = "median",
+    mu_aggregator: str = "trimmed/exact",
     batch_size: int = 8,
     max_length: int = 512,
     show_progress: bool = False,

@@ -32,7 +32,7 @@ def build(
     mu_aggregator: Annotated[
         str,
         typer.Option(help="Default μ: mean, median, trimmed, ratio (each /paper or /exact), or fit."),
-    ] = "median",
+    ] = "trimmed/exact",
     batch_size: BatchSizeOpt = 8,
     max_examples: MaxExamplesOpt = None,
     max_length: MaxLengthOpt = 512,
