@@ -21,6 +21,7 @@ ROOT = HERE.parent
 METHOD_NAMES = {"lora": "LoRA", "ia3": "IA3", "prompt_tuning": "prompt tuning"}
 TASK_NAMES = {"truthfulqa": "TruthfulQA", "social_iqa": "Social-IQa"}
 METRIC_NAMES = {"mc1": "MC1", "mc2": "MC2", "accuracy": "accuracy"}
+HEADLINE = {"truthfulqa": "mc2", "social_iqa": "accuracy"}  # the metric each task is judged on
 
 
 def pct(x: float | None) -> str:
@@ -88,8 +89,7 @@ def default_reason(ranked: Sequence[tuple[str, float, int, int, int]], default: 
 
 def observations(rows: Sequence[Mapping[str, Any]], default: str) -> list[str]:
     """A few sentences computed from the rows (headline metric per task)."""
-    headline = {"truthfulqa": "mc2", "social_iqa": "accuracy"}
-    main = [r for r in rows if r["metric"] == headline.get(r["task"])]
+    main = [r for r in rows if r["metric"] == HEADLINE.get(r["task"])]
     warm = [r for r in main if r["mode"] == "warm"]
     base = {(r["task"], r["peft_method"], r["lr_label"]): r for r in main if r["mode"] == "base"}
     lifts = [r["value"] - base[(r["task"], r["peft_method"], r["lr_label"])]["value"] for r in warm]
@@ -156,10 +156,9 @@ def aggregator_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, 
 def ranking(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, int, int, int]]:
     """Per dynamic aggregator: mean Δ over every (task, config, headline metric), and the count of
     significant gains and losses."""
-    headline = {"truthfulqa": "mc2", "social_iqa": "accuracy"}
     acc: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["mode"] == "dynamic" and r["metric"] == headline.get(r["task"]):
+        if r["mode"] == "dynamic" and r["metric"] == HEADLINE.get(r["task"]):
             acc[r["aggregator"]].append(r)
     out = []
     for agg, rs in acc.items():
@@ -313,7 +312,7 @@ def render(reproduce: Mapping[str, Any] | None, speed: Mapping[str, Any] | None,
             for metric in metrics:
                 out += [f"### {TASK_NAMES[task]} {METRIC_NAMES[metric]} (test)", ""]
                 out += [*main_table(rows, task, metric, default), ""]
-            headline = metrics[0]
+            headline = HEADLINE[task]
             out += [
                 f"Every way of choosing μ̄, dynamic mode, Δ {METRIC_NAMES[headline]} vs warm:",
                 "",
