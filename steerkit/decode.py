@@ -18,6 +18,7 @@ Rows past the tokenizer length in a padded vocabulary are never steered (zero di
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import tempfile
 from collections.abc import Callable, Iterator
@@ -210,12 +211,15 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self._base = base
         self._switch = _AdapterSwitch(peft_model)
         self._keep_arg = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._cache_arg = _cache_arg(base)
         gen = getattr(base, "generation_config", None)
         self.pad_token_id = _first_id(getattr(gen, "pad_token_id", None))
         self.eos_token_ids = _all_ids(getattr(gen, "eos_token_id", None))
         self.calls = 0  # base forwards run (for tests and diagnostics)
         self.recomputes = 0  # full-prompt forwards among them
         self.reorders = 0  # steps at which the cache rows were reordered (beam search)
+        self.shared_base: Tensor | None = None  # base logits of this step from a shared forward (Steered.generate)
+        self.shared_steps = 0  # steps served by a shared forward instead of a base forward of its own
         self.reset()
 
     def reset(self, attention_mask: Tensor | None = None) -> None:
@@ -230,6 +234,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self._mask: Tensor | None = None
         self._prompt_len: int | None = None
         self._given_mask = attention_mask
+        self.shared_base = None
 
     # -- base logits ------------------------------------------------------------------------------------
 
@@ -261,7 +266,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
             "use_cache": cache is not None,
         }
         if cache is not None:
-            kwargs["past_key_values"] = cache
+            kwargs[self._cache_arg] = cache
         if self._keep_arg:
             kwargs["logits_to_keep"] = 1
         with torch.no_grad(), self._switch.off():
@@ -330,7 +335,12 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         """Steer one step's scores ``[batch, V]`` with the dynamic direction."""
-        base = self.base_logits(input_ids).to(scores.device)
+        shared, self.shared_base = self.shared_base, None
+        if shared is not None and shared.shape[0] == scores.shape[0]:
+            base = shared.to(scores.device)  # this step's forward already ran the base rows
+            self.shared_steps += 1
+        else:
+            base = self.base_logits(input_ids).to(scores.device)
         direction, keep = steering_direction(scores, base_logits=base, alpha=self.alpha, n_tokens=self.n_tokens)
         return steer(scores, direction, keep, _row_mu(self.mu, scores.shape[0]), filter_masked=self.filter_masked)
 
@@ -400,6 +410,170 @@ def _new_cache(model: Any) -> Any:
         return DynamicCache(config=model.config)
     except TypeError:  # pragma: no cover - older transformers
         return DynamicCache()
+
+
+# --- base and warm rows in one forward (PEFT mixed-adapter batches) ---------------------------------------
+
+
+def _cache_arg(model: Any) -> str:
+    """The name ``model.forward`` takes its KV cache under (``cache``; ``past_key_values`` before its rename)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel passes it on
+    params = inspect.signature(inner.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@functools.cache
+def _paired_cache_class() -> type:
+    """A ``DynamicCache`` whose rows are ``[warm rows; base rows]`` while ``generate`` sees the warm half only.
+
+    ``generate`` reorders (beam search), repeats and selects cache rows by indices of its own ``n`` rows; each
+    index ``i`` is applied to row ``i`` and to its base twin ``n + i``.
+    """
+    from transformers import DynamicCache
+
+    class PairedCache(DynamicCache):  # type: ignore[misc]
+        def _half(self) -> tuple[int, torch.device]:
+            for layer in self.layers:
+                keys = getattr(layer, "keys", None)
+                if isinstance(keys, Tensor) and keys.dim() > 0:
+                    return int(keys.shape[0]) // 2, keys.device
+            return 0, torch.device("cpu")
+
+        @staticmethod
+        def _both(index: Tensor, rows: int) -> Any:
+            index = index.nonzero().flatten() if index.dtype == torch.bool else index.long()
+            return torch.cat([index, index + rows])
+
+        def reorder_cache(self, beam_idx: Tensor) -> None:
+            super().reorder_cache(self._both(beam_idx, beam_idx.shape[0]))
+
+        def batch_select_indices(self, indices: Tensor) -> None:
+            super().batch_select_indices(self._both(indices, self._half()[0]))
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            rows, device = self._half()
+            index = torch.arange(rows, device=device).repeat_interleave(repeats)
+            super().batch_select_indices(self._both(index, rows))
+
+    return PairedCache
+
+
+def _paired_cache(model: Any) -> Any:
+    cls = _paired_cache_class()
+    try:
+        return cls(config=model.config)
+    except TypeError:  # pragma: no cover - older transformers
+        return cls()
+
+
+def _shared_forward_layers(peft_model: Any) -> list[Any] | None:
+    """The layers that take peft's ``adapter_names`` when the adapter can share a forward with the base, else None.
+
+    Only LoRA (unmerged, without DoRA) runs mixed-adapter batches: each layer adds its low-rank update to the rows
+    named after the adapter and nothing to the ``"__base__"`` rows.
+    """
+    try:
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+    except ImportError:  # pragma: no cover - peft moved them
+        return None
+    name = peft_model.active_adapter
+    config = peft_model.peft_config[name]
+    if str(getattr(config, "peft_type", "")).rsplit(".", 1)[-1] != "LORA" or getattr(config, "use_dora", False):
+        return None
+    layers = [m for m in peft_model.modules() if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))]
+    lora = [m for m in layers if isinstance(m, LoraLayer)]
+    if not lora or any(getattr(m, "merged", False) for m in lora):
+        return None
+    if any(type(m).__name__ == "MultiheadAttention" for m in lora):
+        return None  # peft refuses mixed batches there
+    return layers
+
+
+_BATCH_ARGS = ("input_ids", "attention_mask", "position_ids", "inputs_embeds", "token_type_ids")
+
+
+class _SharedForward:
+    """During ``generate``, every forward of the warm rows also runs their base twins in the same batch.
+
+    The model's ``forward`` is wrapped for the duration of the call: batch inputs are doubled to
+    ``[warm rows; base rows]``, peft's mixed-adapter batch gives the first half the adapter and the second half
+    none, the warm half's logits go back to ``generate`` and the base half's last-position logits to the
+    processor, which then needs no forward of its own. The KV cache holds both halves (:func:`_paired_cache_class`).
+    """
+
+    def __init__(self, peft_model: Any, layers: list[Any]) -> None:
+        self.peft_model = peft_model
+        self.model = peft_model.get_base_model()
+        self.layers = layers
+        self.adapter = peft_model.active_adapter
+        self.cache_arg = _cache_arg(self.model)
+        self.forwards = 0  # shared forwards run (for tests and diagnostics)
+
+    def usable(self, kwargs: dict[str, Any]) -> bool:
+        """Whether a ``generate`` call with these arguments can run shared (else the processor's own forward)."""
+        if any(kwargs.get(k) is not None for k in ("cache", "past_key_values", "assistant_model")):
+            return False
+        config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
+        if kwargs.get("cache_implementation") or getattr(config, "cache_implementation", None):
+            return False
+        return not self.peft_model.training
+
+    @contextlib.contextmanager
+    def active(self, processor: DynamicSteeringProcessor, *, use_cache: bool) -> Iterator[dict[str, Any]]:
+        """Wraps the forward and yields the extra ``generate`` kwargs (the paired cache when ``use_cache``)."""
+        names: list[list[str]] = [[]]
+
+        def inject(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+            if names[0]:
+                kwargs["adapter_names"] = names[0]
+            return args, kwargs
+
+        original = self.model.forward
+        had_own = "forward" in vars(self.model)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if args:
+                kwargs["input_ids"], args = args[0], args[1:]
+            first = kwargs.get("input_ids")
+            if first is None:
+                first = kwargs.get("inputs_embeds")
+            if not isinstance(first, Tensor):
+                raise InvalidOptionError(
+                    "a shared forward needs input_ids or inputs_embeds", hint="attach with shared_forward=False"
+                )
+            rows = int(first.shape[0])
+            for key in _BATCH_ARGS:
+                value = kwargs.get(key)
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
+                    kwargs[key] = torch.cat([value, value])
+            names[0] = [self.adapter] * rows + ["__base__"] * rows
+            try:
+                out = original(*args, **kwargs)
+            finally:
+                names[0] = []
+            self.forwards += 1
+            processor.shared_base = out.logits[rows:, -1, :].float()
+            out.logits = out.logits[:rows]
+            for key in ("hidden_states", "attentions"):
+                value = getattr(out, key, None)
+                if isinstance(value, tuple):
+                    setattr(out, key, tuple(t[:rows] if isinstance(t, Tensor) else t for t in value))
+            return out
+
+        forward.__wrapped__ = original  # type: ignore[attr-defined]  # generate inspects the signature
+        handles = [m.register_forward_pre_hook(inject, with_kwargs=True) for m in self.layers]
+        self.model.forward = forward
+        try:
+            yield {self.cache_arg: _paired_cache(self.model)} if use_cache else {}
+        finally:
+            for handle in handles:
+                handle.remove()
+            if had_own:
+                self.model.forward = original
+            else:
+                vars(self.model).pop("forward", None)
+            processor.shared_base = None
 
 
 # --- attach / detach -------------------------------------------------------------------------------------
@@ -494,6 +668,9 @@ class Steered:
         filter_masked: Whether decoding sets masked tokens to ``−inf``.
         compat: What the compatibility check found (logits width, real-token rows).
         processor: The logits processor.
+        shared_forward: Dynamic mode runs the base rows in the warm forward's batch (LoRA adapters): one
+            forward per step instead of two. :meth:`generate` does this; the bare :meth:`logits_processor`
+            (pipelines, your own ``generate``) always runs its own base forward.
 
     Example:
         >>> with vector.attach(model, tokenizer=tokenizer) as steered:            # doctest: +SKIP
@@ -511,6 +688,7 @@ class Steered:
         filter_masked: bool,
         compat: Compatibility,
         undo: Callable[[], None] | None = None,
+        shared_forward: bool | None = None,
     ) -> None:
         self.vector = vector
         self.model = model
@@ -531,6 +709,27 @@ class Steered:
             self.processor = DynamicSteeringProcessor(
                 model, mu, alpha=alpha, n_tokens=n_tokens, filter_masked=filter_masked
             )
+        self._shared: _SharedForward | None = None
+        if mode == "dynamic" and shared_forward is not False:
+            layers = _shared_forward_layers(model)
+            if layers is not None:
+                self._shared = _SharedForward(model, layers)
+            elif shared_forward:
+                raise InvalidOptionError(
+                    "shared_forward needs a LoRA adapter (unmerged, without DoRA): only LoRA runs base and warm "
+                    "rows in one batch",
+                    hint="leave shared_forward unset (None) to use it where the adapter allows",
+                    got=type(model.peft_config[model.active_adapter]).__name__,
+                )
+        elif mode == "static" and shared_forward:
+            raise InvalidOptionError(
+                "shared_forward is a dynamic-mode option: static mode runs no base forward", got=mode
+            )
+
+    @property
+    def shared_forward(self) -> bool:
+        """Whether :meth:`generate` runs base and warm rows in one forward (dynamic mode, LoRA adapter)."""
+        return self._shared is not None
 
     @property
     def static_vector(self) -> Tensor:
@@ -581,11 +780,16 @@ class Steered:
         self._check_attached()
         processors = LogitsProcessorList(list(kwargs.pop("logits_processor", None) or []))
         processors.append(self.processor)
-        if isinstance(self.processor, DynamicSteeringProcessor):
-            self.processor.reset(attention_mask=kwargs.get("attention_mask"))
-        if inputs is not None:
-            return self.model.generate(inputs, logits_processor=processors, **kwargs)
-        return self.model.generate(logits_processor=processors, **kwargs)
+        args = () if inputs is None else (inputs,)
+        if not isinstance(self.processor, DynamicSteeringProcessor):
+            return self.model.generate(*args, logits_processor=processors, **kwargs)
+        self.processor.reset(attention_mask=kwargs.get("attention_mask"))
+        if self._shared is None or not self._shared.usable(kwargs):
+            return self.model.generate(*args, logits_processor=processors, **kwargs)
+        config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
+        use_cache = kwargs.get("use_cache", getattr(config, "use_cache", True)) is not False
+        with self._shared.active(self.processor, use_cache=use_cache) as extra:
+            return self.model.generate(*args, logits_processor=processors, **kwargs, **extra)
 
     def detach(self) -> None:
         """Leave the model exactly as before :func:`attach` (unloads an adapter that attach loaded). Idempotent."""
@@ -620,6 +824,7 @@ def attach(
     strict: bool = True,
     alpha: float | None = None,
     filter_masked: bool | None = None,
+    shared_forward: bool | None = None,
 ) -> Steered:
     """Attach a steering vector to a model for steered ``generate`` (also ``vector.attach(model, ...)``).
 
@@ -635,12 +840,17 @@ def attach(
         alpha: Confidence threshold; default the vector's ``alpha``.
         filter_masked: Set masked tokens to ``−inf``; default on in dynamic mode (the paper's λ = −∞) and off in
             static mode (DESIGN §1's static rule).
+        shared_forward: Dynamic mode only: run the base rows in the same forward as the warm rows (peft's
+            mixed-adapter batch) inside :meth:`Steered.generate`. ``None`` (default) does so when the adapter
+            allows it (LoRA, unmerged, without DoRA) and ``generate`` gets no cache of its own; ``False`` always
+            runs a second forward; ``True`` raises when the adapter does not allow it.
 
     Returns:
         A :class:`Steered` handle.
 
     Raises:
-        InvalidOptionError: Unknown ``mode`` or a bad ``mu``.
+        InvalidOptionError: Unknown ``mode``, a bad ``mu``, or ``shared_forward=True`` with an adapter that cannot
+            share a forward with the base.
         IncompatibleModelError: Logits width or tokenizer differ (see :func:`steerkit.compat.check_compatible`).
         AdapterError: Dynamic mode on a plain model with a vector that has no adapter.
 
@@ -663,4 +873,19 @@ def attach(
     target = model
     if mode == "dynamic" and not _is_peft(model):
         target, undo = _load_adapter(vector, model)
-    return Steered(vector, target, mode=mode, mu=strength, alpha=a, filter_masked=fm, compat=compat, undo=undo)
+    try:
+        return Steered(
+            vector,
+            target,
+            mode=mode,
+            mu=strength,
+            alpha=a,
+            filter_masked=fm,
+            compat=compat,
+            undo=undo,
+            shared_forward=shared_forward,
+        )
+    except SteerkitError:
+        if undo is not None:
+            undo()
+        raise

@@ -126,38 +126,51 @@ def peft() -> Any:
 # --- the dynamic processor against references ------------------------------------------------------------
 
 
-def test_dynamic_greedy_batch1_matches_full_recompute_loop(peft: Any, tok: Any) -> None:
+def assert_base_forwards(steered: Any, *, shared: bool, steps: int) -> None:
+    """Every step's base logits came from the shared forward, or from the processor's own cached forward."""
+    proc = steered.processor
+    assert isinstance(proc, DynamicSteeringProcessor)
+    assert steered.shared_forward is shared
+    if shared:
+        assert (proc.shared_steps, proc.calls, proc.recomputes) == (steps, 0, 0)
+    else:
+        assert (proc.shared_steps, proc.calls, proc.recomputes) == (0, steps, 1)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-forward", "shared-forward"])
+def test_dynamic_greedy_batch1_matches_full_recompute_loop(peft: Any, tok: Any, shared: bool) -> None:
     vector = hand_vector(peft, tok)
     batch = left_batch(tok, PROMPTS[:1])
-    steered = attach(vector, peft, tokenizer=tok, mu=-40.0)
+    steered = attach(vector, peft, tokenizer=tok, mu=-40.0, shared_forward=shared)
     out = steered.generate(**batch, max_new_tokens=12, do_sample=False)
     ref = reference_greedy(peft, batch["input_ids"], batch["attention_mask"], mu=-40.0, steps=12)
     assert torch.equal(out, ref[:, : out.shape[1]])
     plain = peft.generate(**batch, max_new_tokens=12, do_sample=False)
     assert not torch.equal(out, plain)  # the strength really steers
-    proc = steered.processor
-    assert isinstance(proc, DynamicSteeringProcessor)
-    assert proc.recomputes == 1 and proc.calls == out.shape[1] - batch["input_ids"].shape[1]
+    assert_base_forwards(steered, shared=shared, steps=out.shape[1] - batch["input_ids"].shape[1])
 
 
-def test_dynamic_greedy_left_padded_batch_matches_reference(peft: Any, tok: Any) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-forward", "shared-forward"])
+def test_dynamic_greedy_left_padded_batch_matches_reference(peft: Any, tok: Any, shared: bool) -> None:
     vector = hand_vector(peft, tok)
     batch = left_batch(tok, PROMPTS)
     assert int((batch["attention_mask"] == 0).sum()) > 0  # prompts of different lengths
-    steered = attach(vector, peft, tokenizer=tok, mu=-40.0)
+    steered = attach(vector, peft, tokenizer=tok, mu=-40.0, shared_forward=shared)
     out = steered.generate(**batch, max_new_tokens=10, do_sample=False)
     ref = reference_greedy(peft, batch["input_ids"], batch["attention_mask"], mu=-40.0, steps=10)
     assert torch.equal(out, ref[:, : out.shape[1]])
+    assert_base_forwards(steered, shared=shared, steps=out.shape[1] - batch["input_ids"].shape[1])
     # Without the attention mask the processor infers the same prompt mask from pad tokens.
     proc = steered.logits_processor()
     out2 = peft.generate(**batch, max_new_tokens=10, do_sample=False, logits_processor=proc)
     assert torch.equal(out2, out)
 
 
-def test_dynamic_beam_search_matches_uncached_reference(peft: Any, tok: Any) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-forward", "shared-forward"])
+def test_dynamic_beam_search_matches_uncached_reference(peft: Any, tok: Any, shared: bool) -> None:
     vector = hand_vector(peft, tok)
     batch = left_batch(tok, PROMPTS)
-    steered = attach(vector, peft, tokenizer=tok, mu=-30.0)
+    steered = attach(vector, peft, tokenizer=tok, mu=-30.0, shared_forward=shared)
     kw = dict(max_new_tokens=8, num_beams=3, do_sample=False, num_return_sequences=2)
     out = steered.generate(**batch, **kw)
     ref_proc = FullRecomputeProcessor(peft, batch["attention_mask"], -30.0)
@@ -165,7 +178,10 @@ def test_dynamic_beam_search_matches_uncached_reference(peft: Any, tok: Any) -> 
     assert torch.equal(out, ref)
     proc = steered.processor
     assert isinstance(proc, DynamicSteeringProcessor)
-    assert proc.reorders > 0 and proc.recomputes == 1  # beams were reordered through the cache, never recomputed
+    if shared:  # the paired cache reordered both halves; the processor never ran a forward
+        assert proc.shared_steps == 8 and proc.calls == 0
+    else:
+        assert proc.reorders > 0 and proc.recomputes == 1  # beams reordered through the cache, never recomputed
 
 
 def test_dynamic_recomputes_when_a_row_history_is_unknown(peft: Any, tok: Any) -> None:
@@ -194,10 +210,11 @@ def test_dynamic_recomputes_when_a_row_history_is_unknown(peft: Any, tok: Any) -
     assert first.shape == (2, 99)
 
 
-def test_sampling_is_reproducible_and_composes_with_warpers(peft: Any, tok: Any) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-forward", "shared-forward"])
+def test_sampling_is_reproducible_and_composes_with_warpers(peft: Any, tok: Any, shared: bool) -> None:
     vector = hand_vector(peft, tok)
     batch = left_batch(tok, PROMPTS)
-    steered = attach(vector, peft, tokenizer=tok, mu=-20.0)
+    steered = attach(vector, peft, tokenizer=tok, mu=-20.0, shared_forward=shared)
     kw = dict(max_new_tokens=10, do_sample=True, top_k=8, top_p=0.9, temperature=0.7, num_return_sequences=2)
     torch.manual_seed(0)
     a = steered.generate(**batch, **kw)
@@ -333,3 +350,92 @@ def test_prompt_tuning_adapter_base_sees_only_real_tokens(tok: Any) -> None:
     ref = pt.generate(**batch, max_new_tokens=8, do_sample=False, logits_processor=LogitsProcessorList([reference]))
     assert torch.equal(out, ref)
     assert not torch.equal(out, pt.generate(**batch, max_new_tokens=8, do_sample=False))
+
+
+# --- base and warm rows in one forward (LoRA mixed-adapter batches) --------------------------------------
+
+
+def test_shared_forward_is_the_default_for_lora_only(peft: Any, tok: Any) -> None:
+    from peft import IA3Config, TaskType, get_peft_model
+
+    vector = hand_vector(peft, tok)
+    assert attach(vector, peft, tokenizer=tok).shared_forward is True
+    assert attach(vector, peft, tokenizer=tok, shared_forward=False).shared_forward is False
+    assert attach(vector, peft, tokenizer=tok, mode="static").shared_forward is False
+    with pytest.raises(InvalidOptionError, match="shared_forward is a dynamic-mode option"):
+        attach(vector, peft, tokenizer=tok, mode="static", shared_forward=True)
+    ia3 = get_peft_model(tiny_llama(sharpness=20), IA3Config(task_type=TaskType.CAUSAL_LM)).eval()
+    assert attach(vector, ia3, tokenizer=tok).shared_forward is False  # IA3 has no mixed-adapter batches
+    with pytest.raises(InvalidOptionError, match="shared_forward needs a LoRA adapter"):
+        attach(vector, ia3, tokenizer=tok, shared_forward=True)
+    peft.merge_adapter()
+    try:
+        assert attach(vector, peft, tokenizer=tok).shared_forward is False  # merged weights: no base rows
+    finally:
+        peft.unmerge_adapter()
+
+
+def test_shared_forward_leaves_the_model_as_it_was(peft: Any, tok: Any) -> None:
+    vector = hand_vector(peft, tok)
+    batch = left_batch(tok, PROMPTS)
+    inner = peft.get_base_model()
+    hooks = sum(len(m._forward_pre_hooks) for m in peft.modules())
+    steered = attach(vector, peft, tokenizer=tok, mu=-40.0)
+    steered.generate(**batch, max_new_tokens=4, do_sample=False)
+    with pytest.raises(ValueError):
+        steered.generate(**batch, max_new_tokens=4, num_beams=2, num_return_sequences=3)  # generate refuses
+    assert "forward" not in vars(inner)
+    assert sum(len(m._forward_pre_hooks) for m in peft.modules()) == hooks
+    assert steered.processor.shared_base is None
+    plain = peft.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert plain.shape == (3, batch["input_ids"].shape[1] + 6)  # plain generate still sees 3 rows
+
+
+def test_shared_forward_without_cache_and_with_outputs(peft: Any, tok: Any) -> None:
+    vector = hand_vector(peft, tok)
+    batch = left_batch(tok, PROMPTS)
+    own = attach(vector, peft, tokenizer=tok, mu=-40.0, shared_forward=False)
+    kw = dict(max_new_tokens=6, do_sample=False, return_dict_in_generate=True, output_scores=True)
+    ref = own.generate(**batch, **kw)
+    shared = attach(vector, peft, tokenizer=tok, mu=-40.0)
+    got = shared.generate(**batch, use_cache=False, output_hidden_states=True, **kw)
+    assert torch.equal(got.sequences, ref.sequences)
+    assert all(a.shape == (3, 99) for a in got.scores)
+    for a, b in zip(got.scores, ref.scores, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert all(h.shape[0] == 3 for step in got.hidden_states for h in step)  # warm rows only
+    assert shared.processor.shared_steps == 6
+
+
+def test_shared_forward_steps_aside_for_a_caller_cache(peft: Any, tok: Any) -> None:
+    from transformers import DynamicCache
+
+    vector = hand_vector(peft, tok)
+    batch = left_batch(tok, PROMPTS[:1])
+    steered = attach(vector, peft, tokenizer=tok, mu=-40.0)
+    out = steered.generate(**batch, max_new_tokens=5, do_sample=False, cache=DynamicCache(config=peft.config))
+    ref = reference_greedy(peft, batch["input_ids"], batch["attention_mask"], mu=-40.0, steps=5)
+    assert torch.equal(out, ref[:, : out.shape[1]])
+    proc = steered.processor
+    assert proc.shared_steps == 0 and proc.calls == 5  # the processor's own base forward served every step
+
+
+def test_paired_cache_moves_each_row_with_its_base_twin() -> None:
+    from steerkit.decode import _paired_cache
+
+    cache = _paired_cache(tiny_llama())
+    rows = torch.arange(6, dtype=torch.float32)  # rows 0-2 warm, 3-5 their base twins
+    keys = rows.view(6, 1, 1, 1).expand(6, 2, 1, 4).contiguous()
+    cache.update(keys, keys.clone(), 0)
+    cache.update(keys.clone(), keys.clone(), 1)
+
+    def first_col() -> list[float]:
+        return [float(v) for v in cache.layers[1].keys[:, 0, 0, 0]]
+
+    cache.reorder_cache(torch.tensor([2, 2, 0]))
+    assert first_col() == [2, 2, 0, 5, 5, 3]
+    cache.batch_select_indices(torch.tensor([0, 2]))
+    assert first_col() == [2, 0, 5, 3]
+    cache.batch_repeat_interleave(2)
+    assert first_col() == [2, 2, 0, 0, 5, 5, 3, 3]
+    assert [float(v) for v in cache.layers[0].keys[:, 0, 0, 0]] == first_col()  # every layer moved alike
