@@ -196,6 +196,80 @@ def _is_prompt_learning(model: Any) -> bool:
     return bool(getattr(active, "is_prompt_learning", False))
 
 
+def _cache_kwarg(model: Any, cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` under the name ``model`` takes its KV cache (``cache``, ``past_key_values`` before)."""
+    from steerkit.decode import _cache_arg
+
+    name = model.cache_arg if isinstance(model, _VirtualPrompt) else _cache_arg(model)
+    return {name: cache}
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache a forward returned (``out.cache``; ``out.past_key_values`` before its rename)."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
+class _VirtualPrompt:
+    """A prompt-tuning or p-tuning ``PeftModel`` called like a plain causal LM that continues a KV cache.
+
+    The first call (no cache) prepends the learned virtual-token embeddings, as the adapter's own forward does,
+    and drops their logits; later calls run on the cache, whose first ``num_virtual_tokens`` positions hold the
+    virtual tokens, so their positions and attention masks are shifted by that many. The logits are those of the
+    adapter's forward on the full sequence up to float rounding.
+    """
+
+    def __init__(self, peft_model: Any) -> None:
+        self.peft_model = peft_model
+        self.model = peft_model.get_base_model()
+        self.n = int(peft_model.active_peft_config.num_virtual_tokens)
+        self.cache_arg = "cache"
+
+    def __call__(
+        self,
+        *,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool = True,
+    ) -> Any:
+        from steerkit.decode import _cache_arg
+
+        b = input_ids.shape[0]
+        first = cache is None
+        kwargs: dict[str, Any] = {"use_cache": use_cache}
+        if first:
+            embeds = self.peft_model.word_embeddings(input_ids)
+            prompts = self.peft_model.get_prompt(batch_size=b).to(embeds.dtype)
+            kwargs["inputs_embeds"] = torch.cat([prompts, embeds], dim=1)
+        else:
+            kwargs["input_ids"] = input_ids
+            kwargs[_cache_arg(self.model)] = cache
+        if attention_mask is not None:
+            ones = torch.ones((b, self.n), dtype=attention_mask.dtype, device=attention_mask.device)
+            kwargs["attention_mask"] = torch.cat([ones, attention_mask], dim=1)
+        if position_ids is not None:
+            shifted = position_ids + self.n
+            if first:
+                virtual = torch.arange(self.n, device=shifted.device).expand(shifted.shape[0], -1)
+                shifted = torch.cat([virtual, shifted], dim=1)
+            kwargs["position_ids"] = shifted
+        out = self.model(**kwargs)
+        if first:
+            out.logits = out.logits[:, self.n :]
+        return out
+
+
+def _virtual_prompt(model: Any) -> _VirtualPrompt | None:
+    """The cached-scoring wrapper of a prompt-tuning / p-tuning adapter (``None`` for other prompt learning)."""
+    config = getattr(model, "active_peft_config", None)
+    kind = str(getattr(config, "peft_type", "")).rsplit(".", 1)[-1]
+    if kind not in ("PROMPT_TUNING", "P_TUNING") or not hasattr(model, "get_prompt"):
+        return None
+    return _VirtualPrompt(model)
+
+
 def _length_batches(sequences: Sequence[tuple[list[int], int]], batch_size: int) -> Iterator[list[int]]:
     """Sequence indices in batches of similar lengths."""
     order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][0]))
@@ -271,13 +345,13 @@ class _CommonPrefix:
         k = self.length
         if k == 0:
             out = model(input_ids=prompt[None], use_cache=True)
-            return out.logits[0, -1:].float(), out.past_key_values
+            return out.logits[0, -1:].float(), _returned_cache(out)
         if role not in self.states:
-            self.states[role] = model(input_ids=prompt[None, :k], use_cache=True).past_key_values
+            self.states[role] = _returned_cache(model(input_ids=prompt[None, :k], use_cache=True))
         cache = copy.deepcopy(self.states[role])
         positions = torch.arange(k, prompt.numel(), device=prompt.device)[None]
-        out = model(input_ids=prompt[None, k:], past_key_values=cache, position_ids=positions, use_cache=True)
-        return out.logits[0, -1:].float(), out.past_key_values
+        out = model(input_ids=prompt[None, k:], **_cache_kwarg(model, cache), position_ids=positions, use_cache=True)
+        return out.logits[0, -1:].float(), _returned_cache(out)
 
     def option_logits(self, model: Any, prompt: Tensor, suffixes: Sequence[Tensor], pad: int, role: str) -> Tensor:
         """Float32 logits ``[T, V]`` predicting every option token, options in order.
@@ -299,7 +373,9 @@ class _CommonPrefix:
         cache = prompt_cache  # a fresh cache of this call's own
         cache.batch_repeat_interleave(n)
         positions = torch.arange(p, p + width, device=prompt.device).expand(n, -1)
-        rest = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True)
+        rest = model(
+            input_ids=ids, attention_mask=mask, **_cache_kwarg(model, cache), position_ids=positions, use_cache=True
+        )
         logits: Tensor = rest.logits.float()
         return torch.cat([torch.cat([first, logits[r, : s.numel() - 1]]) for r, s in enumerate(suffixes)])
 
@@ -328,7 +404,8 @@ def collect_option_terms(
         filter_masked: Score with the ``−inf`` filter on masked tokens.
         share_prompts: Run each item's prompt once and its options on top of the prompt's KV cache (the
             same logits as full sequences up to float rounding, several times faster when prompts are long).
-            Prompt-learning adapters (virtual tokens) always run full sequences.
+            Prompt tuning and p-tuning keep their virtual tokens at the head of the cache; other
+            prompt-learning adapters (prefix tuning) always run full sequences.
         show_progress: Show a progress bar (tqdm) over the sequences.
         progress: Called as ``progress(done, total)`` (sequences) after each batch.
 
@@ -359,7 +436,9 @@ def collect_option_terms(
     static_vector = steered.static_vector if mode == "static" and steered is not None else None
     device = _device(warm_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    share = share_prompts and not _is_prompt_learning(warm_model)
+    virtual = _virtual_prompt(warm_model) if _is_prompt_learning(warm_model) else None
+    share = share_prompts and (virtual is not None or not _is_prompt_learning(warm_model))
+    warm_caller = virtual if virtual is not None else warm_model
     bar = None
     if show_progress:
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
@@ -371,7 +450,7 @@ def collect_option_terms(
 
     def both(fn: Callable[..., Tensor], *args: Any) -> tuple[Tensor, Tensor | None]:
         """Warm logits, and in dynamic mode the base logits of the same rows."""
-        warm = fn(warm_model, *args, role="warm")
+        warm = fn(warm_caller if share else warm_model, *args, role="warm")
         if mode != "dynamic" or steered is None:
             return warm, None
         with steered.base_context() as base_model:

@@ -240,20 +240,34 @@ def test_shared_prompts_score_like_full_sequences(peft: Any, tok: Any, mode: str
         assert torch.allclose(shared.option_scores(mu), full.option_scores(mu), atol=1e-4)
 
 
-def test_prompt_learning_models_score_full_sequences(tok: Any) -> None:
-    from peft import PromptTuningConfig, TaskType, get_peft_model
+@pytest.mark.parametrize("kind", ["prompt_tuning", "p_tuning", "prefix_tuning"])
+def test_prompt_learning_models_share_prompts_behind_their_virtual_tokens(tok: Any, kind: str) -> None:
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
 
-    from steerkit.evaluate import _is_prompt_learning, collect_option_terms
+    from steerkit.evaluate import _is_prompt_learning, _virtual_prompt, collect_option_terms
 
+    configs = {
+        "prompt_tuning": PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3),
+        "p_tuning": PromptEncoderConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3, encoder_hidden_size=16),
+        "prefix_tuning": PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3),
+    }
     torch.manual_seed(0)
-    pt = get_peft_model(
-        tiny_llama(sharpness=20), PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3)
-    )
+    pt = get_peft_model(tiny_llama(sharpness=20), configs[kind])
+    with torch.no_grad():
+        for p in pt.prompt_encoder.parameters():
+            p.normal_(0.0, 1.0)  # virtual tokens that really change the logits
     pt.eval()
     assert _is_prompt_learning(pt) and not _is_prompt_learning(tiny_llama())
-    shared = collect_option_terms(pt, ITEMS, tokenizer=tok)
-    full = collect_option_terms(pt, ITEMS, tokenizer=tok, share_prompts=False)
-    assert torch.equal(shared.option_scores(), full.option_scores())
+    assert (_virtual_prompt(pt) is None) is (kind == "prefix_tuning")  # prefix tuning keeps full sequences
+    items = [*ITEMS, {"prompt": "Q: longest? A:", "choices": [" a", " bbbbbb", " cc c", "d"], "label": 2}]
+    vector = hand_vector(pt, tok)
+    with attach(vector, pt, mode="dynamic", mu=-5.0, tokenizer=tok) as steered:
+        shared = collect_option_terms(pt, items, tokenizer=tok, steered=steered, batch_size=2)
+        full = collect_option_terms(pt, items, tokenizer=tok, steered=steered, share_prompts=False)
+    base = collect_option_terms(pt.get_base_model(), items, tokenizer=tok)
+    for mu in (0.0, -5.0, 4.0):
+        assert torch.allclose(shared.option_scores(mu), full.option_scores(mu), atol=1e-4)
+    assert not torch.allclose(full.option_scores(0.0), base.option_scores(), atol=1e-2)  # the prompt matters
 
 
 def test_common_prefix_is_the_longest_shared_token_run() -> None:
