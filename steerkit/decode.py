@@ -158,15 +158,35 @@ class StaticSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self.alpha = alpha
         self.n_tokens = n_tokens
         self.filter_masked = filter_masked
+        self._scaled: tuple[tuple[Any, ...], Tensor] | None = None
+
+    def _step(self, mu: float | Tensor, like: Tensor) -> Tensor:
+        """``μ·v`` (zero on padding rows): ``[V]`` for a float μ, kept between steps; ``[batch, V]`` per row."""
+        if isinstance(mu, Tensor):
+            v = self.vector.to(device=like.device, dtype=like.dtype)
+            return mu.to(device=like.device, dtype=like.dtype)[:, None] * v
+        key = (mu, like.dtype, like.device)
+        if self._scaled is None or self._scaled[0] != key:
+            step = mu * self.vector.to(device=like.device, dtype=like.dtype)
+            if self.n_tokens is not None and self.n_tokens < step.shape[-1]:
+                step[self.n_tokens :] = 0.0
+            self._scaled = (key, step)
+        return self._scaled[1]
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        """Steer one step's scores ``[batch, V]``."""
-        if self.vector.device != scores.device:
-            self.vector = self.vector.to(scores.device)
-        direction, keep = steering_direction(
-            scores, static_vector=self.vector, alpha=self.alpha, n_tokens=self.n_tokens
-        )
-        return steer(scores, direction, keep, _row_mu(self.mu, scores.shape[0]), filter_masked=self.filter_masked)
+        """Steer one step's scores ``[batch, V]``: one mask and one masked add (``μ·v`` is computed once)."""
+        keep = confidence_mask(scores, alpha=self.alpha)
+        if self.n_tokens is not None and self.n_tokens < scores.shape[-1]:
+            keep[..., self.n_tokens :] = False
+        z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+        mu = _row_mu(self.mu, scores.shape[0])
+        if isinstance(mu, Tensor) or mu != 0.0:
+            out = z + torch.where(keep, self._step(mu, z), torch.zeros((), dtype=z.dtype, device=z.device))
+        else:
+            out = z.clone()
+        if self.filter_masked:
+            out.masked_fill_(~keep, float("-inf"))
+        return out
 
 
 class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]

@@ -63,6 +63,7 @@ def _check_alpha(alpha: float) -> None:
 
 
 def _mask_from_logprobs(lp: Tensor, alpha: float) -> Tensor:
+    """``lp ≥ log α + max lp`` on finite entries; ``lp`` may be log-probabilities or logits (a per-row shift)."""
     finite = torch.isfinite(lp)
     if alpha == 0.0:  # alpha = 0 keeps every token with a finite log-probability
         return finite
@@ -90,7 +91,8 @@ def confidence_mask(warm_logits: Tensor, *, alpha: float = 0.1) -> Tensor:
         [True, True, False, False]
     """
     _check_alpha(alpha)
-    return _mask_from_logprobs(torch.log_softmax(warm_logits.to(_compute_dtype(warm_logits)), dim=-1), alpha)
+    # log p = z − logsumexp(z) shifts every entry of a row alike, so the logits give the same comparison.
+    return _mask_from_logprobs(warm_logits.to(_compute_dtype(warm_logits)), alpha)
 
 
 def steering_delta(warm_logits: Tensor, base_logits: Tensor, *, alpha: float = 0.1) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@ detach, compatibility checks (steerkit.decode, steerkit.compat)."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,27 @@ def test_static_processor_adds_masked_vector() -> None:
     assert torch.equal(proc2(torch.zeros(6, 1, dtype=torch.long), scores6), scores6 + mu6 * torch.where(keep6, v, 0.0))
     with pytest.raises(InvalidOptionError, match="2 per-row strengths but generate is decoding 5 rows"):
         proc2(torch.zeros(5, 1, dtype=torch.long), torch.randn(5, 11))
+
+
+def test_static_processor_float_mu_padding_and_filter_match_the_decode_rule() -> None:
+    from steerkit.decode import steering_direction
+
+    torch.manual_seed(1)
+    v = torch.randn(12)
+    for mu, filter_masked in ((-3.0, False), (2.5, True), (0.0, False), (0.0, True)):
+        proc = StaticSteeringProcessor(v, mu, alpha=0.2, n_tokens=9, filter_masked=filter_masked)
+        for _ in range(2):  # the second step reuses the scaled vector
+            scores = torch.randn(4, 12) * 3
+            scores[0, 3] = float("-inf")
+            direction, keep = steering_direction(scores, static_vector=v, alpha=0.2, n_tokens=9)
+            expected = svdecode.steer(scores, direction, keep, mu, filter_masked=filter_masked)
+            assert torch.equal(proc(torch.zeros(4, 1, dtype=torch.long), scores), expected)
+    # The mask from logits is the mask from log-probabilities (a per-row shift), down to ties at the threshold.
+    z = torch.randn(50, 300) * 5
+    lp = torch.log_softmax(z.double(), dim=-1)
+    assert torch.equal(
+        svdecode.confidence_mask(z.double(), alpha=0.1), lp >= lp.max(-1, keepdim=True).values + math.log(0.1)
+    )
 
 
 def test_static_steering_changes_output_and_per_row_mu(peft: Any, tok: Any) -> None:
