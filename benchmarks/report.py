@@ -99,6 +99,23 @@ def observations(rows: Sequence[Mapping[str, Any]], default: str) -> list[str]:
     if not (warm and dyn):
         return []
     sig = sum(r["delta_ci_low"] > 0 or r["delta_ci_high"] < 0 for r in dyn)
+    static = [r for r in main if r["mode"] == "static" and r["aggregator"] == default]
+    gains = [r for r in static if r["delta_ci_low"] > 0]
+    losses = [r for r in static if r["delta_ci_high"] < 0]
+
+    def named(rs: Sequence[Mapping[str, Any]]) -> str:
+        return ", ".join(
+            f"{TASK_NAMES.get(r['task'], r['task'])} {METHOD_NAMES.get(r['peft_method'], r['peft_method'])} "
+            f"{r['lr_label']} ({signed(r['delta_vs_warm'])})"
+            for r in rs
+        )
+
+    static_line = [
+        f"- Static steering with `{default}` gains significantly in {len(gains)} of {len(static)} configurations"
+        + (f" ({named(gains)})" if gains else "")
+        + f" and loses significantly in {len(losses)}"
+        + (f" ({named(losses)})." if losses else "."),
+    ]
     return [
         "What the numbers say:",
         "",
@@ -111,6 +128,7 @@ def observations(rows: Sequence[Mapping[str, Any]], default: str) -> list[str]:
         f"- μ searched on the calibration items reached the edge of the default grid (|μ| = 100) in {len(edge)} of",
         f"  {len(searched)} searches, and a search can overfit the calibration split: compare its Δ with the fixed",
         "  aggregates above before trusting it.",
+        *static_line,
     ]
 
 
