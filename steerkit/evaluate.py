@@ -200,8 +200,7 @@ def _cache_kwarg(model: Any, cache: Any) -> dict[str, Any]:
     """``{name: cache}`` under the name ``model`` takes its KV cache (``cache``, ``past_key_values`` before)."""
     from steerkit.decode import _cache_arg
 
-    name = model.cache_arg if isinstance(model, _VirtualPrompt) else _cache_arg(model)
-    return {name: cache}
+    return {_cache_arg(model): cache}
 
 
 def _returned_cache(out: Any) -> Any:
@@ -220,12 +219,14 @@ class _VirtualPrompt:
     """
 
     def __init__(self, peft_model: Any) -> None:
+        from steerkit.decode import _cache_arg
+
         self.peft_model = peft_model
         self.model = peft_model.get_base_model()
         self.n = int(peft_model.active_peft_config.num_virtual_tokens)
-        self.cache_arg = "cache"
+        self.inner_cache_arg = _cache_arg(self.model)
 
-    def __call__(
+    def forward(
         self,
         *,
         input_ids: Tensor,
@@ -234,8 +235,6 @@ class _VirtualPrompt:
         cache: Any = None,
         use_cache: bool = True,
     ) -> Any:
-        from steerkit.decode import _cache_arg
-
         b = input_ids.shape[0]
         first = cache is None
         kwargs: dict[str, Any] = {"use_cache": use_cache}
@@ -245,7 +244,7 @@ class _VirtualPrompt:
             kwargs["inputs_embeds"] = torch.cat([prompts, embeds], dim=1)
         else:
             kwargs["input_ids"] = input_ids
-            kwargs[_cache_arg(self.model)] = cache
+            kwargs[self.inner_cache_arg] = cache
         if attention_mask is not None:
             ones = torch.ones((b, self.n), dtype=attention_mask.dtype, device=attention_mask.device)
             kwargs["attention_mask"] = torch.cat([ones, attention_mask], dim=1)
@@ -259,6 +258,8 @@ class _VirtualPrompt:
         if first:
             out.logits = out.logits[:, self.n :]
         return out
+
+    __call__ = forward  # takes its cache as ``cache``, which is what ``_cache_arg`` reads off ``forward``
 
 
 def _virtual_prompt(model: Any) -> _VirtualPrompt | None:
