@@ -173,9 +173,22 @@ def _batch_loss(
         attention[row, : len(ids)] = 1
         first = max(start, 1)  # the first token has no context to be predicted from
         targets[row, first : len(ids)] = torch.tensor(ids[first:], dtype=torch.long)
-    out = peft_model(input_ids=input_ids.to(device), attention_mask=attention.to(device))
-    logits = out.logits[:, num_virtual:, :]  # prompt-learning methods prepend their virtual tokens
+    # Logits are needed only from the position before the earliest completion token on (DESIGN §6): the head
+    # over every prompt position of a few-shot primer costs about a third of each step.
+    first = min(max(start, 1) for _, start in batch)
+    keep = width - first + 1
+    kwargs = {"logits_to_keep": keep} if _takes_logits_to_keep(peft_model) else {}
+    out = peft_model(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+    # prompt-learning methods prepend their virtual tokens; the last `keep` positions are real ones either way
+    logits = out.logits[:, -keep:, :] if kwargs else out.logits[:, num_virtual + first - 1 :, :]
     # logits at position j predict the token at j + 1
     pred = logits[:, :-1, :].float().reshape(-1, logits.shape[-1])
-    gold = targets[:, 1:].reshape(-1).to(device)
+    gold = targets[:, first:].reshape(-1).to(device)
     return torch.nn.functional.cross_entropy(pred, gold, ignore_index=-100, reduction="mean")
+
+
+def _takes_logits_to_keep(peft_model: Any) -> bool:
+    """Whether the wrapped model's forward computes logits for the last N positions only (transformers ≥ 4.50)."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(peft_model.get_base_model().forward).parameters

@@ -86,6 +86,26 @@ def test_loss_counts_completion_tokens_only(tokenizer: Any) -> None:
     torch.testing.assert_close(loss, torch.stack(terms).mean(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_loss_on_kept_logits_equals_the_loss_on_full_logits(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logits from the earliest completion position on (``logits_to_keep``) give the loss of full logits."""
+    from peft import get_peft_model
+
+    import steerkit.warmstart as ws
+
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_llama(sharpness=20), ws.peft_config(method))
+    model.eval()
+    batch = [([14, 15, 16, 17, 98, 17, 18], 5), ([20, 21, 98, 22], 3), ([30, 31, 32, 33, 34, 35, 36, 37], 7)]
+    virtual = 20 if method == "prompt_tuning" else 0
+    assert ws._takes_logits_to_keep(model)
+    with torch.no_grad():
+        kept = _batch_loss(model, batch, pad_id=0, num_virtual=virtual, device=torch.device("cpu"))
+        monkeypatch.setattr(ws, "_takes_logits_to_keep", lambda _: False)
+        full = _batch_loss(model, batch, pad_id=0, num_virtual=virtual, device=torch.device("cpu"))
+    torch.testing.assert_close(kept, full, rtol=1e-6, atol=1e-6)
+
+
 def test_leaves_the_global_rng_alone_and_reports_progress(tokenizer: Any) -> None:
     model = tiny_llama()  # (seeds the global RNG itself)
     torch.manual_seed(123)
