@@ -51,12 +51,14 @@ __all__ = [
     "METRICS",
     "OptionTerms",
     "collect_option_terms",
+    "collect_setting_terms",
     "evaluate_mc",
     "item_metrics",
     "paired_bootstrap",
     "score_choices",
     "steering_context",
     "summarize",
+    "terms_result",
 ]
 
 METRICS: tuple[str, ...] = ("accuracy", "mc1", "mc2")
@@ -417,24 +419,125 @@ def collect_option_terms(
         DataFormatError: A malformed item (the message names its index).
         InvalidOptionError: ``batch_size < 1`` or a per-row (tensor) μ.
     """
+    mode = steered.mode if steered is not None else "none"
+    role = {"none": "warm", "static": "static", "dynamic": "dynamic"}[mode]
+    mu = _float_mu(steered)
+    terms = _collect(
+        model if steered is None else steered.model,
+        items,
+        tokenizer=tokenizer,
+        roles=(role,),
+        steered=steered,
+        batch_size=batch_size,
+        share_prompts=share_prompts,
+        show_progress=show_progress,
+        progress=progress,
+    )[role]
+    return dataclasses.replace(terms, filter_masked=filter_masked, mu=mu, mode=mode)
+
+
+def collect_setting_terms(
+    steered: Steered,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    settings: Sequence[str],
+    mu_static: float | None = None,
+    batch_size: int = 8,
+    filter_masked: bool = False,
+    share_prompts: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, OptionTerms]:
+    """Option terms of several settings from one pass: the warm and base logits of each batch serve them all.
+
+    ``base`` scores the base logits, ``warm`` the warm ones, ``static`` the warm ones with direction ``keep ⊙ v``
+    and ``dynamic`` with δ̂ from both: two forwards per batch whatever the settings (scoring each setting on its
+    own runs up to five), with the same scores as :func:`collect_option_terms` per setting.
+
+    Args:
+        steered: A dynamic-mode :class:`~steerkit.decode.Steered` handle (warm model, base context, μ).
+        items: Multiple-choice items.
+        tokenizer: The model's tokenizer.
+        settings: Any of ``"base"``, ``"warm"``, ``"static"``, ``"dynamic"``.
+        mu_static: Static strength (default the vector's ``mu_static``).
+        batch_size: Sequences per forward pass.
+        filter_masked: Score with the ``−inf`` filter on masked tokens.
+        share_prompts: As in :func:`collect_option_terms`.
+        progress: Called as ``progress(done, total)`` (sequences).
+
+    Returns:
+        ``{setting: OptionTerms}`` in ``settings`` order.
+
+    Raises:
+        InvalidOptionError: ``steered`` is not in dynamic mode, or an unknown setting.
+    """
+    if steered.mode != "dynamic":
+        raise InvalidOptionError("collect_setting_terms needs a dynamic-mode handle", got=steered.mode)
+    unknown = [s for s in settings if s not in ("base", "warm", "static", "dynamic")]
+    if unknown:
+        raise InvalidOptionError(f"unknown setting(s) {unknown}", hint="use base, warm, static or dynamic")
+    roles = tuple(dict.fromkeys(settings))
+    terms = _collect(
+        steered.model,
+        items,
+        tokenizer=tokenizer,
+        roles=roles,
+        steered=steered,
+        batch_size=batch_size,
+        share_prompts=share_prompts,
+        show_progress=False,
+        progress=progress,
+    )
+    mus = {
+        "base": 0.0,
+        "warm": 0.0,
+        "static": steered.vector.mu_static if mu_static is None else float(mu_static),
+        "dynamic": _float_mu(steered),
+    }
+    modes = {"base": "none", "warm": "none", "static": "static", "dynamic": "dynamic"}
+    return {s: dataclasses.replace(terms[s], filter_masked=filter_masked, mu=mus[s], mode=modes[s]) for s in settings}
+
+
+def _float_mu(steered: Steered | None) -> float:
+    if steered is None:
+        return 0.0
+    if isinstance(steered.mu, Tensor):
+        raise InvalidOptionError(
+            "option scoring takes one μ, not a per-row tensor", hint="attach with a float mu for evaluation"
+        )
+    return float(steered.mu)
+
+
+def _collect(
+    warm_model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    roles: Sequence[str],
+    steered: Steered | None,
+    batch_size: int,
+    share_prompts: bool,
+    show_progress: bool,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, OptionTerms]:
+    """One pass over the option sequences; per role (``warm``, ``base``, ``static``, ``dynamic``) its terms.
+
+    ``warm`` and ``base`` score the warm or base logits unsteered; ``static`` and ``dynamic`` the warm logits
+    with their direction. Base logits (adapter disabled through ``steered``) are computed only when a role
+    needs them.
+    """
     from steerkit.decode import steering_direction
 
     _validate(items)
     if batch_size < 1:
         raise InvalidOptionError(f"batch_size must be at least 1, got {batch_size}", got=batch_size)
     sequences, layout = _encode_options(items, tokenizer)
-    warm_model = steered.model if steered is not None else model
-    mode = steered.mode if steered is not None else "none"
-    mu = 0.0
-    if steered is not None:
-        if isinstance(steered.mu, Tensor):
-            raise InvalidOptionError(
-                "option scoring takes one μ, not a per-row tensor", hint="attach with a float mu for evaluation"
-            )
-        mu = float(steered.mu)
+    needs_base = any(r in ("base", "dynamic") for r in roles)
+    if needs_base and (steered is None or steered.mode != "dynamic"):
+        raise InvalidOptionError("base logits need a dynamic-mode handle")
     alpha = steered.alpha if steered is not None else 0.1
     n_tokens = steered.compat.n_tokens if steered is not None and steered.compat.padded else None
-    static_vector = steered.static_vector if mode == "static" and steered is not None else None
+    static_vector = steered.static_vector if "static" in roles and steered is not None else None
     device = _device(warm_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     virtual = _virtual_prompt(warm_model) if _is_prompt_learning(warm_model) else None
@@ -445,14 +548,14 @@ def collect_option_terms(
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         bar = tqdm(total=len(sequences), desc="scoring options", unit="seq")
-    parts: list[TokenTerms] = []
+    parts: dict[str, list[TokenTerms]] = {r: [] for r in roles}
     segments: list[Tensor] = []
     done = 0
 
-    def both(fn: Callable[..., Tensor], *args: Any) -> tuple[Tensor, Tensor | None]:
-        """Warm logits, and in dynamic mode the base logits of the same rows."""
-        warm = fn(warm_caller if share else warm_model, *args, role="warm")
-        if mode != "dynamic" or steered is None:
+    def both(fn: Callable[..., Tensor], *args: Any) -> tuple[Tensor | None, Tensor | None]:
+        """Warm logits (when a role needs them), and the base logits of the same rows when a role needs them."""
+        warm = fn(warm_caller if share else warm_model, *args, role="warm") if roles != ("base",) else None
+        if not needs_base or steered is None:
             return warm, None
         with steered.base_context() as base_model:
             return warm, fn(base_model, *args, role="base")
@@ -471,10 +574,17 @@ def collect_option_terms(
                     ids, mask, r_t, c_t, seg = _padded_batch(sequences, chunk, pad, device)
                     targets = ids[r_t, c_t + 1]
                     warm, base = both(_option_logits, ids, mask, r_t, c_t)  # role is ignored
-            direction, keep = steering_direction(
-                warm, base_logits=base, static_vector=static_vector, alpha=alpha, n_tokens=n_tokens
-            )
-            parts.append(TokenTerms.from_logits(warm.cpu(), direction.cpu(), keep.cpu(), targets.cpu()))
+            for role in roles:
+                logits = base if role == "base" else warm
+                assert logits is not None
+                direction, keep = steering_direction(
+                    logits,
+                    base_logits=base if role == "dynamic" else None,
+                    static_vector=static_vector if role == "static" else None,
+                    alpha=alpha,
+                    n_tokens=n_tokens,
+                )
+                parts[role].append(TokenTerms.from_logits(logits.cpu(), direction.cpu(), keep.cpu(), targets.cpu()))
             segments.append(torch.tensor(seg, dtype=torch.long))
             done += len(chunk)
             if bar is not None:
@@ -484,15 +594,11 @@ def collect_option_terms(
     finally:
         if bar is not None:
             bar.close()
-    return OptionTerms(
-        terms=TokenTerms.cat(parts),
-        segment=torch.cat(segments),
-        n_options=len(sequences),
-        layout=layout,
-        filter_masked=filter_masked,
-        mu=mu,
-        mode=mode,
-    )
+    segment = torch.cat(segments)
+    return {
+        r: OptionTerms(terms=TokenTerms.cat(parts[r]), segment=segment, n_options=len(sequences), layout=layout)
+        for r in roles
+    }
 
 
 @contextlib.contextmanager
@@ -740,11 +846,18 @@ def evaluate_mc(
             show_progress=show_progress,
             progress=progress,
         )
+    return terms_result(terms, items, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def terms_result(
+    terms: OptionTerms, items: Sequence[Mapping[str, Any]], *, n_bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """The :func:`evaluate_mc` result of option terms collected for ``items`` (scored at ``terms.mu``)."""
     scores = terms.item_scores()
     per_item: dict[str, Any] = item_metrics(items, scores)
     result: dict[str, Any] = {"n": len(items)}
     result.update(summarize(per_item, n_bootstrap=n_bootstrap, seed=seed))
-    result["steering"] = {"mode": terms.mode, "mu": terms.mu, "filter_masked": filter_masked}
+    result["steering"] = {"mode": terms.mode, "mu": terms.mu, "filter_masked": terms.filter_masked}
     per_item["scores"] = [s["choices"] for s in scores]
     per_item["mc2_scores"] = [s.get("mc2_choices") for s in scores]
     result["per_item"] = per_item

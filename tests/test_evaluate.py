@@ -277,3 +277,31 @@ def test_common_prefix_is_the_longest_shared_token_run() -> None:
     assert _CommonPrefix(seqs).length == 3
     assert _CommonPrefix([([1, 5, 6, 9], 3), ([1, 5, 6, 9, 9], 3)]).length == 2  # each prompt keeps a token
     assert _CommonPrefix([([1, 5], 1), ([2, 5], 1)]).length == 0
+
+
+@pytest.mark.parametrize("share_prompts", [True, False])
+def test_setting_terms_of_one_pass_equal_each_setting_on_its_own(peft: Any, tok: Any, share_prompts: bool) -> None:
+    """One pass (warm + base logits) gives every setting exactly the terms its own pass gives."""
+    from steerkit.evaluate import collect_option_terms, collect_setting_terms
+
+    vector = hand_vector(peft, tok)
+    kw: dict[str, Any] = {"tokenizer": tok, "batch_size": 2, "share_prompts": share_prompts}
+    with attach(vector, peft, mode="dynamic", mu=-5.0, tokenizer=tok) as steered:  # type: ignore[arg-type]
+        together = collect_setting_terms(
+            steered, ITEMS, settings=["base", "warm", "static", "dynamic"], mu_static=3.0, **kw
+        )
+        alone = {"dynamic": collect_option_terms(peft, ITEMS, steered=steered, **kw)}
+    with attach(vector, peft, mode="static", mu=3.0, tokenizer=tok) as steered:  # type: ignore[arg-type]
+        alone["static"] = collect_option_terms(peft, ITEMS, steered=steered, **kw)
+    alone["warm"] = collect_option_terms(peft, ITEMS, **kw)
+    with peft.disable_adapter():
+        alone["base"] = collect_option_terms(peft, ITEMS, **kw)
+    assert list(together) == ["base", "warm", "static", "dynamic"]
+    for setting, terms in together.items():
+        assert (terms.mode, terms.mu) == (alone[setting].mode, alone[setting].mu), setting
+        assert torch.allclose(terms.option_scores(), alone[setting].option_scores(), atol=1e-5), setting
+        assert torch.allclose(terms.option_scores(1.5), alone[setting].option_scores(1.5), atol=1e-5), setting
+    assert together["base"].mu == 0.0 and together["static"].mu == 3.0 and together["dynamic"].mu == -5.0
+    with attach(vector, peft, mode="static", tokenizer=tok) as steered:  # type: ignore[arg-type]
+        with pytest.raises(InvalidOptionError, match="needs a dynamic-mode handle"):
+            collect_setting_terms(steered, ITEMS, tokenizer=tok, settings=["warm"])

@@ -130,6 +130,13 @@ def fmt_ci(metric: dict[str, Any]) -> str:
     return text
 
 
+def fmt_delta(delta: dict[str, Any] | None) -> str:
+    """``+0.058 [+0.020, +0.102]`` from ``{"difference", "ci_low", "ci_high"}`` (``-`` for ``None``)."""
+    if delta is None:
+        return "-"
+    return f"{delta['difference']:+.3f} [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}]"
+
+
 def table(*columns: str, title: str | None = None) -> Table:
     """A plain rich table with the given column headers."""
     from rich import box

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from steerkit_cli.common import fmt_ci, load_data, load_model_for, load_vector, table
+from steerkit_cli.common import fmt_ci, fmt_delta, load_data, load_model_for, load_vector, table
 from steerkit_cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
@@ -110,12 +110,22 @@ def evaluate(
 
 
 def render_table(results: dict[str, dict[str, Any]], metrics: Sequence[str], *, title: str | None = None) -> Any:
-    """The evaluation table: one row per setting, ``value [ci_low, ci_high]`` per metric, μ and n."""
-    t = table("setting", "μ", *(f"{m} [95% CI]" for m in metrics), "n", title=title)
+    """The evaluation table: one row per setting, ``value [ci_low, ci_high]`` per metric, μ and n; then, when the
+    warm model was scored, the paired ``Δ vs warm [95% CI]`` per metric."""
+    deltas = any("delta_vs_warm" in res for res in results.values())
+    shown = [m for m in metrics if deltas]
+    t = table("setting", "μ", *(f"{m} [95% CI]" for m in metrics), *(f"Δ {m} vs warm" for m in shown), "n", title=title)
     for setting, res in results.items():
         steering = res.get("steering") or {}
         mu = "-" if steering.get("mode", "none") == "none" else f"{steering.get('mu'):.4g}"
-        t.add_row(setting, mu, *(fmt_ci(res[m]) for m in metrics), str(res[metrics[0]]["n"]))
+        delta = res.get("delta_vs_warm") or {}
+        t.add_row(
+            setting,
+            mu,
+            *(fmt_ci(res[m]) for m in metrics),
+            *(fmt_delta(delta.get(m)) for m in shown),
+            str(res[metrics[0]]["n"]),
+        )
     return t
 
 

@@ -84,7 +84,7 @@ def generate(
             f"--mu and --mode {mode} are mutually exclusive: mode {mode} does not steer",
             hint="drop --mu, or use --mode dynamic / static / compare",
         )
-    sampling = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
+    sampling: dict[str, Any] = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
     given = [f"--{name.replace('_', '-')}" for name, value in sampling.items() if value is not None]
     if given and not do_sample:
         raise CliError(f"{', '.join(given)} only apply with --do-sample", hint="add --do-sample, or drop them")
