@@ -8,7 +8,9 @@
   cache, ``shared_forward=False``) and base and warm rows in one forward (peft's mixed-adapter batch,
   ``shared_forward=True``, the default for LoRA); the two must generate the same tokens;
 - memory: peak RSS of ``build`` vs a plain forward over the same batches (separate processes);
-- the artifact's size and load time, and ``steerkit --help`` wall time.
+- the artifact's size and load time, and ``steerkit --help`` wall time;
+- ``steerkit demo``: wall time of a user's run (fresh process, cached model folder), against its budget
+  (about 3 minutes after the install); ``--only demo`` measures just that.
 
 Every ratio is the median over paired repetitions (each repetition runs all variants back to back).
 Writes ``benchmarks/results/speed.json``.
@@ -36,7 +38,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = ROOT.parent / "shared" / "data" / "bigbench" / "truthful_qa"
+DATA = ROOT / "steerkit" / "resources" / "bigbench" / "truthful_qa"
 
 
 def _median(values: list[float]) -> float:
@@ -265,13 +267,37 @@ def bench_help(reps: int) -> dict[str, Any]:
     return {"help_seconds": _median(times), "help_seconds_runs": times}
 
 
+def bench_demo() -> dict[str, Any]:
+    """``steerkit demo --json`` as a user runs it (a fresh process, the cached model folder): wall time, stages.
+
+    Also writes ``benchmarks/results/demo.json``: the demo's ``--json`` data (its metrics and paired Δs).
+    """
+    exe = Path(sys.executable).parent / "steerkit"
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        run = subprocess.run(
+            [str(exe), "demo", "--out", f"{tmp}/demo", "--json"], capture_output=True, text=True, check=True
+        )
+        seconds = time.perf_counter() - t
+    demo = json.loads(run.stdout)["data"]
+    (HERE / "results" / "demo.json").write_text(json.dumps(demo, indent=1, sort_keys=True) + "\n")
+    return {"wall_seconds": seconds, "stages": demo["seconds"], "budget_seconds": 180, "task": demo["task"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--memory-pairs", type=int, default=48)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
+    parser.add_argument("--only", choices=["demo"], help="measure only this and keep the other results of --out")
     args = parser.parse_args()
+    if args.only == "demo":
+        kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        kept["demo"] = bench_demo()
+        args.out.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+        print(json.dumps(kept["demo"], indent=2))
+        return
     torch.manual_seed(0)
     from steerkit.models import default_model_dir
 
@@ -293,6 +319,7 @@ def main() -> None:
     result["memory"] = bench_memory(default_model_dir(), args.memory_pairs)
     result["artifact"] = bench_artifact(vector, args.reps)
     result["cli"] = bench_help(args.reps)
+    result["demo"] = bench_demo()
     b1 = result["decode"][0]
     result["build_over_bound"] = result["build"]["build_over_bound"]
     result["static_over_plain"] = b1["static_over_plain"]

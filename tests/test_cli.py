@@ -527,3 +527,55 @@ def test_closed_port_is_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_push_needs_a_local_artifact(tmp_path: Path) -> None:
     err = error_of(invoke("push", tmp_path / "none", "me/vec", "--endpoint", "http://127.0.0.1:9", "--json"))
     assert err["code"] == "artifact_not_found"
+
+
+# --- demo -----------------------------------------------------------------------------------------------------
+
+
+def test_demo_end_to_end_on_a_tiny_model(work: Path, tmp_path: Path) -> None:
+    """The demo's whole path (bundled TruthfulQA split, warm start, build, save, generations, one-pass evaluation
+    with paired Δs) on a tiny model; the real model's run is measured in benchmarks/speed.py."""
+    from steerkit.demo import paired_deltas
+
+    out = tmp_path / "demo"
+    args = ["demo", "--model", work / "model", "--out", out, "--max-items", "6", "--seed", "1"]
+    data = data_of(invoke(*args, "--json"))
+    assert (data["task"], data["metric"], data["n_train"], data["n_calibration"]) == ("truthfulqa", "mc2", 6, 6)
+    vector = SteeringVector.load(out)
+    assert (data["mu"], data["mu_static"]) == (vector.mu, vector.mu_static)
+    evaluation = data["evaluation"]
+    assert list(evaluation) == ["base", "warm", "static", "dynamic"]
+    for setting, res in evaluation.items():
+        assert res["n"] == 6
+        for metric in ("accuracy", "mc1", "mc2"):
+            m = res[metric]
+            assert m["n"] == 6 and m["ci_low"] <= m["value"] <= m["ci_high"], (setting, metric)
+        if setting == "warm":
+            assert "delta_vs_warm" not in res
+        else:
+            for metric, d in res["delta_vs_warm"].items():
+                assert d["n"] == 6 and d["ci_low"] <= d["difference"] <= d["ci_high"], (setting, metric)
+                expected = res[metric]["value"] - evaluation["warm"][metric]["value"]
+                assert d["difference"] == pytest.approx(expected, abs=1e-12)
+    assert evaluation["static"]["steering"]["mu"] == vector.mu_static
+    assert evaluation["dynamic"]["steering"]["mu"] == vector.mu
+    assert len(data["generations"]) == 3
+    for row in data["generations"]:
+        assert set(row) == {"prompt", "question", "label", "base", "warm", "static", "dynamic"}
+        assert row["prompt"].endswith(row["question"] + "\nA:")
+        assert all("\n" not in row[s].rstrip("\n") for s in ("base", "warm", "static", "dynamic"))  # stop at \n
+    assert set(data["seconds"]) == {"load", "warm-start", "build", "generate", "evaluate", "total"}
+    # the human output: the eval table with its Δ columns and one plain sentence per steered setting
+    human = invoke(*args, "--force")
+    assert human.exit_code == 0, human.stderr
+    assert "Δ mc2 vs warm" in human.stdout
+    for setting in ("static", "dynamic"):
+        d = evaluation[setting]["delta_vs_warm"]["mc2"]
+        lead = f"{setting}: mc2 {d['difference']:+.3f} vs warm, 95% CI [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+        line = next(line for line in human.stdout.splitlines() if line.startswith(lead))
+        inside = d["ci_low"] <= 0 <= d["ci_high"]
+        assert ("the interval includes 0" in line) == inside
+    assert paired_deltas({"mc2": [1.0, 0.0]}, {"mc2": [0.0, 0.0]})["mc2"]["difference"] == 0.5
+    assert error_of(invoke("demo", "--task", "poetry", "--out", tmp_path / "x", "--json"))["message"] == (
+        "unknown --task 'poetry'"
+    )

@@ -9,7 +9,7 @@ import typer
 
 from steerkit_cli.common import quiet_libraries, table
 from steerkit_cli.options import ForceOpt, JsonOpt
-from steerkit_cli.output import Output, command, examples
+from steerkit_cli.output import CliError, Output, command, examples
 
 
 @command
@@ -18,39 +18,59 @@ def demo(
         "steerkit-demo"
     ),
     force: ForceOpt = False,
+    task: Annotated[
+        str, typer.Option(help="Bundled task: truthfulqa (TruthfulQA MC, the default) or sentiment (a quick toy).")
+    ] = "truthfulqa",
     model: Annotated[
         str | None,
         typer.Option(help="Use this model instead of the embedded SmolLM2-135M-Instruct.", show_default=False),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Warm-start epochs.")] = 1,
-    lr: Annotated[float, typer.Option(min=0.0, help="Warm-start learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Warm-start seed.")] = 0,
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Warm-start learning rate \\[default: the task's].", show_default=False),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the warm start and of the data split.")] = 0,
+    max_items: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Keep only the first N of every split: quicker, with wider intervals.", show_default=False
+        ),
+    ] = None,
     json_output: JsonOpt = False,
     *,
     out: Output,
 ) -> None:
-    """Run the embedded demo: warm-start, build, save, then base / warm / steered outputs and the eval table."""
+    """Run the embedded demo: warm-start, build, save, then generations and the eval table with paired Δ vs warm."""
     quiet_libraries()
-    from steerkit.demo import run_demo
+    from steerkit.demo import DEMO_TASKS, run_demo
 
-    out.log("steerkit demo: SmolLM2-135M-Instruct, bundled sentiment task, LoRA warm start (a minute or two on a CPU)")
-    with out.progress() as task:
+    if task not in DEMO_TASKS:
+        raise CliError(f"unknown --task {task!r}", hint=f"choose from: {', '.join(DEMO_TASKS)}")
+    out.log(
+        f"steerkit demo: SmolLM2-135M-Instruct, bundled {task} task, LoRA warm start "
+        f"({'about three minutes' if task == 'truthfulqa' else 'a minute or two'} on two CPU cores)"
+    )
+    with out.progress() as progress_task:
         res = run_demo(
             out_dir,
             force=force,
             model=model,
+            task=task,
             epochs=epochs,
             lr=lr,
             seed=seed,
-            progress=lambda stage, step, total: task(stage)(step, total),
+            max_items=max_items,
+            progress=lambda stage, step, total: progress_task(stage)(step, total),
         )
     vector = res.vector
-    metrics = [m for m in ("accuracy", "mc1", "mc2") if m in next(iter(res.evaluation.values()))]
     result = {
         "out": str(res.out),
         "model": res.model,
         "task": res.task,
+        "metric": res.metric,
         "n_train": res.n_train,
+        "n_calibration": res.n_calibration,
         "loss_first": res.losses[0],
         "loss_last": res.losses[-1],
         "mu": vector.mu,
@@ -59,31 +79,50 @@ def demo(
         "evaluation": res.evaluation,
         "seconds": res.seconds,
     }
+    out.result(result, lambda console: _render(console, res))
 
-    def render(console: Any) -> None:
-        from steerkit_cli.commands.evaluate import render_table
 
-        console.print(
-            f"Warm start: LoRA on {res.n_train} {res.task} pairs, loss {res.losses[0]:.3f} → {res.losses[-1]:.3f}"
-        )
-        console.print(
-            f"Steering vector: μ = {vector.mu:.4g} ({vector.config.mu.chosen_by}), μ_s = {vector.mu_static:.4g}, "
-            f"saved to [bold]{res.out}[/]"
-        )
-        t = table("review", "gold", "base", "warm", "steered", title="Generations (greedy; steered = dynamic SVDecode)")
-        for column in t.columns:
-            column.no_wrap, column.min_width = True, 8
-        for column in (t.columns[0], t.columns[2]):
-            column.overflow, column.max_width = "ellipsis", 22
-        for row in res.generations:
-            text = row["prompt"].split("\n")[0].removeprefix("Review: ")
-            t.add_row(text, row["label"], *(_first_line(row[s]) for s in ("base", "warm", "dynamic")))
+def _render(console: Any, res: Any) -> None:
+    from steerkit.demo import verdict
+    from steerkit_cli.commands.evaluate import render_table
+
+    vector = res.vector
+    console.print(
+        f"Warm start: LoRA on {res.n_train} {res.task} pairs, loss {res.losses[0]:.3f} → {res.losses[-1]:.3f}"
+    )
+    console.print(
+        f"Steering vector from {res.n_calibration} calibration pairs: μ = {vector.mu:.4g} "
+        f"({vector.config.mu.chosen_by}), μ_s = {vector.mu_static:.4g}, saved to [bold]{res.out}[/]"
+    )
+    console.print("[bold]Generations[/] (greedy, first line; static and dynamic are steered)")
+    for row in res.generations:
+        t = table("", "", title=None)
+        t.show_header = False
+        t.add_row("[bold]question[/]", row["question"])
+        if row.get("label"):
+            t.add_row("gold", row["label"])
+        for setting in ("base", "warm", "static", "dynamic"):
+            if setting in row:
+                t.add_row(setting, _first_line(row[setting]))
         console.print(t)
-        n = next(iter(res.evaluation.values()))["n"]
-        console.print(render_table(res.evaluation, metrics, title=f"Held-out {res.task} items (n = {n})"))
-        console.print(f"Done in {res.seconds['total']:.0f} s. Next: steerkit inspect {res.out}")
-
-    out.result(result, render)
+    n = next(iter(res.evaluation.values()))["n"]
+    title = f"Held-out {res.task} items (n = {n}; all metrics in --json)"
+    console.print(render_table(res.evaluation, [res.metric], title=title))
+    for setting in ("static", "dynamic"):
+        delta = res.evaluation.get(setting, {}).get("delta_vs_warm", {}).get(res.metric)
+        if delta is None:
+            continue
+        said = verdict(delta)
+        line = (
+            f"{setting}: {res.metric} {delta['difference']:+.3f} vs warm, "
+            f"95% CI [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}] (paired bootstrap, n = {delta['n']}): "
+        )
+        if said == "no clear difference":
+            line += "no clear difference: the interval includes 0, so this run does not show an effect"
+        else:
+            line += f"{said} than warm alone"
+        console.print(line)
+    console.print(f"Done in {res.seconds['total']:.0f} s. Next: steerkit inspect {res.out}")
 
 
 def _first_line(text: str) -> str:
@@ -94,5 +133,7 @@ def register(app: typer.Typer) -> None:
     """Add the command to the app."""
     app.command(
         "demo",
-        epilog=examples("steerkit demo", "steerkit demo --out /tmp/demo --force --json"),
+        epilog=examples(
+            "steerkit demo", "steerkit demo --out /tmp/demo --force --json", "steerkit demo --task sentiment"
+        ),
     )(demo)
