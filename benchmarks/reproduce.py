@@ -12,7 +12,7 @@ warm model scores best there); then :func:`steerkit.build` on the calibration pa
 as base, warm, warm+static and warm+dynamic with every way of choosing μ: the four aggregates under both
 curvatures, ``fit``, and a search on the calibration items (``search:mc2``, ``search:accuracy``).
 
-One forward pass per setting serves every μ: the option terms (:func:`steerkit.evaluate.collect_option_terms`)
+One forward pass per setting serves every μ: the option terms (:func:`steerkit.scoring.collect_option_terms`)
 rescore any strength without a forward, and the warm scores are the steered ones at μ = 0.
 
 Writes ``benchmarks/results/reproduce.json`` (after every configuration, so an interrupted run keeps what it
@@ -81,7 +81,8 @@ def log(message: str) -> None:
 
 def load_task(name: str, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Train pairs, calibration pairs and items, test items: one seeded split by question for pairs and items."""
-    from steerkit.data import load_items, load_pairs, split
+    from steerkit.data import split
+    from steerkit.readers import load_items, load_pairs
 
     spec = TASKS[name]
     pairs, items = load_pairs(spec["source"]), load_items(spec["source"])
@@ -133,7 +134,7 @@ def category_deltas(items: Sequence[Mapping[str, Any]], steered: Sequence[float]
 
 
 def warm_calibration_score(warm: Any, tokenizer: Any, items: Sequence[Mapping[str, Any]], metric: str) -> float:
-    from steerkit.evaluate import collect_option_terms
+    from steerkit.scoring import collect_option_terms
 
     terms = collect_option_terms(warm, items, tokenizer=tokenizer, batch_size=16)
     values = per_item(terms, items, 0.0)[metric]
@@ -176,8 +177,8 @@ def evaluate_config(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows for one warm-started adapter: warm, static and dynamic under every way of choosing μ."""
     from steerkit import build
-    from steerkit.decode import attach
-    from steerkit.evaluate import collect_option_terms, paired_bootstrap
+    from steerkit.evaluate import paired_bootstrap
+    from steerkit.scoring import Steering, collect_option_terms
     from steerkit.tune import search_terms
 
     spec = TASKS[task]
@@ -187,11 +188,11 @@ def evaluate_config(
     build_s = time.perf_counter() - t0
     terms: dict[tuple[str, str], Any] = {}
     for mode in ("dynamic", "static"):
-        with attach(vector, warm, mode=mode, mu=0.0, tokenizer=tokenizer, filter_masked=False) as steered:
-            for split_name, items in (("cal", cal_items), ("test", test_items)):
-                terms[mode, split_name] = collect_option_terms(
-                    warm, items, tokenizer=tokenizer, steered=steered, batch_size=16
-                )
+        steering = Steering(vector, mode=mode, mu=0.0)
+        for split_name, items in (("cal", cal_items), ("test", test_items)):
+            terms[mode, split_name] = collect_option_terms(
+                warm, items, tokenizer=tokenizer, steering=steering, batch_size=16
+            )
     eval_s = time.perf_counter() - t0 - build_s
     common = {"task": task, "peft_method": method, "lr": lr, "lr_label": lr_label}
     warm_items = per_item(terms["dynamic", "test"], test_items, 0.0)
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "reproduce.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    from steerkit.evaluate import collect_option_terms
+    from steerkit.scoring import collect_option_terms
 
     result: dict[str, Any] = {"rows": [], "diagnostics": [], "configs_done": []}
     if args.resume and args.out.is_file():

@@ -46,7 +46,7 @@ def _median(values: list[float]) -> float:
 
 
 def _prompts(tokenizer: Any, n: int) -> list[str]:
-    from steerkit.data import load_items
+    from steerkit.readers import load_items
 
     items = load_items(DATA)
     return [f"Q: {it['prompt'].rsplit('Q:', 1)[-1].split(chr(10))[0].strip()}\nA:" for it in items[:n]]
@@ -55,8 +55,9 @@ def _prompts(tokenizer: Any, n: int) -> list[str]:
 def _setup(seed: int = 0) -> tuple[Any, Any, Any, Any, list[dict[str, str]]]:
     """The real model, a LoRA warm-started briefly (so the vector is real), and calibration pairs."""
     from steerkit import build, warm_start
-    from steerkit.data import load_pairs, split
+    from steerkit.data import split
     from steerkit.models import default_model_dir, load_model
+    from steerkit.readers import load_pairs
 
     model, tokenizer = load_model(default_model_dir())
     pairs = load_pairs(DATA)
@@ -128,10 +129,12 @@ def bench_decode(warm: Any, tokenizer: Any, vector: Any, batch: int, reps: int, 
         "do_sample": False,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    static = vector.attach(warm, mode="static", tokenizer=tokenizer)
-    second = vector.attach(warm, mode="dynamic", tokenizer=tokenizer, shared_forward=False)
-    shared = vector.attach(warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
-    default = vector.attach(warm, mode="dynamic", tokenizer=tokenizer)
+    import steerkit
+
+    static = steerkit.attach(vector, warm, mode="static", tokenizer=tokenizer)
+    second = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=False)
+    shared = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
+    default = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer)
     outputs: dict[str, torch.Tensor] = {}
 
     def plain() -> None:
@@ -195,7 +198,8 @@ def hwm_mib():  # this process's own high-water RSS (ru_maxrss would include the
 
 from steerkit import build
 from steerkit.models import load_model
-from steerkit.data import load_pairs, encode_pair
+from steerkit.readers import load_pairs
+from steerkit.data import encode_pair
 from peft import LoraConfig, get_peft_model
 what, model_dir, data, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 model, tok = load_model(model_dir)

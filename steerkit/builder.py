@@ -16,34 +16,27 @@ model sees exactly the real tokens. Batches are padded on the tokenizer's ``padd
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from steerkit import constants as C
-from steerkit.artifact import MuStats, SteerConfig, SteeringVector, hash_files, parse_mu_name
-from steerkit.data import as_pairs, data_sha256, encode_pair, load_pairs
+from steerkit._hf import trim_heap
+from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
+from steerkit.config import MuStats, SteerConfig, parse_mu_name
+from steerkit.data import as_pairs, data_sha256, encode_pair
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
+from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, tokenizer_fingerprint
-from steerkit.svdecode import (
-    AGGREGATORS,
-    CURVATURES,
-    LOGPROB_FLOOR,
-    TokenTerms,
-    aggregate_mu,
-    fit_mu,
-    mu_star,
-    steering_delta,
-)
+from steerkit.readers import load_pairs
+from steerkit.svdecode import AGGREGATORS, CURVATURES, LOGPROB_FLOOR, aggregate_mu, mu_star, steering_delta
+from steerkit.terms import TokenTerms, fit_mu
+from steerkit.vector import SteeringVector
 
 __all__ = ["MU_QUANTILES", "build"]
 
@@ -86,7 +79,7 @@ def build(
         progress: Called as ``progress(batch, total_batches)`` after each batch (the CLI renders it).
 
     Returns:
-        The :class:`~steerkit.artifact.SteeringVector`, with the adapter's files and calibration statistics.
+        The :class:`~steerkit.vector.SteeringVector`, with the adapter's files and calibration statistics.
 
     Raises:
         InvalidOptionError: A bad ``alpha``, ``mu_aggregator``, ``batch_size`` or ``max_length``.
@@ -105,7 +98,7 @@ def build(
         if not isinstance(value, int) or value < least:
             raise InvalidOptionError(f"{name} must be an integer ≥ {least}, got {value!r}", got=value)
     pairs = load_pairs(data) if isinstance(data, (str, os.PathLike)) else as_pairs(data)
-    peft_model, source, loaded = _resolve_adapter(model, adapter)
+    peft_model, source, loaded = resolve_adapter(model, adapter)
     try:
         return _build(
             peft_model,
@@ -120,80 +113,11 @@ def build(
             progress=progress,
         )
     finally:
-        if loaded and not _is_prompt_learning(peft_model):
+        if loaded and not is_prompt_learning_adapter(peft_model):
             peft_model.unload()  # remove the injected adapter layers: `model` is as the caller gave it
 
 
 # --- adapters --------------------------------------------------------------------------------------------
-
-
-def _resolve_adapter(model: Any, adapter: Any) -> tuple[Any, str | None, bool]:
-    """``(peft_model, adapter source path or Hub id, whether we loaded it)``."""
-    from peft import PeftModel
-
-    if adapter is None:
-        if isinstance(model, PeftModel):
-            return model, None, False
-        raise AdapterError(
-            "no adapter given and the model is not a PeftModel",
-            hint="pass a PeftModel, an adapter directory or a Hub id (warm-start one with steerkit.warm_start)",
-        )
-    if isinstance(adapter, PeftModel):
-        return adapter, None, False
-    if not isinstance(adapter, (str, os.PathLike)):
-        raise AdapterError(
-            f"adapter must be a PeftModel, an adapter directory or a Hub id, got {type(adapter).__name__}",
-            hint="pass the PeftModel returned by steerkit.warm_start, or a folder with adapter_config.json",
-        )
-    if isinstance(model, PeftModel):
-        raise AdapterError(
-            "model is already a PeftModel; cannot load a second adapter onto it",
-            hint="pass adapter=None to use the model's own adapter, or pass the plain base model",
-        )
-    text = str(adapter)
-    path = Path(text)
-    if path.is_dir():
-        if not (path / C.ADAPTER_FILES[0]).is_file():
-            raise AdapterError(
-                f"'{path}' has no {C.ADAPTER_FILES[0]}",
-                hint="give the folder written by PeftModel.save_pretrained",
-                path=text,
-            )
-    elif path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise AdapterError(
-            f"no adapter at '{text}'",
-            hint="give an adapter directory (with adapter_config.json) or a Hub id like 'user/name'",
-            path=text,
-        )
-    try:
-        peft_model = PeftModel.from_pretrained(model, text)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AdapterError(
-            f"cannot load the adapter '{text}' onto the model: {first}",
-            hint="check that the adapter was trained on this base model",
-            path=text,
-        ) from None
-    return peft_model, text, True
-
-
-def _peft_type(peft_model: Any) -> str:
-    kind = peft_model.peft_config[peft_model.active_adapter].peft_type
-    return str(getattr(kind, "value", kind))
-
-
-def _is_prompt_learning(peft_model: Any) -> bool:
-    return bool(peft_model.peft_config[peft_model.active_adapter].is_prompt_learning)
-
-
-def _adapter_files(peft_model: Any) -> dict[str, bytes]:
-    """The active adapter as ``save_pretrained`` writes it (config + safetensors), as bytes."""
-    name = peft_model.active_adapter
-    with tempfile.TemporaryDirectory(prefix="steerkit-adapter-") as tmp:
-        # save_embedding_layers=False: never probe the Hub for the base model's config while saving
-        peft_model.save_pretrained(tmp, selected_adapters=[name], save_embedding_layers=False)
-        folder = Path(tmp) if name == "default" else Path(tmp) / name
-        return {f: (folder / f).read_bytes() for f in C.ADAPTER_FILES if (folder / f).is_file()}
 
 
 # --- forward passes --------------------------------------------------------------------------------------
@@ -275,26 +199,6 @@ def _head_has_adapter(transformer: Any) -> bool:
     return any(isinstance(m, BaseTunerLayer) for m in head.modules())
 
 
-def _trim_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-
-    On CPU every chunk allocates and frees a few ``[chunk, V]`` temporaries; glibc raises its mmap threshold
-    after such frees and then keeps freed blocks in its heap, so without this the resident size can creep far
-    above the working set over a long calibration.
-    """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
-        except OSError:
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
-
-
 # --- the calibration -------------------------------------------------------------------------------------
 
 
@@ -344,13 +248,13 @@ def _build(
     show_progress: bool,
     progress: Callable[[int, int], None] | None,
 ) -> SteeringVector:
-    peft_type = _peft_type(peft_model)
-    prompt_learning = _is_prompt_learning(peft_model)
-    if prompt_learning and peft_type not in _PROMPT_METHODS:
+    method = peft_type(peft_model)
+    prompt_learning = is_prompt_learning_adapter(peft_model)
+    if prompt_learning and method not in _PROMPT_METHODS:
         raise AdapterError(
-            f"PEFT method {peft_type} is not supported by build",
+            f"PEFT method {method} is not supported by build",
             hint="use LoRA, IA3 (or another weight adapter), prompt tuning or p-tuning",
-            got=peft_type,
+            got=method,
         )
     transformer = peft_model.get_base_model()
     device = next(transformer.parameters()).device
@@ -387,7 +291,7 @@ def _build(
                 totals.add(warm, base, targets[lo : lo + chunk], alpha=alpha)
                 del warm, base
                 if device.type == "cpu":
-                    _trim_heap()
+                    trim_heap()
             del warm_rows, base_rows
             if show_progress:
                 print(f"build: batch {index + 1}/{n_batches}", file=sys.stderr, flush=True)
@@ -400,7 +304,7 @@ def _build(
     task_vector = (totals.task_sum / n_tokens).to(torch.float32).cpu()
     mu, quantiles = _mu_stats(terms, label, quantiles=True)
     mu_static, _ = _mu_stats(terms.with_direction(task_vector), label, quantiles=False)
-    files = _adapter_files(peft_model)
+    files = adapter_files_of(peft_model)
     name = getattr(transformer.config, "_name_or_path", "") or getattr(transformer, "name_or_path", "") or None
     revision = getattr(transformer.config, "_commit_hash", None)
     config = SteerConfig(
@@ -418,7 +322,7 @@ def _build(
             "masked_gold_fraction": totals.gold_masked / n_tokens,
             "mu_star_quantiles": quantiles,
         },
-        adapter={"path": source, "peft_type": peft_type, "sha256": hash_files(files)},
+        adapter={"path": source, "peft_type": method, "sha256": adapter_sha256(files)},
         alpha=alpha,
     )
     return SteeringVector(task_vector=task_vector, config=config, adapter_files=files)

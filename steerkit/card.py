@@ -1,9 +1,10 @@
 """The model card (README.md) of an artifact: YAML front matter for the Hub, then usage, strength and calibration.
 
-The card is a pure function of the vector (and of the repo id it is pushed to): no timestamps, no machine
-paths beyond the recorded base model, never a token. The front matter carries ``library_name: steerkit``,
-``base_model`` (only when the recorded base model is a Hub id, since the Hub rejects anything else) and the tags
-``steerkit``, ``steering-vector``, ``svdecode``.
+The card is a pure function of the config, whether the adapter is included, and the repo id it is pushed to:
+no timestamps, no machine paths beyond the recorded base model, never a token. The front matter
+(``huggingface_hub.ModelCardData``) carries ``library_name: steerkit``, ``base_model`` (only when the recorded
+base model is a Hub id, since the Hub rejects anything else) and the tags ``steerkit``, ``steering-vector``,
+``svdecode``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from steerkit import constants as C
-
-if TYPE_CHECKING:
-    from steerkit.artifact import SteeringVector
+from steerkit.config import SteerConfig
 
 __all__ = ["CARD_TAGS", "hub_model_id", "render_card"]
 
@@ -57,7 +56,15 @@ def hub_model_id(name_or_path: str | None) -> str | None:
 
 
 def _yaml_scalar(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid YAML scalar and a Python literal
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a Python literal for the usage snippet
+
+
+def _front_matter(base_id: str | None) -> list[str]:
+    """The YAML front matter, written by huggingface_hub's ``ModelCardData`` (keys in insertion order)."""
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(library_name="steerkit", base_model=base_id, tags=list(CARD_TAGS))
+    return ["---", *data.to_yaml().splitlines(), "---", ""]
 
 
 def _fmt(x: Any) -> str:
@@ -77,31 +84,29 @@ def _cell(value: Any) -> str:
     return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
-def render_card(vector: SteeringVector, *, repo_id: str | None = None) -> str:
-    """Render the card of ``vector``; deterministic (no timestamps), never contains a token.
+def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None = None) -> str:
+    """Render the card of an artifact; deterministic (no timestamps), never contains a token.
 
     Args:
-        vector: The steering vector.
+        config: The artifact's config.
+        has_adapter: Whether the artifact includes its adapter (``adapter/``), so dynamic mode works.
         repo_id: Where it lives on the Hub, for the usage snippets (a placeholder when ``None``).
 
     Returns:
         The text of ``README.md``, YAML front matter first.
 
     Example:
-        >>> print(render_card(vector, repo_id="me/truthfulqa-smollm2").splitlines()[1])   # doctest: +SKIP
+        >>> print(render_card(vector.config, has_adapter=True, repo_id="me/tqa").splitlines()[1])  # doctest: +SKIP
         library_name: steerkit
     """
-    cfg = vector.config
+    cfg = config
     tok = cfg.tokenizer
     base = str(cfg.base_model.get("name_or_path") or "unknown")
     base_id = hub_model_id(base)
     shown = base_id or base
     where = repo_id or "path/to/this-vector"
-    dynamic = vector.adapter_files is not None
-    lines = ["---", "library_name: steerkit"]
-    if base_id:
-        lines.append(f"base_model: {_yaml_scalar(base_id)}")
-    lines += ["tags:", *(f"- {tag}" for tag in CARD_TAGS), "---", ""]
+    dynamic = has_adapter
+    lines = _front_matter(base_id)
     lines += [
         f"# SVDecode steering vector for `{shown}`",
         "",
@@ -139,19 +144,19 @@ def render_card(vector: SteeringVector, *, repo_id: str | None = None) -> str:
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
-        "from steerkit import SteeringVector",
+        "import steerkit",
         "",
-        f"vector = SteeringVector.load({_yaml_scalar(where)})  # downloaded once, checksums verified, then cached",
+        f"vector = steerkit.load({_yaml_scalar(where)})  # downloaded once, checksums verified, then cached",
         f"tokenizer = AutoTokenizer.from_pretrained({_yaml_scalar(shown)})",
         f"model = AutoModelForCausalLM.from_pretrained({_yaml_scalar(shown)})",
     ]
     if dynamic:
         lines.append(
-            "steered = vector.attach(model, tokenizer=tokenizer)  # dynamic SVDecode with the adapter in adapter/"
+            "steered = steerkit.attach(vector, model, tokenizer=tokenizer)  # dynamic SVDecode, adapter in adapter/"
         )
-        lines.append('# or: vector.attach(model, tokenizer=tokenizer, mode="static")  # one vector add per step')
+        lines.append('# or: steerkit.attach(vector, model, tokenizer=tokenizer, mode="static")  # one add per step')
     else:
-        lines.append('steered = vector.attach(model, tokenizer=tokenizer, mode="static")  # one vector add per step')
+        lines.append('steered = steerkit.attach(vector, model, tokenizer=tokenizer, mode="static")  # one add per step')
     lines += [
         'inputs = tokenizer("Q: ...", return_tensors="pt")',
         "output = steered.generate(**inputs, max_new_tokens=64)",

@@ -1,6 +1,6 @@
 """Choosing the steering strength μ for a task metric on multiple-choice calibration items (DESIGN §1).
 
-The forward passes run once: per option token only the kept entries (:class:`~steerkit.svdecode.TokenTerms`)
+The forward passes run once: per option token only the kept entries (:class:`~steerkit.terms.TokenTerms`)
 are cached, so each candidate μ is scored without touching the model. The search is 1-D: a log-spaced grid
 of both signs (``0`` and ``±10^k``, ``k`` in ``linspace(−2, 2, 17)``), then two rounds of a finer linear grid
 between the best point's neighbours. The metric is maximised; ties go to the smaller ``|μ|`` (then to the
@@ -9,16 +9,18 @@ smaller μ), so a flat metric keeps μ = 0. Never tune on test data.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from steerkit.artifact import SteeringVector
 from steerkit.data import data_sha256
 from steerkit.errors import InvalidOptionError
-from steerkit.evaluate import METRICS, OptionTerms, collect_option_terms, item_metrics
+from steerkit.evaluate import METRICS, item_metrics
+from steerkit.scoring import OptionTerms, Steering, collect_option_terms
+from steerkit.vector import SteeringVector
 
 __all__ = ["MuSearch", "default_grid", "metric_at", "search_mu", "search_terms", "tune_mu"]
 
@@ -44,6 +46,7 @@ class MuSearch:
         grid: ``(μ, metric)`` for every point of the initial grid, in grid order.
         refined: ``(μ, metric)`` for the refinement points, in evaluation order.
         data_sha256: :func:`steerkit.data.data_sha256` of the calibration items.
+        mode: Which strength was searched: ``"dynamic"`` (μ̄) or ``"static"`` (μ_s).
     """
 
     best: float
@@ -52,6 +55,18 @@ class MuSearch:
     grid: list[tuple[float, float]]
     refined: list[tuple[float, float]]
     data_sha256: str
+    mode: str = "dynamic"
+
+    def apply(self, vector: SteeringVector) -> SteeringVector:
+        """``vector`` with the found μ as its default (μ_s for a static search), recording how and on what.
+
+        Example:
+            >>> search_mu(vector, model, items, tokenizer=tok).apply(vector).config.mu.chosen_by  # doctest: +SKIP
+            'search:mc2'
+        """
+        return vector.with_mu(
+            self.best, static=self.mode == "static", chosen_by=f"search:{self.metric}", chosen_on=self.data_sha256
+        )
 
 
 def metric_at(terms: OptionTerms, items: Sequence[Mapping[str, Any]], mu: float, metric: str) -> float:
@@ -119,17 +134,21 @@ def search_mu(
     Raises:
         InvalidOptionError: Unknown metric, MC1/MC2 without MC2 sets, or an empty grid.
     """
-    from steerkit.decode import attach
-
     _check_metric(metric, items)
     points = sorted({float(g) for g in (default_grid() if grid is None else grid)})
     if not points:
         raise InvalidOptionError("the μ grid is empty", hint="give at least one strength, or grid=None")
-    with attach(vector, model, mode=mode, mu=0.0, tokenizer=tokenizer, strict=strict, filter_masked=False) as steered:
-        terms = collect_option_terms(
-            model, items, tokenizer=tokenizer, steered=steered, batch_size=batch_size, show_progress=show_progress
-        )
-    return search_terms(terms, items, metric=metric, grid=points, refine=refine)
+    terms = collect_option_terms(
+        model,
+        items,
+        tokenizer=tokenizer,
+        steering=Steering(vector, mode=mode, mu=0.0),
+        batch_size=batch_size,
+        strict=strict,
+        show_progress=show_progress,
+    )
+    found = search_terms(terms, items, metric=metric, grid=points, refine=refine)
+    return dataclasses.replace(found, mode=mode)
 
 
 def search_terms(
@@ -143,7 +162,7 @@ def search_terms(
     """The μ search of :func:`search_mu` on option terms already collected (no forward pass).
 
     Args:
-        terms: :func:`~steerkit.evaluate.collect_option_terms` of ``items`` under the steering to tune.
+        terms: :func:`~steerkit.scoring.collect_option_terms` of ``items`` under the steering to tune.
         items: The items the terms were collected for.
         metric: ``"mc2"``, ``"mc1"`` or ``"accuracy"``.
         grid: Strengths to try first (default :func:`default_grid`).
@@ -182,56 +201,15 @@ def search_terms(
     )
 
 
-def tune_mu(
-    vector: SteeringVector,
-    model: Any,
-    items: Sequence[Mapping[str, Any]],
-    *,
-    tokenizer: Any,
-    metric: Metric = "mc2",
-    mode: Literal["dynamic", "static"] = "dynamic",
-    grid: Sequence[float] | None = None,
-    refine: bool = True,
-    batch_size: int = 8,
-    show_progress: bool = False,
-    strict: bool = True,
-) -> SteeringVector:
-    """Choose μ for a task metric on calibration items; return a vector whose default μ is the choice.
+def tune_mu(vector: SteeringVector, model: Any, items: Sequence[Mapping[str, Any]], **kwargs: Any) -> SteeringVector:
+    """Choose μ for a task metric on calibration items (never the test set): ``search_mu(...).apply(vector)``.
 
-    Args:
-        vector: The steering vector.
-        model: Base model or ``PeftModel`` (see :func:`search_mu`).
-        items: Multiple-choice calibration items (never the test set).
-        tokenizer: The model's tokenizer.
-        metric: ``"mc2"``, ``"mc1"`` or ``"accuracy"``.
-        mode: ``"dynamic"`` sets ``mu``; ``"static"`` sets ``mu_static``.
-        grid: Initial strengths (default :func:`default_grid`).
-        refine: Refine around the best grid point.
-        batch_size: Sequences per forward pass.
-        show_progress: Progress bar.
-        strict: Refuse a tokenizer that differs from the vector's.
-
-    Returns:
-        ``vector.with_mu(best, static=mode == "static", chosen_by=f"search:{metric}", chosen_on=<items sha256>)``.
+    Takes the arguments of :func:`search_mu`. Returns a vector whose default μ (μ_s for ``mode="static"``) is the
+    choice, with ``chosen_by="search:<metric>"`` and ``chosen_on`` the items' sha256.
 
     Example:
         >>> tuned = tune_mu(vector, model, calibration_items, tokenizer=tok, metric="mc2")   # doctest: +SKIP
         >>> tuned.config.mu.chosen_by                                                       # doctest: +SKIP
         'search:mc2'
     """
-    found = search_mu(
-        vector,
-        model,
-        items,
-        tokenizer=tokenizer,
-        metric=metric,
-        mode=mode,
-        grid=grid,
-        refine=refine,
-        batch_size=batch_size,
-        show_progress=show_progress,
-        strict=strict,
-    )
-    return vector.with_mu(
-        found.best, static=mode == "static", chosen_by=f"search:{metric}", chosen_on=found.data_sha256
-    )
+    return search_mu(vector, model, items, **kwargs).apply(vector)

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from steerkit.data import as_pairs, encode_pair, load_pairs
+from steerkit.data import as_pairs, encode_pair
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
+from steerkit.readers import load_pairs
 
 __all__ = ["METHODS", "peft_config", "warm_start"]
 

@@ -21,15 +21,7 @@ from safetensors.torch import save as st_save
 from tiny import make_vector
 
 from steerkit import constants as C
-from steerkit.artifact import (
-    MuStats,
-    SteerConfig,
-    SteeringVector,
-    hash_files,
-    parse_mu_name,
-    read_config,
-    tensor_sha256,
-)
+from steerkit.config import MuStats, SteerConfig, parse_mu_name
 from steerkit.errors import (
     ArtifactCorruptError,
     ArtifactExistsError,
@@ -42,13 +34,15 @@ from steerkit.errors import (
     InvalidOptionError,
     SteerkitError,
 )
+from steerkit.format import adapter_sha256, read_config, tensor_sha256
+from steerkit.vector import SteeringVector
 
 ADAPTER = {"adapter_config.json": b'{"peft_type": "LORA", "r": 4}', "adapter_model.safetensors": b"\x00weights\xff"}
 
 
 def with_adapter(seed: int = 0) -> SteeringVector:
     plain = make_vector(99, seed=seed)
-    adapter = {"path": "adapter", "peft_type": "LORA", "sha256": hash_files(ADAPTER)}
+    adapter = {"path": "adapter", "peft_type": "LORA", "sha256": adapter_sha256(ADAPTER)}
     return SteeringVector(plain.task_vector, dataclasses.replace(plain.config, adapter=adapter), dict(ADAPTER))
 
 
@@ -163,8 +157,8 @@ def test_hashes_are_pinned() -> None:
     assert tensor_sha256(torch.tensor([1.0, -2.0])) == hashlib.sha256(struct.pack("<ff", 1.0, -2.0)).hexdigest()
     assert tensor_sha256(torch.tensor([1.0, -2.0], dtype=torch.float64)) == tensor_sha256(torch.tensor([1.0, -2.0]))
     lines = "".join(f"{n}\0{hashlib.sha256(ADAPTER[n]).hexdigest()}\n" for n in sorted(ADAPTER))
-    assert hash_files(ADAPTER) == hashlib.sha256(lines.encode()).hexdigest()
-    assert hash_files(dict(reversed(list(ADAPTER.items())))) == hash_files(ADAPTER)
+    assert adapter_sha256(ADAPTER) == hashlib.sha256(lines.encode()).hexdigest()
+    assert adapter_sha256(dict(reversed(list(ADAPTER.items())))) == adapter_sha256(ADAPTER)
 
 
 def test_a_header_whose_length_starts_with_a_pickle_byte_still_loads(tmp_path: Path) -> None:

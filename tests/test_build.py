@@ -12,11 +12,13 @@ import torch
 from tiny import tiny_llama, tiny_lora, tiny_tokenizer
 
 from steerkit import svdecode as S
-from steerkit.artifact import SteeringVector, hash_files
 from steerkit.builder import MU_QUANTILES, build
 from steerkit.data import data_sha256, encode_pair
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
+from steerkit.format import adapter_sha256
 from steerkit.models import tokenizer_fingerprint
+from steerkit.terms import TokenTerms, fit_mu
+from steerkit.vector import SteeringVector
 
 PAIRS = [
     {"prompt": "Q: What is 2+2?\nA:", "completion": " 4, of course."},
@@ -116,7 +118,7 @@ def reference(peft_model: Any, pairs: list[dict[str, str]], tokenizer: Any, *, a
                 out.setdefault("quantiles", {})[curvature] = {
                     str(q): float(torch.quantile(mu, q)) for q in MU_QUANTILES
                 }
-        tables["fit"] = S.fit_mu(S.TokenTerms.from_logits(w, direction, keep, y))  # type: ignore[assignment]
+        tables["fit"] = fit_mu(TokenTerms.from_logits(w, direction, keep, y))  # type: ignore[assignment]
         out[name] = tables
     p = torch.softmax(w, -1)
     out["kl_mean"] = float((p * (torch.log_softmax(w, -1) - torch.log_softmax(b, -1))).sum(-1).mean())
@@ -236,7 +238,7 @@ def test_artifact_contents_and_round_trip(lora: Any, tokenizer: Any, tmp_path: P
     assert cfg.tokenizer == tokenizer_fingerprint(tokenizer)
     assert cfg.base_model == {"name_or_path": None, "revision": None}
     assert set(vector.adapter_files or {}) == {"adapter_config.json", "adapter_model.safetensors"}
-    assert cfg.adapter == {"path": None, "peft_type": "LORA", "sha256": hash_files(vector.adapter_files or {})}
+    assert cfg.adapter == {"path": None, "peft_type": "LORA", "sha256": adapter_sha256(vector.adapter_files or {})}
     cal = cfg.calibration
     assert cal["n_examples"] == len(PAIRS)
     assert cal["data_sha256"] == data_sha256(PAIRS)

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from steerkit.artifact import SteeringVector
 from steerkit.builder import build
-from steerkit.data import load_pairs, split
+from steerkit.data import split
 from steerkit.models import load_model
+from steerkit.readers import load_pairs
+from steerkit.vector import SteeringVector
 from steerkit.warmstart import warm_start
 
 

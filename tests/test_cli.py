@@ -13,9 +13,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from steerkit.artifact import SteeringVector
+from steerkit.vector import SteeringVector
 from steerkit_cli.app import app
-from steerkit_cli.output import describe_error
+from steerkit_cli.errors import describe_error
 
 COMMANDS = ["warmstart", "build", "inspect", "validate", "generate", "eval", "tune", "push", "pull", "list", "demo"]
 WORDS = ["abc", "dog", "cat", "sun", "moon", "tree", "fish", "bird"]
@@ -255,7 +255,7 @@ def test_wrong_vocabulary_is_exit_1_naming_both_widths(work: Path, vector_dir: P
 
 
 def test_generate_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any, Any]) -> None:
-    from steerkit.demo import generate_settings
+    from steerkit.compare import generate_settings
 
     data = data_of(
         invoke("generate", vector_dir, "-p", "abc=", "-p", "dog=", "--mode", "compare", "--max-new-tokens", "4",
@@ -311,12 +311,12 @@ def test_generate_exclusive_options_exit_1(vector_dir: Path, args: list[str], me
 
 
 def test_eval_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any, Any]) -> None:
-    from steerkit.demo import evaluate_settings
+    from steerkit.compare import evaluate_settings
 
     data = data_of(invoke("eval", vector_dir, work / "test.jsonl", "--json"))
     model, tokenizer = tiny
     vector = SteeringVector.load(vector_dir)
-    from steerkit.data import load_items
+    from steerkit.readers import load_items
 
     expected = evaluate_settings(vector, model, load_items(work / "test.jsonl"), tokenizer=tokenizer)
     assert data == {"n": 6, "metrics": ["accuracy"], "results": json.loads(json.dumps(expected))}
@@ -343,7 +343,7 @@ def test_eval_modes_mu_and_table(work: Path, vector_dir: Path, tmp_path: Path) -
 
 
 def test_tune_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any, Any], tmp_path: Path) -> None:
-    from steerkit.data import load_items
+    from steerkit.readers import load_items
     from steerkit.tune import search_mu
 
     out = tmp_path / "tuned"
@@ -535,7 +535,7 @@ def test_push_needs_a_local_artifact(tmp_path: Path) -> None:
 def test_demo_end_to_end_on_a_tiny_model(work: Path, tmp_path: Path) -> None:
     """The demo's whole path (bundled TruthfulQA split, warm start, build, save, generations, one-pass evaluation
     with paired Δs) on a tiny model; the real model's run is measured in benchmarks/speed.py."""
-    from steerkit.demo import paired_deltas
+    from steerkit.compare import paired_deltas
 
     out = tmp_path / "demo"
     args = ["demo", "--model", work / "model", "--out", out, "--max-items", "6", "--seed", "1"]

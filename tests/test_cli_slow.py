@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from steerkit.artifact import SteeringVector
+from steerkit.vector import SteeringVector
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Compatibility checks before attaching (steerkit.compat, DESIGN §3): logits width, tokenizer, padded
+"""Compatibility checks before attaching (steerkit.compatibility, DESIGN §3): logits width, tokenizer, padded
 vocabularies, base-model name."""
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ import torch
 from test_decode import PROMPTS, hand_vector, left_batch, sharp_pair
 from tiny import tiny_llama, tiny_lora, tiny_tokenizer
 
-from steerkit.compat import (
+from steerkit.compatibility import (
     BaseModelMismatchWarning,
     PaddedVocabularyWarning,
     TokenizerMismatchWarning,
     check_compatible,
 )
-from steerkit.decode import attach, steering_direction
+from steerkit.decode import attach
 from steerkit.errors import IncompatibleModelError
 from steerkit.models import tokenizer_fingerprint
+from steerkit.svdecode import steering_direction
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from steerkit.data import as_items, as_pairs, data_sha256, encode_pair, load_items, load_pairs, split
+from steerkit.data import as_items, as_pairs, data_sha256, encode_pair, split
 from steerkit.errors import DataFormatError, EmptyDataError, InvalidOptionError
+from steerkit.readers import load_items, load_pairs
 
 # --- JSONL -----------------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Steered decoding on a tiny model: the dynamic processor against hand-written references, static mode, attach /
-detach, compatibility checks (steerkit.decode, steerkit.compat)."""
+detach, compatibility checks (steerkit.decode, steerkit.compatibility)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ import torch
 from tiny import mu_stats, tiny_llama, tiny_lora, tiny_tokenizer
 from transformers import LogitsProcessor, LogitsProcessorList
 
+import steerkit
 from steerkit import svdecode
-from steerkit.artifact import SteerConfig, SteeringVector, hash_files
-from steerkit.decode import DynamicSteeringProcessor, StaticSteeringProcessor, attach
+from steerkit.config import SteerConfig
+from steerkit.decode import attach
 from steerkit.errors import AdapterError, InvalidOptionError
+from steerkit.format import adapter_sha256
 from steerkit.models import tokenizer_fingerprint
+from steerkit.processors import DynamicSteeringProcessor, StaticSteeringProcessor
+from steerkit.vector import SteeringVector
 
 PROMPTS = ["Q: what is 2+2? A:", "hi", "The cat sat on"]
 
@@ -61,7 +65,7 @@ def hand_vector(
         tokenizer=tokenizer_fingerprint(tokenizer),
         base_model={"name_or_path": "tiny-llama", "revision": None},
         calibration={"n_examples": len(texts)},
-        adapter={"path": "adapter", "peft_type": "LORA", "sha256": hash_files(files)} if files else None,
+        adapter={"path": "adapter", "peft_type": "LORA", "sha256": adapter_sha256(files)} if files else None,
     )
     return SteeringVector(task_vector=v, config=config, adapter_files=files)
 
@@ -283,7 +287,7 @@ def test_static_processor_adds_masked_vector() -> None:
 
 
 def test_static_processor_float_mu_padding_and_filter_match_the_decode_rule() -> None:
-    from steerkit.decode import steering_direction
+    from steerkit.svdecode import steering_direction
 
     torch.manual_seed(1)
     v = torch.randn(12)
@@ -307,11 +311,13 @@ def test_static_steering_changes_output_and_per_row_mu(peft: Any, tok: Any) -> N
     vector = hand_vector(peft, tok)
     batch = left_batch(tok, PROMPTS)
     plain = peft.generate(**batch, max_new_tokens=8, do_sample=False)
-    with vector.attach(peft, mode="static", mu=-3000.0, tokenizer=tok) as steered:
+    with steerkit.attach(vector, peft, mode="static", mu=-3000.0, tokenizer=tok) as steered:
         strong = steered.generate(**batch, max_new_tokens=8, do_sample=False)
     assert not torch.equal(strong, plain)
     # Per-row μ: row 0 unsteered, rows 1-2 steered as with the float.
-    with vector.attach(peft, mode="static", mu=torch.tensor([0.0, -3000.0, -3000.0]), tokenizer=tok) as steered:
+    with steerkit.attach(
+        vector, peft, mode="static", mu=torch.tensor([0.0, -3000.0, -3000.0]), tokenizer=tok
+    ) as steered:
         mixed = steered.generate(**batch, max_new_tokens=8, do_sample=False)
     assert torch.equal(mixed[0], plain[0]) and torch.equal(mixed[1:], strong[1:])
 
@@ -325,7 +331,7 @@ def test_dynamic_attach_loads_adapter_and_detach_restores_base(tok: Any) -> None
     before_attrs = set(vars(base))
     before_grad = {k: p.requires_grad for k, p in base.named_parameters()}
     plain = base.generate(**batch, max_new_tokens=8, do_sample=False)
-    steered = vector.attach(base, mode="dynamic", mu=-40.0, tokenizer=tok)
+    steered = steerkit.attach(vector, base, mode="dynamic", mu=-40.0, tokenizer=tok)
     assert steered.model is not base
     out = steered.generate(**batch, max_new_tokens=8, do_sample=False)
     ref = reference_greedy(peft_model, batch["input_ids"], batch["attention_mask"], mu=-40.0, steps=8)
@@ -443,9 +449,9 @@ def test_shared_forward_steps_aside_for_a_caller_cache(peft: Any, tok: Any) -> N
 
 
 def test_paired_cache_moves_each_row_with_its_base_twin() -> None:
-    from steerkit.decode import _paired_cache
+    from steerkit.shared_forward import paired_cache
 
-    cache = _paired_cache(tiny_llama())
+    cache = paired_cache(tiny_llama())
     rows = torch.arange(6, dtype=torch.float32)  # rows 0-2 warm, 3-5 their base twins
     keys = rows.view(6, 1, 1, 1).expand(6, 2, 1, 4).contiguous()
     cache.update(keys, keys.clone(), 0)

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import torch
 
+import steerkit
+
 pytestmark = pytest.mark.slow
 
 N_PAIRS = 32
@@ -37,8 +39,8 @@ def _tokens_per_s(fn: Any, batch: dict[str, torch.Tensor], repeats: int = 1) -> 
 
 def test_smollm2_vector_attaches_in_both_modes_and_steers(smollm2_dir: Path, data_dir: Path) -> None:
     from steerkit import build
-    from steerkit.data import load_items, load_pairs
     from steerkit.models import load_model
+    from steerkit.readers import load_items, load_pairs
     from steerkit.warmstart import warm_start
 
     torch.manual_seed(0)
@@ -59,9 +61,9 @@ def test_smollm2_vector_attaches_in_both_modes_and_steers(smollm2_dir: Path, dat
     batch = dict(tokenizer(prompts, return_tensors="pt", padding=True))
 
     plain_tps, plain = _tokens_per_s(warm.generate, batch)
-    with vector.attach(warm, mode="static", tokenizer=tokenizer) as steered:
+    with steerkit.attach(vector, warm, mode="static", tokenizer=tokenizer) as steered:
         static_tps, static = _tokens_per_s(steered.generate, batch)
-    with vector.attach(warm, mode="dynamic", tokenizer=tokenizer) as steered:
+    with steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer) as steered:
         dynamic_tps, dynamic = _tokens_per_s(steered.generate, batch)
     assert torch.equal(warm.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False), plain[:, : plain.shape[1]])
     print(
@@ -82,7 +84,7 @@ def test_smollm2_vector_attaches_in_both_modes_and_steers(smollm2_dir: Path, dat
     # Dynamic mode on a plain base model loads the artifact's adapter, gives the same tokens, and unloads it.
     base, _ = load_model(smollm2_dir)
     state = {k: v.clone() for k, v in base.state_dict().items()}
-    with vector.attach(base, mode="dynamic", tokenizer=tokenizer) as steered:
+    with steerkit.attach(vector, base, mode="dynamic", tokenizer=tokenizer) as steered:
         again = steered.generate(**batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
     assert torch.equal(again, dynamic)
     after = base.state_dict()

@@ -144,8 +144,8 @@ def docs_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny import tiny_llama, tiny_tokenizer
 
     from steerkit import build, warm_start
-    from steerkit.data import load_pairs
     from steerkit.models import load_model
+    from steerkit.readers import load_pairs
 
     base = tmp_path_factory.mktemp("docs-base")
     tiny_llama(sharpness=20).save_pretrained(base / "model")
@@ -254,7 +254,7 @@ def test_mkdocs_build_strict_passes_offline(site: tuple[Path, subprocess.Complet
     out, proc = site
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "WARNING" not in proc.stderr, proc.stderr[-4000:]
-    for page in ("index.html", "quickstart/index.html", "cli/index.html", "api/artifact/index.html"):
+    for page in ("index.html", "quickstart/index.html", "cli/index.html", "api/vector/index.html"):
         assert (out / page).is_file(), page
 
 
@@ -409,7 +409,7 @@ def test_artifact_spec_example_has_exactly_the_keys_build_writes(docs_base: Path
 
 
 def test_artifact_spec_documents_every_config_key() -> None:
-    from steerkit.artifact import MuStats, SteerConfig
+    from steerkit.config import MuStats, SteerConfig
 
     text = (DOCS / "artifact-format.md").read_text(encoding="utf-8")
     rows = set(re.findall(r"^\| `([a-z_0-9]+)` \|", text, flags=re.M))

@@ -11,9 +11,9 @@ from test_decode import hand_vector, sharp_pair
 from tiny import tiny_llama, tiny_tokenizer
 
 from steerkit import svdecode
-from steerkit.decode import attach
 from steerkit.errors import DataFormatError, EmptyDataError, InvalidOptionError
-from steerkit.evaluate import evaluate_mc, item_metrics, paired_bootstrap, score_choices
+from steerkit.evaluate import evaluate_mc, item_metrics, paired_bootstrap
+from steerkit.scoring import Steering, score_choices
 
 ITEMS: list[dict[str, Any]] = [
     {
@@ -92,9 +92,9 @@ def test_steered_scores_equal_teacher_forced_reference(peft: Any, tok: Any, mode
     prompt = ITEMS[0]["prompt"]
     # "<unk><unk>" is the warm model's own greedy continuation: its tokens are inside the confidence mask.
     choices = [*ITEMS[0]["mc2_choices"], "<unk><unk>"]
-    with attach(vector, peft, mode=mode, mu=mu, tokenizer=tok) as steered:  # type: ignore[arg-type]
-        got = score_choices(peft, prompt, choices, tokenizer=tok, steering=steered)
-        filtered = score_choices(peft, prompt, choices, tokenizer=tok, steering=steered, filter_masked=True)
+    steering = Steering(vector, mode=mode, mu=mu)
+    got = score_choices(peft, prompt, choices, tokenizer=tok, steering=steering)
+    filtered = score_choices(peft, prompt, choices, tokenizer=tok, steering=steering, filter_masked=True)
     ref = reference_scores(peft, tok, prompt, choices, mode=mode, mu=mu, vector=vector.task_vector)
     unsteered = reference_scores(peft, tok, prompt, choices, mode="none")
     assert got == pytest.approx(ref, abs=1e-4)
@@ -125,7 +125,7 @@ def test_unsteered_scores_base_and_warm(peft: Any, tok: Any) -> None:
 
 def test_batching_does_not_change_scores(peft: Any, tok: Any) -> None:
     vector = hand_vector(peft, tok)
-    spec = {"vector": vector, "mode": "dynamic", "mu": -5.0}
+    spec = Steering(vector, mode="dynamic", mu=-5.0)
     one = evaluate_mc(peft, ITEMS, tokenizer=tok, steering=spec, batch_size=1, n_bootstrap=0)
     many = evaluate_mc(peft, ITEMS, tokenizer=tok, steering=spec, batch_size=7, n_bootstrap=0)
     for a, b in zip(one["per_item"]["mc2_scores"], many["per_item"]["mc2_scores"]):
@@ -191,9 +191,10 @@ def test_plain_items_have_accuracy_only_and_progress(peft: Any, tok: Any) -> Non
 
 def test_steering_spec_forms_agree(peft: Any, tok: Any) -> None:
     vector = hand_vector(peft, tok)
-    by_spec = evaluate_mc(peft, ITEMS, tokenizer=tok, steering={"vector": vector, "mode": "static", "mu": -9.0})
-    with attach(vector, peft, mode="static", mu=-9.0, tokenizer=tok) as steered:
-        by_handle = evaluate_mc(peft, ITEMS, tokenizer=tok, steering=steered)
+    by_spec = evaluate_mc(peft, ITEMS, tokenizer=tok, steering=Steering(vector, mode="static", mu=-9.0))
+    by_handle = evaluate_mc(  # the same strength as the vector's own default
+        peft, ITEMS, tokenizer=tok, steering=Steering(vector.with_mu(-9.0, static=True), mode="static")
+    )
     assert by_spec["per_item"] == by_handle["per_item"]
     assert by_spec["steering"] == {"mode": "static", "mu": -9.0, "filter_masked": False}
     with pytest.raises(InvalidOptionError, match="cannot steer with a str"):
@@ -227,13 +228,13 @@ def test_bad_items_are_refused(peft: Any, tok: Any) -> None:
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_shared_prompts_score_like_full_sequences(peft: Any, tok: Any, mode: str) -> None:
-    from steerkit.evaluate import collect_option_terms
+    from steerkit.scoring import collect_option_terms
 
     vector = hand_vector(peft, tok)
     items = [*ITEMS, {"prompt": "Q: longest? A:", "choices": [" a", " bbbbbb", " cc c", "d"], "label": 2}]
-    with attach(vector, peft, mode=mode, mu=-5.0, tokenizer=tok) as steered:  # type: ignore[arg-type]
-        full = collect_option_terms(peft, items, tokenizer=tok, steered=steered, share_prompts=False)
-        shared = collect_option_terms(peft, items, tokenizer=tok, steered=steered, batch_size=2)
+    steering = Steering(vector, mode=mode, mu=-5.0)
+    full = collect_option_terms(peft, items, tokenizer=tok, steering=steering, share_prompts=False)
+    shared = collect_option_terms(peft, items, tokenizer=tok, steering=steering, batch_size=2)
     assert shared.n_options == full.n_options == 14  # distinct (item, choice) pairs: 4 + 3 + 3 + 4
     assert torch.equal(torch.sort(shared.segment).values, torch.sort(full.segment).values)
     for mu in (0.0, -5.0, 4.0):
@@ -244,7 +245,8 @@ def test_shared_prompts_score_like_full_sequences(peft: Any, tok: Any, mode: str
 def test_prompt_learning_models_share_prompts_behind_their_virtual_tokens(tok: Any, kind: str) -> None:
     from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
 
-    from steerkit.evaluate import _is_prompt_learning, _virtual_prompt, collect_option_terms
+    from steerkit.batching import is_prompt_learning, virtual_prompt
+    from steerkit.scoring import collect_option_terms
 
     configs = {
         "prompt_tuning": PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3),
@@ -257,13 +259,13 @@ def test_prompt_learning_models_share_prompts_behind_their_virtual_tokens(tok: A
         for p in pt.prompt_encoder.parameters():
             p.normal_(0.0, 1.0)  # virtual tokens that really change the logits
     pt.eval()
-    assert _is_prompt_learning(pt) and not _is_prompt_learning(tiny_llama())
-    assert (_virtual_prompt(pt) is None) is (kind == "prefix_tuning")  # prefix tuning keeps full sequences
+    assert is_prompt_learning(pt) and not is_prompt_learning(tiny_llama())
+    assert (virtual_prompt(pt) is None) is (kind == "prefix_tuning")  # prefix tuning keeps full sequences
     items = [*ITEMS, {"prompt": "Q: longest? A:", "choices": [" a", " bbbbbb", " cc c", "d"], "label": 2}]
     vector = hand_vector(pt, tok)
-    with attach(vector, pt, mode="dynamic", mu=-5.0, tokenizer=tok) as steered:
-        shared = collect_option_terms(pt, items, tokenizer=tok, steered=steered, batch_size=2)
-        full = collect_option_terms(pt, items, tokenizer=tok, steered=steered, share_prompts=False)
+    steering = Steering(vector, mode="dynamic", mu=-5.0)
+    shared = collect_option_terms(pt, items, tokenizer=tok, steering=steering, batch_size=2)
+    full = collect_option_terms(pt, items, tokenizer=tok, steering=steering, share_prompts=False)
     base = collect_option_terms(pt.get_base_model(), items, tokenizer=tok)
     for mu in (0.0, -5.0, 4.0):
         assert torch.allclose(shared.option_scores(mu), full.option_scores(mu), atol=1e-4)
@@ -271,28 +273,26 @@ def test_prompt_learning_models_share_prompts_behind_their_virtual_tokens(tok: A
 
 
 def test_common_prefix_is_the_longest_shared_token_run() -> None:
-    from steerkit.evaluate import _CommonPrefix
+    from steerkit.batching import CommonPrefix
 
     seqs = [([1, 5, 6, 7, 9], 4), ([1, 5, 6, 8, 9, 9], 4), ([1, 5, 6, 7, 2], 4)]
-    assert _CommonPrefix(seqs).length == 3
-    assert _CommonPrefix([([1, 5, 6, 9], 3), ([1, 5, 6, 9, 9], 3)]).length == 2  # each prompt keeps a token
-    assert _CommonPrefix([([1, 5], 1), ([2, 5], 1)]).length == 0
+    assert CommonPrefix(seqs).length == 3
+    assert CommonPrefix([([1, 5, 6, 9], 3), ([1, 5, 6, 9, 9], 3)]).length == 2  # each prompt keeps a token
+    assert CommonPrefix([([1, 5], 1), ([2, 5], 1)]).length == 0
 
 
 @pytest.mark.parametrize("share_prompts", [True, False])
 def test_setting_terms_of_one_pass_equal_each_setting_on_its_own(peft: Any, tok: Any, share_prompts: bool) -> None:
     """One pass (warm + base logits) gives every setting exactly the terms its own pass gives."""
-    from steerkit.evaluate import collect_option_terms, collect_setting_terms
+    from steerkit.scoring import collect_option_terms, collect_setting_terms
 
     vector = hand_vector(peft, tok)
     kw: dict[str, Any] = {"tokenizer": tok, "batch_size": 2, "share_prompts": share_prompts}
-    with attach(vector, peft, mode="dynamic", mu=-5.0, tokenizer=tok) as steered:  # type: ignore[arg-type]
-        together = collect_setting_terms(
-            steered, ITEMS, settings=["base", "warm", "static", "dynamic"], mu_static=3.0, **kw
-        )
-        alone = {"dynamic": collect_option_terms(peft, ITEMS, steered=steered, **kw)}
-    with attach(vector, peft, mode="static", mu=3.0, tokenizer=tok) as steered:  # type: ignore[arg-type]
-        alone["static"] = collect_option_terms(peft, ITEMS, steered=steered, **kw)
+    together = collect_setting_terms(
+        peft, ITEMS, vector=vector, settings=["base", "warm", "static", "dynamic"], mu=-5.0, mu_static=3.0, **kw
+    )
+    alone = {"dynamic": collect_option_terms(peft, ITEMS, steering=Steering(vector, mode="dynamic", mu=-5.0), **kw)}
+    alone["static"] = collect_option_terms(peft, ITEMS, steering=Steering(vector, mode="static", mu=3.0), **kw)
     alone["warm"] = collect_option_terms(peft, ITEMS, **kw)
     with peft.disable_adapter():
         alone["base"] = collect_option_terms(peft, ITEMS, **kw)
@@ -302,6 +302,5 @@ def test_setting_terms_of_one_pass_equal_each_setting_on_its_own(peft: Any, tok:
         assert torch.allclose(terms.option_scores(), alone[setting].option_scores(), atol=1e-5), setting
         assert torch.allclose(terms.option_scores(1.5), alone[setting].option_scores(1.5), atol=1e-5), setting
     assert together["base"].mu == 0.0 and together["static"].mu == 3.0 and together["dynamic"].mu == -5.0
-    with attach(vector, peft, mode="static", tokenizer=tok) as steered:  # type: ignore[arg-type]
-        with pytest.raises(InvalidOptionError, match="needs a dynamic-mode handle"):
-            collect_setting_terms(steered, ITEMS, tokenizer=tok, settings=["warm"])
+    with pytest.raises(InvalidOptionError, match=r"unknown setting\(s\) \['best'\]"):
+        collect_setting_terms(peft, ITEMS, tokenizer=tok, vector=vector, settings=["warm", "best"])

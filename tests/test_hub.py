@@ -19,7 +19,6 @@ from tiny import make_vector
 
 from steerkit import SteeringVector, list_local
 from steerkit import constants as C
-from steerkit.artifact import hash_files
 from steerkit.card import CARD_TAGS, hub_model_id, render_card
 from steerkit.errors import (
     ArtifactIntegrityError,
@@ -32,7 +31,9 @@ from steerkit.errors import (
     RevisionNotFoundError,
     SteerkitError,
 )
-from steerkit.hub import download_artifact, load_from_hub, push_to_hub
+from steerkit.format import adapter_sha256
+from steerkit.hub import resolve
+from steerkit.vector import push_to_hub
 
 REPO = "steerkit-tester/tiny-vector"
 LOGIN = "pass token=... (CLI: --token) or run `hf auth login`"
@@ -44,7 +45,7 @@ def vector_with_adapter(seed: int = 0, adapter: dict[str, bytes] | None = None) 
     files = adapter or ADAPTER
     plain = make_vector(seed=seed)
     config = dataclasses.replace(
-        plain.config, adapter={"path": "adapter", "peft_type": "LORA", "sha256": hash_files(files)}
+        plain.config, adapter={"path": "adapter", "peft_type": "LORA", "sha256": adapter_sha256(files)}
     )
     return SteeringVector(task_vector=plain.task_vector, config=config, adapter_files=files)
 
@@ -131,7 +132,7 @@ def test_push_then_load_round_trips_bit_identically(hub: HubServer, cache: Path)
         "adapter/adapter_config.json",
         "adapter/adapter_model.safetensors",
     }
-    expected = {**vector.files(), C.CARD_FILE: render_card(vector, repo_id=REPO).encode()}
+    expected = vector.files(repo_id=REPO)
     same_files({k: v for k, v in on_hub.items() if k != ".gitattributes"}, expected)
 
     loaded = pull(hub, cache)
@@ -203,13 +204,13 @@ def test_private_push_is_invisible_without_a_token(hub: HubServer, cache: Path) 
     assert_same(pull(hub, cache, token=hub.read_token), vector)
 
 
-def test_download_artifact_and_load_from_hub(hub: HubServer, cache: Path) -> None:
+def test_resolve_and_load_from_hub(hub: HubServer, cache: Path) -> None:
     vector = vector_with_adapter()
     sha = push(hub, vector).rsplit("/", 1)[1]
-    folder = download_artifact(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint)
+    folder = resolve(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint).directory
     assert folder.name == sha and folder.parent.name == "snapshots"
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(vector.files())
-    assert_same(load_from_hub(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint), vector)
+    assert_same(SteeringVector.load(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint), vector)
     assert_same(SteeringVector.load(folder), vector)  # the snapshot is an artifact directory
 
 
@@ -224,10 +225,10 @@ def test_card_on_the_hub_parses_and_carries_the_metadata(hub: HubServer) -> None
     assert card.data.library_name == "steerkit"
     assert card.data.base_model == "tiny-llama"
     assert card.data.tags == list(CARD_TAGS) == ["steerkit", "steering-vector", "svdecode"]
-    assert f'vector = SteeringVector.load("{REPO}")' in text
+    assert f'vector = steerkit.load("{REPO}")' in text
     assert f"steerkit pull {REPO}\n" in text
     assert f'steerkit generate {REPO} --model tiny-llama --prompt "Q: ..." --mode compare' in text
-    assert "steered = vector.attach(model, tokenizer=tokenizer)  # dynamic SVDecode" in text
+    assert "steered = steerkit.attach(vector, model, tokenizer=tokenizer)  # dynamic SVDecode" in text
     assert "- dynamic μ̄ = **-1.5** (chosen by `median/paper`)" in text
     assert "| median | -1.5 | -6 | -0.5 | -2 |" in text
     assert "| fit | -3 | | -1 | |" in text
@@ -250,8 +251,8 @@ def test_card_renders_evaluation_quantiles_and_static_usage() -> None:
     }
     config = dataclasses.replace(plain.config, calibration=calibration, evaluation=evaluation)
     vector = SteeringVector(task_vector=plain.task_vector, config=config)
-    text = render_card(vector)
-    assert text == render_card(vector)  # deterministic
+    text = render_card(vector.config, has_adapter=False)
+    assert text == render_card(vector.config, has_adapter=False)  # deterministic
     assert "- mean KL(warm ‖ base) per token (nats): 0.25" in text
     assert "| quantile | exact | paper |\n|---|---|---|\n| 0.1 | -9 | -3 |\n| 0.5 | -4 | -1 |" in text
     assert (
@@ -259,8 +260,8 @@ def test_card_renders_evaluation_quantiles_and_static_usage() -> None:
         "| base / mc2 | 0.45 |  | 100 |\n| static / mc2 | 0.5 | [0.4, 0.6] | 100 |\n"
     ) in text
     assert "per_item" not in text
-    assert 'steered = vector.attach(model, tokenizer=tokenizer, mode="static")' in text  # no adapter: static
-    assert 'SteeringVector.load("path/to/this-vector")' in text
+    assert 'steered = steerkit.attach(vector, model, tokenizer=tokenizer, mode="static")' in text  # no adapter: static
+    assert 'steerkit.load("path/to/this-vector")' in text
 
 
 def test_card_omits_a_local_base_model_from_the_metadata() -> None:
@@ -270,7 +271,7 @@ def test_card_omits_a_local_base_model_from_the_metadata() -> None:
         ("/cache/steerkit/models/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
     ]:
         config = dataclasses.replace(plain.config, base_model={"name_or_path": path, "revision": None})
-        card = ModelCard(render_card(SteeringVector(task_vector=plain.task_vector, config=config)))
+        card = ModelCard(render_card(config, has_adapter=False))
         assert card.data.library_name == "steerkit"
         assert card.data.base_model == expected
     assert hub_model_id("gpt2") == "gpt2"

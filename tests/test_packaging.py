@@ -92,7 +92,7 @@ def test_editable_install_imports_both_packages_from_anywhere(tmp_path: Path) ->
 
 def test_steerkit_never_imports_the_cli_stack(tmp_path: Path) -> None:
     code = (
-        "import sys, steerkit, steerkit.svdecode, steerkit.artifact, steerkit.errors, steerkit.constants; "
+        "import sys, steerkit, steerkit.svdecode, steerkit.vector, steerkit.errors, steerkit.constants; "
         "print(sorted(m for m in ('typer', 'rich', 'steerkit_cli', 'transformers', 'peft') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)

@@ -10,16 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steerkit import svdecode
-from steerkit.svdecode import (
-    TokenTerms,
-    aggregate_mu,
-    confidence_mask,
-    fit_mu,
-    mu_star,
-    mu_terms,
-    steer,
-    steering_delta,
-)
+from steerkit.svdecode import aggregate_mu, confidence_mask, mu_star, mu_terms, steer, steering_delta
+from steerkit.terms import TokenTerms, fit_mu
 
 NEG_INF = float("-inf")
 

@@ -12,6 +12,7 @@ from tiny import tiny_tokenizer
 from steerkit.data import data_sha256
 from steerkit.errors import InvalidOptionError
 from steerkit.evaluate import evaluate_mc
+from steerkit.scoring import Steering
 from steerkit.tune import default_grid, search_mu, tune_mu
 
 GRID = [-100.0, -30.0, -10.0, -3.0, -1.0, 0.0, 1.0, 3.0, 10.0, 30.0, 100.0]
@@ -31,9 +32,7 @@ def brute_force(peft: Any, tok: Any, vector: Any, mode: str, metric: str) -> lis
     """A full evaluate_mc (forward passes included) at every grid point."""
     out = []
     for mu in GRID:
-        res = evaluate_mc(
-            peft, ITEMS, tokenizer=tok, steering={"vector": vector, "mode": mode, "mu": mu}, n_bootstrap=0
-        )
+        res = evaluate_mc(peft, ITEMS, tokenizer=tok, steering=Steering(vector, mode=mode, mu=mu), n_bootstrap=0)
         out.append((mu, res[metric]["value"]))
     return out
 
@@ -65,7 +64,7 @@ def test_refinement_only_improves(peft: Any, tok: Any) -> None:
     i = GRID.index(coarse.best)
     lo, hi = GRID[max(i - 1, 0)], GRID[min(i + 1, len(GRID) - 1)]
     assert all(lo <= mu <= hi for mu, _ in fine.refined)
-    res = evaluate_mc(peft, ITEMS, tokenizer=tok, steering={"vector": vector, "mu": fine.best}, n_bootstrap=0)
+    res = evaluate_mc(peft, ITEMS, tokenizer=tok, steering=Steering(vector, mu=fine.best), n_bootstrap=0)
     assert res["mc2"]["value"] == pytest.approx(fine.value, abs=1e-9)
 
 

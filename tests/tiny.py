@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from steerkit.artifact import MuStats, SteerConfig, SteeringVector
+from steerkit.config import MuStats, SteerConfig
+from steerkit.vector import SteeringVector
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = list(string.printable[:95])  # digits, letters, punctuation, space

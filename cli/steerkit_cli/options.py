@@ -1,4 +1,5 @@
-"""Shared ``Annotated`` option aliases, so every command spells the same option the same way.
+"""What ``--help`` shows: shared ``Annotated`` option aliases (so every command spells the same option the same
+way) and the examples epilog every command ends its help with.
 
 Only ``typer`` is imported here: this module is loaded for ``steerkit --help``.
 """
@@ -26,7 +27,9 @@ __all__ = [
     "StrictOpt",
     "TokenOpt",
     "VectorArg",
+    "examples",
 ]
+
 
 JsonOpt = Annotated[
     bool,
@@ -98,3 +101,8 @@ StrictOpt = Annotated[
     bool,
     typer.Option("--strict/--no-strict", help="Refuse a tokenizer that differs from the vector's (else warn)."),
 ]
+
+
+def examples(*lines: str) -> str:
+    """A ``--help`` epilog listing example invocations (one per line in the rendered help)."""
+    return "[bold]Examples[/bold]\n\n" + "\n\n".join(f"  [cyan]$ {line}[/cyan]" for line in lines)

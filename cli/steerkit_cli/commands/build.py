@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from steerkit_cli.common import check_out, fmt_float, load_data, load_model_for, table
+from steerkit_cli.errors import command
 from steerkit_cli.options import (
     BatchSizeOpt,
     ForceOpt,
@@ -18,8 +18,14 @@ from steerkit_cli.options import (
     OfflineOpt,
     OutOpt,
     TokenOpt,
+    examples,
 )
-from steerkit_cli.output import Output, command, examples
+from steerkit_cli.output import Output
+from steerkit_cli.render import fmt_float, table
+from steerkit_cli.resolve import check_out, load_data, load_model_for
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @command
@@ -73,19 +79,19 @@ def build(
         "mu_static": config.mu_static.to_dict(),
         "task_vector_sha256": config.task_vector_sha256,
     }
+    out.result(result, lambda console: _render_build(console, result, config))
 
-    def render(console: Any) -> None:
-        console.print(
-            f"Built a steering vector over {result['n_tokens']} completion tokens of {result['n_examples']} pairs "
-            f"(V = {config.vocab_size})"
-        )
-        t = table("", "μ (dynamic)", "μ_s (static)")
-        t.add_row(f"default ({config.mu.chosen_by})", fmt_float(config.mu.value), fmt_float(config.mu_static.value))
-        t.add_row("fit", fmt_float(config.mu.fit), fmt_float(config.mu_static.fit))
-        console.print(t)
-        console.print(f"Saved to [bold]{out_dir}[/]")
 
-    out.result(result, render)
+def _render_build(console: Console, result: dict[str, Any], config: Any) -> None:
+    console.print(
+        f"Built a steering vector over {result['n_tokens']} completion tokens of {result['n_examples']} pairs "
+        f"(V = {config.vocab_size})"
+    )
+    t = table("", "μ (dynamic)", "μ_s (static)")
+    t.add_row(f"default ({config.mu.chosen_by})", fmt_float(config.mu.value), fmt_float(config.mu_static.value))
+    t.add_row("fit", fmt_float(config.mu.fit), fmt_float(config.mu_static.fit))
+    console.print(t)
+    console.print(f"Saved to [bold]{result['out']}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from steerkit_cli.common import quiet_libraries, table
-from steerkit_cli.options import ForceOpt, JsonOpt
-from steerkit_cli.output import CliError, Output, command, examples
+from steerkit_cli.errors import CliError, command
+from steerkit_cli.options import ForceOpt, JsonOpt, examples
+from steerkit_cli.output import Output
+from steerkit_cli.render import render_table, table
+from steerkit_cli.resolve import quiet_libraries
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @command
@@ -79,12 +84,11 @@ def demo(
         "evaluation": res.evaluation,
         "seconds": res.seconds,
     }
-    out.result(result, lambda console: _render(console, res))
+    out.result(result, lambda console: _render_demo(console, res))
 
 
-def _render(console: Any, res: Any) -> None:
+def _render_demo(console: Console, res: Any) -> None:
     from steerkit.demo import verdict
-    from steerkit_cli.commands.evaluate import render_table
 
     vector = res.vector
     console.print(

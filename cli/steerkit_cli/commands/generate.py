@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from steerkit_cli.common import load_model_for, load_vector
+from steerkit_cli.errors import CliError, command
 from steerkit_cli.options import (
     CacheDirOpt,
     EndpointOpt,
@@ -18,8 +18,14 @@ from steerkit_cli.options import (
     StrictOpt,
     TokenOpt,
     VectorArg,
+    examples,
 )
-from steerkit_cli.output import CliError, Output, command, examples
+from steerkit_cli.output import Output
+from steerkit_cli.render import table
+from steerkit_cli.resolve import load_model_for, load_vector
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: --mode → the settings of steerkit.demo.generate_settings it runs.
 MODES: dict[str, tuple[str, ...]] = {
@@ -77,24 +83,15 @@ def generate(
     out: Output,
 ) -> None:
     """Generate text steered by a vector; --mode compare shows unsteered and steered outputs side by side."""
-    if mode not in MODES:
-        raise CliError(f"unknown --mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
-    if mu is not None and mode in ("off", "warm"):
-        raise CliError(
-            f"--mu and --mode {mode} are mutually exclusive: mode {mode} does not steer",
-            hint="drop --mu, or use --mode dynamic / static / compare",
-        )
     sampling: dict[str, Any] = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
-    given = [f"--{name.replace('_', '-')}" for name, value in sampling.items() if value is not None]
-    if given and not do_sample:
-        raise CliError(f"{', '.join(given)} only apply with --do-sample", hint="add --do-sample, or drop them")
+    _check_options(mode, mu=mu, do_sample=do_sample, sampling=sampling)
     vector = load_vector(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
     model, tokenizer = load_model_for(
         out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
     )
-    from steerkit.demo import generate_settings
+    from steerkit.compare import generate_settings
 
     settings = MODES[mode]
     with out.progress() as task:
@@ -120,21 +117,34 @@ def generate(
         "outputs": rows,
     }
 
-    def render(console: Any) -> None:
-        from steerkit_cli.common import table
+    out.result(result, lambda console: _render_generate(console, rows, settings))
 
-        if len(settings) == 1:
-            for row in rows:
-                console.print(f"[dim]{row['prompt']}[/]", end="")
-                console.print(row[settings[0]], markup=False, highlight=False)
-            return
+
+def _check_options(mode: str, *, mu: float | None, do_sample: bool, sampling: dict[str, Any]) -> None:
+    """Refuse, before any model is loaded, an unknown --mode and options that do not go together."""
+    if mode not in MODES:
+        raise CliError(f"unknown --mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    if mu is not None and mode in ("off", "warm"):
+        raise CliError(
+            f"--mu and --mode {mode} are mutually exclusive: mode {mode} does not steer",
+            hint="drop --mu, or use --mode dynamic / static / compare",
+        )
+    given = [f"--{name.replace('_', '-')}" for name, value in sampling.items() if value is not None]
+    if given and not do_sample:
+        raise CliError(f"{', '.join(given)} only apply with --do-sample", hint="add --do-sample, or drop them")
+
+
+def _render_generate(console: Console, rows: list[dict[str, Any]], settings: tuple[str, ...]) -> None:
+    if len(settings) == 1:
         for row in rows:
-            t = table("setting", "continuation", title=f"Prompt: {row['prompt']!r}")
-            for s in settings:
-                t.add_row(s, repr(row[s]))
-            console.print(t)
-
-    out.result(result, render)
+            console.print(f"[dim]{row['prompt']}[/]", end="")
+            console.print(row[settings[0]], markup=False, highlight=False)
+        return
+    for row in rows:
+        t = table("setting", "continuation", title=f"Prompt: {row['prompt']!r}")
+        for s in settings:
+            t.add_row(s, repr(row[s]))
+        console.print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from steerkit_cli.common import check_out
-from steerkit_cli.options import CacheDirOpt, EndpointOpt, ForceOpt, JsonOpt, OfflineOpt, TokenOpt
-from steerkit_cli.output import Output, command, examples
+from steerkit_cli.errors import command
+from steerkit_cli.options import CacheDirOpt, EndpointOpt, ForceOpt, JsonOpt, OfflineOpt, TokenOpt, examples
+from steerkit_cli.output import Output
+from steerkit_cli.resolve import check_out
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @command
@@ -33,21 +37,19 @@ def pull(
     """Download a steering artifact from the Hub (only its files), verify it, and report where it is."""
     if to is not None:
         check_out(to, force=force)
-    from steerkit.artifact import SteeringVector
-    from steerkit.hub import download_artifact
+    from steerkit.vector import pull as pull_vector
 
     with out.status(f"pulling {repo_id}"):
-        folder = download_artifact(
+        vector, folder = pull_vector(
             repo_id,
+            to=to,
+            overwrite=force,
             revision=revision,
             token=token,
             cache_dir=cache_dir,
             local_files_only=offline,
             endpoint=endpoint,
         )
-    vector = SteeringVector.load(folder)
-    if to is not None:
-        vector.save(to, overwrite=force)
     result = {
         "repo_id": repo_id,
         "revision": revision or "main",
@@ -59,17 +61,18 @@ def pull(
         "mu": vector.mu,
         "mu_static": vector.mu_static,
     }
+    out.result(result, lambda console: _render_pull(console, result))
 
-    def render(console: Any) -> None:
-        console.print(
-            f"Pulled [bold]{repo_id}[/] ({result['revision']}, commit {folder.name[:12]}) to {result['path']}"
-        )
-        console.print(
-            f"base model {result['base_model']}, V = {vector.vocab_size}, μ = {vector.mu:.4g}, "
-            f"μ_s = {vector.mu_static:.4g}"
-        )
 
-    out.result(result, render)
+def _render_pull(console: Console, result: dict[str, Any]) -> None:
+    console.print(
+        f"Pulled [bold]{result['repo_id']}[/] ({result['revision']}, commit {result['commit'][:12]}) "
+        f"to {result['path']}"
+    )
+    console.print(
+        f"base model {result['base_model']}, V = {result['vocab_size']}, μ = {result['mu']:.4g}, "
+        f"μ_s = {result['mu_static']:.4g}"
+    )
 
 
 def register(app: typer.Typer) -> None:

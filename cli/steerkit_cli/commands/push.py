@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from steerkit_cli.common import load_vector
-from steerkit_cli.options import EndpointOpt, JsonOpt, TokenOpt, VectorArg
-from steerkit_cli.output import Output, command, examples
+from steerkit_cli.errors import command
+from steerkit_cli.options import EndpointOpt, JsonOpt, TokenOpt, VectorArg, examples
+from steerkit_cli.output import Output
+from steerkit_cli.resolve import load_vector
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @command
@@ -28,11 +32,8 @@ def push(
 ) -> None:
     """Push a steering artifact (vector, config, adapter, model card) to the Hub."""
     vector = load_vector(vector_spec)
-    from steerkit.hub import push_to_hub
-
     with out.status(f"pushing to {repo_id}"):
-        url = push_to_hub(
-            vector,
+        url = vector.push_to_hub(
             repo_id,
             private=private,
             revision=revision,
@@ -41,12 +42,12 @@ def push(
             endpoint=endpoint,
         )
     result = {"repo_id": repo_id, "revision": revision or "main", "commit_url": url}
+    out.result(result, lambda console: _render_push(console, result))
 
-    def render(console: Any) -> None:
-        console.print(f"Pushed to [bold]{repo_id}[/] ({result['revision']}): {url}")
-        console.print(f"Load it with: steerkit pull {repo_id}")
 
-    out.result(result, render)
+def _render_push(console: Console, result: dict[str, Any]) -> None:
+    console.print(f"Pushed to [bold]{result['repo_id']}[/] ({result['revision']}): {result['commit_url']}")
+    console.print(f"Load it with: steerkit pull {result['repo_id']}")
 
 
 def register(app: typer.Typer) -> None:

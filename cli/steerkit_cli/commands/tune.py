@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from steerkit_cli.common import check_out, load_data, load_model_for, load_vector
+from steerkit_cli.errors import CliError, command
 from steerkit_cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
@@ -23,8 +23,13 @@ from steerkit_cli.options import (
     StrictOpt,
     TokenOpt,
     VectorArg,
+    examples,
 )
-from steerkit_cli.output import CliError, Output, command, examples
+from steerkit_cli.output import Output
+from steerkit_cli.resolve import check_out, load_data, load_model_for, load_vector
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @command
@@ -98,15 +103,17 @@ def tune(
         "n": len(items),
     }
 
-    def render(console: Any) -> None:
-        name = "μ_s" if mode == "static" else "μ"
-        console.print(
-            f"{name} = {found.best:.4g} maximises {chosen_metric} on {len(items)} calibration items: "
-            f"{found.value:.3f} (at {name} = 0: {at_zero:.3f}; previous {name} = {before:.4g})"
-        )
-        console.print(f"Saved the tuned vector to [bold]{out_dir}[/]")
+    out.result(result, lambda console: _render_tune(console, result))
 
-    out.result(result, render)
+
+def _render_tune(console: Console, result: dict[str, Any]) -> None:
+    name = "μ_s" if result["mode"] == "static" else "μ"
+    console.print(
+        f"{name} = {result['mu']:.4g} maximises {result['metric']} on {result['n']} calibration items: "
+        f"{result['value']:.3f} (at {name} = 0: {result['value_at_zero']:.3f}; "
+        f"previous {name} = {result['previous_mu']:.4g})"
+    )
+    console.print(f"Saved the tuned vector to [bold]{result['out']}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from steerkit_cli.common import load_model_for, load_vector
+from steerkit_cli.errors import command
 from steerkit_cli.options import (
     CacheDirOpt,
     EndpointOpt,
@@ -19,8 +19,13 @@ from steerkit_cli.options import (
     StrictOpt,
     TokenOpt,
     VectorArg,
+    examples,
 )
-from steerkit_cli.output import Output, command, examples
+from steerkit_cli.output import Output
+from steerkit_cli.resolve import load_model_for, load_vector
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @command
@@ -45,7 +50,7 @@ def validate(
     model, tokenizer = load_model_for(
         out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
     )
-    from steerkit.compat import check_compatible
+    from steerkit.compatibility import check_compatible
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -60,15 +65,16 @@ def validate(
         "warnings": notes,
     }
 
-    def render(console: Any) -> None:
-        console.print(
-            f"[green]compatible[/]: logits width {compat.logits_width} = vocab_size {vector.vocab_size}, "
-            f"{compat.n_tokens} real tokens" + (" (padded vocabulary)" if compat.padded else "")
-        )
-        for note in notes:
-            out.err.print(f"[yellow]Warning:[/] {note}")
+    out.result(result, lambda console: _render_validate(console, result, err=out.err))
 
-    out.result(result, render)
+
+def _render_validate(console: Console, result: dict[str, Any], *, err: Console) -> None:
+    console.print(
+        f"[green]compatible[/]: logits width {result['logits_width']} = vocab_size {result['vocab_size']}, "
+        f"{result['n_tokens']} real tokens" + (" (padded vocabulary)" if result["padded"] else "")
+    )
+    for note in result["warnings"]:
+        err.print(f"[yellow]Warning:[/] {note}")
 
 
 def register(app: typer.Typer) -> None:

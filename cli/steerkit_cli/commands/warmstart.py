@@ -6,11 +6,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from steerkit_cli.common import check_out, load_data, load_model_for
+from steerkit_cli.errors import command
 from steerkit_cli.options import (
     BatchSizeOpt,
     ForceOpt,
@@ -21,8 +21,13 @@ from steerkit_cli.options import (
     OfflineOpt,
     OutOpt,
     TokenOpt,
+    examples,
 )
-from steerkit_cli.output import Output, command, examples
+from steerkit_cli.output import Output
+from steerkit_cli.resolve import check_out, load_data, load_model_for
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 METHODS = ("lora", "ia3", "prompt_tuning", "p_tuning")
 
@@ -82,15 +87,16 @@ def warmstart(
         "loss_last": losses[-1],
     }
 
-    def render(console: Any) -> None:
-        console.print(
-            f"Warm-started a [bold]{method}[/] adapter on {len(pairs)} pairs: {len(losses)} steps, "
-            f"loss {losses[0]:.4f} → {losses[-1]:.4f}"
-        )
-        console.print(f"Saved the adapter to [bold]{out_dir}[/]")
-        console.print(f"Next: steerkit build {base} {out_dir} {data} --out my-vector")
+    out.result(result, lambda console: _render_warmstart(console, result, base=base, data=data))
 
-    out.result(result, render)
+
+def _render_warmstart(console: Console, result: dict[str, Any], *, base: str, data: Path) -> None:
+    console.print(
+        f"Warm-started a [bold]{result['method']}[/] adapter on {result['examples']} pairs: {result['steps']} steps, "
+        f"loss {result['loss_first']:.4f} → {result['loss_last']:.4f}"
+    )
+    console.print(f"Saved the adapter to [bold]{result['out']}[/]")
+    console.print(f"Next: steerkit build {base} {result['out']} {data} --out my-vector")
 
 
 def _save_adapter(peft_model: object, target: Path) -> None:

@@ -1,4 +1,4 @@
-"""Helpers the commands share: resolving vectors, models and data, guarding output folders, small renderers.
+"""Resolving a command's inputs: steering vectors, models, tokenizers and data; guarding output folders.
 
 Everything heavy (torch, transformers, steerkit) is imported inside the functions, which only run inside
 commands, never for ``--help``.
@@ -7,25 +7,23 @@ commands, never for ``--help``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steerkit_cli.output import CliError, Output
+from steerkit_cli.errors import CliError
+from steerkit_cli.output import Output
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
-    from steerkit.artifact import SteeringVector
+    from steerkit.vector import SteeringVector
 
 __all__ = [
     "check_out",
-    "fmt_ci",
-    "fmt_float",
     "load_data",
     "load_model_for",
     "load_vector",
     "quiet_libraries",
-    "table",
+    "token_decoder",
 ]
 
 
@@ -47,20 +45,10 @@ def load_vector(
     endpoint: str | None = None,
     offline: bool = False,
 ) -> SteeringVector:
-    """A steering vector from a local folder (wins) or a Hub repo id, verified."""
-    from steerkit.artifact import SteeringVector
-    from steerkit.errors import ArtifactNotFoundError
+    """A steering vector from a local folder (wins) or a Hub repo id, read and verified once (``steerkit.load``)."""
+    from steerkit.vector import load
 
-    path = Path(spec)
-    if not path.is_dir() and (path.exists() or spec.count("/") != 1 or spec.startswith((".", "/", "~"))):
-        raise ArtifactNotFoundError(
-            f"no steering artifact at '{spec}'",
-            hint="give an artifact folder (from `steerkit build`) or a Hub repo id like user/name",
-            path=spec,
-        )
-    return SteeringVector.load(
-        spec, revision=revision, token=token, cache_dir=cache_dir, local_files_only=offline, endpoint=endpoint
-    )
+    return load(spec, revision=revision, token=token, cache_dir=cache_dir, local_files_only=offline, endpoint=endpoint)
 
 
 def load_model_for(
@@ -93,7 +81,7 @@ def load_model_for(
 
 def load_data(source: Path, *, items: bool, max_examples: int | None = None) -> list[dict[str, Any]]:
     """Pairs (``items=False``) or multiple-choice items from a data file, cut to ``max_examples``."""
-    from steerkit.data import load_items, load_pairs
+    from steerkit.readers import load_items, load_pairs
 
     records = load_items(source) if items else load_pairs(source)
     return records[:max_examples] if max_examples else records
@@ -117,30 +105,27 @@ def check_out(path: Path, *, force: bool) -> None:
         )
 
 
-def fmt_float(value: float | None, digits: int = 4) -> str:
-    """A float for tables (``-`` for ``None``)."""
-    return "-" if value is None else f"{value:.{digits}g}"
+def token_decoder(out: Output, spec: str | None, *, offline: bool) -> Callable[[int], str]:
+    """``id → text`` with the tokenizer of ``spec``; ``<id>`` placeholders when it cannot be loaded."""
+    if spec:
+        quiet_libraries()
+        tok = _auto_tokenizer(out, spec, offline=offline)
+        if tok is not None:
+            return lambda i: tok.decode([i])
+    out.log("no tokenizer available: showing token ids (pass --tokenizer)")
+    return lambda i: f"<{i}>"
 
 
-def fmt_ci(metric: dict[str, Any]) -> str:
-    """``0.725 [0.575, 0.850]`` from ``{"value", "ci_low", "ci_high"}``."""
-    text = f"{metric['value']:.3f}"
-    if metric.get("ci_low") is not None and metric.get("ci_high") is not None:
-        text += f" [{metric['ci_low']:.3f}, {metric['ci_high']:.3f}]"
-    return text
+def _auto_tokenizer(out: Output, spec: str, *, offline: bool) -> Any:
+    """The tokenizer of a model folder, ``.gguf`` file or Hub id, or ``None`` (a nicety here: ids still work)."""
+    try:
+        if spec.endswith(".gguf"):
+            from transformers import AutoTokenizer
 
+            return AutoTokenizer.from_pretrained(str(Path(spec).parent), gguf_file=Path(spec).name)
+        from transformers import AutoTokenizer
 
-def fmt_delta(delta: dict[str, Any] | None) -> str:
-    """``+0.058 [+0.020, +0.102]`` from ``{"difference", "ci_low", "ci_high"}`` (``-`` for ``None``)."""
-    if delta is None:
-        return "-"
-    return f"{delta['difference']:+.3f} [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}]"
-
-
-def table(*columns: str, title: str | None = None) -> Table:
-    """A plain rich table with the given column headers."""
-    from rich import box
-    from rich.table import Table
-
-    t = Table(*columns, title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold")
-    return t
+        return AutoTokenizer.from_pretrained(spec, local_files_only=offline or Path(spec).is_dir())
+    except Exception:  # any failure: fall back to ids
+        out.log(f"could not load a tokenizer from {spec!r}")
+        return None

@@ -14,9 +14,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from steerkit.artifact import SteeringVector
 from steerkit.errors import IncompatibleModelError
 from steerkit.models import logits_width, tokenizer_fingerprint
+from steerkit.vector import SteeringVector
 
 __all__ = [
     "BaseModelMismatchWarning",

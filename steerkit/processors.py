@@ -1,0 +1,299 @@
+"""The logits processors: :class:`StaticSteeringProcessor` and :class:`DynamicSteeringProcessor`.
+
+Both apply DESIGN §1's decode rule to the scores ``generate`` hands them (already processed by the processors
+before them, e.g. a repetition penalty: those warm scores are ``z_φ``):
+
+- static: ``ẑ = z + μ_s·(keep ⊙ v)``, ``keep`` the confidence mask of the current scores; one mask and one vector
+  add per step, no second forward pass, any model with the same vocabulary;
+- dynamic (the paper's SVDecode): at every step the base-model logits for the same rows (the PEFT adapter
+  disabled, its own KV cache advanced by the new tokens only, rows reordered when beam search reorders them), or
+  the base half of a shared forward (:mod:`steerkit.shared_forward`), then ``ẑ = z_φ + μ̄·δ̂`` with the ``−inf``
+  filter on masked tokens by default.
+
+Rows past the tokenizer length in a padded vocabulary are never steered (zero direction, outside the mask).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import LogitsProcessor
+
+from steerkit._hf import AdapterSwitch, all_ids, cache_arg, first_id, new_cache
+from steerkit.errors import InvalidOptionError
+from steerkit.svdecode import confidence_mask, steer, steering_direction
+
+
+def row_mu(mu: float | Tensor, batch: int) -> float | Tensor:
+    """μ for ``batch`` rows: a float as is; a ``[b]`` tensor repeated (interleaved) when generate expanded rows."""
+    if not isinstance(mu, Tensor):
+        return float(mu)
+    if mu.dim() == 0:
+        return float(mu)
+    rows = mu.shape[0]
+    if rows == batch:
+        return mu
+    if rows > 0 and batch % rows == 0:
+        return mu.repeat_interleave(batch // rows)
+    raise InvalidOptionError(
+        f"mu has {rows} per-row strengths but generate is decoding {batch} rows",
+        hint="give one μ per prompt (rows are repeated for num_beams / num_return_sequences) or a single float",
+        expected=batch,
+        got=rows,
+    )
+
+
+def check_mu(mu: float | Tensor) -> float | Tensor:
+    if isinstance(mu, Tensor):
+        if mu.dim() > 1:
+            raise InvalidOptionError(f"mu must be a float or a 1-D [batch] tensor, got shape {tuple(mu.shape)}")
+        if not bool(torch.isfinite(mu).all()):
+            raise InvalidOptionError("mu has non-finite entries", hint="give finite strengths")
+        return mu.detach().to(torch.float32)
+    value = float(mu)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidOptionError(f"mu must be finite, got {mu!r}", hint="give a finite strength")
+    return value
+
+
+class StaticSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
+    """``ẑ = z + μ_s·(keep ⊙ v)`` with ``keep`` from the scores it receives (steerkit's static mode).
+
+    Args:
+        vector: The task vector ``v`` ``[V]``.
+        mu: Strength μ_s: a float, or a ``[batch]`` tensor (one per prompt; repeated for beams/return sequences).
+        alpha: Confidence threshold of the mask.
+        n_tokens: Real-token rows (the rest is vocabulary padding and is never steered).
+        filter_masked: Also set masked tokens to ``−inf`` (off by default: DESIGN §1's static rule has no filter).
+
+    Example:
+        >>> proc = StaticSteeringProcessor(vector.task_vector, -0.5)           # doctest: +SKIP
+        >>> model.generate(**batch, logits_processor=LogitsProcessorList([proc]))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        vector: Tensor,
+        mu: float | Tensor,
+        *,
+        alpha: float = 0.1,
+        n_tokens: int | None = None,
+        filter_masked: bool = False,
+    ) -> None:
+        self.vector = vector.detach().to(torch.float32)
+        self.mu = check_mu(mu)
+        self.alpha = alpha
+        self.n_tokens = n_tokens
+        self.filter_masked = filter_masked
+        self._scaled: tuple[tuple[Any, ...], Tensor] | None = None
+
+    def _step(self, mu: float | Tensor, like: Tensor) -> Tensor:
+        """``μ·v`` (zero on padding rows): ``[V]`` for a float μ, kept between steps; ``[batch, V]`` per row."""
+        if isinstance(mu, Tensor):
+            v = self.vector.to(device=like.device, dtype=like.dtype)
+            return mu.to(device=like.device, dtype=like.dtype)[:, None] * v
+        key = (mu, like.dtype, like.device)
+        if self._scaled is None or self._scaled[0] != key:
+            step = mu * self.vector.to(device=like.device, dtype=like.dtype)
+            if self.n_tokens is not None and self.n_tokens < step.shape[-1]:
+                step[self.n_tokens :] = 0.0
+            self._scaled = (key, step)
+        return self._scaled[1]
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        """Steer one step's scores ``[batch, V]``: one mask and one masked add (``μ·v`` is computed once)."""
+        keep = confidence_mask(scores, alpha=self.alpha)
+        if self.n_tokens is not None and self.n_tokens < scores.shape[-1]:
+            keep[..., self.n_tokens :] = False
+        z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+        mu = row_mu(self.mu, scores.shape[0])
+        if isinstance(mu, Tensor) or mu != 0.0:
+            out = z + torch.where(keep, self._step(mu, z), torch.zeros((), dtype=z.dtype, device=z.device))
+        else:
+            out = z.clone()
+        if self.filter_masked:
+            out.masked_fill_(~keep, float("-inf"))
+        return out
+
+
+class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
+    """The paper's SVDecode: δ̂ from the warm scores and the base model's logits for the same rows, every step.
+
+    The base logits come from ``peft_model`` with its adapter disabled (``disable_adapter()``), through the
+    processor's own KV cache: the first call runs the whole (left-padded) prompt, later calls only the new
+    tokens. Before each step the rows ``generate`` hands over are matched with the rows the cache has seen
+    (beam search reorders and duplicates rows): matched rows reorder the cache (``reorder_cache``); a row
+    whose history no cached row has triggers a full recompute, as does a new prompt.
+
+    The attention mask of the prompt is the one given to :meth:`reset` (repeated for beams and return
+    sequences) or, like ``generate``, inferred from pad tokens when the pad token differs from EOS; generated
+    tokens are always attended, as in ``generate``. Position ids follow ``generate``: ``cumsum(mask) − 1``.
+
+    Args:
+        peft_model: The warm model, a ``PeftModel``; the base model is the same weights with the adapter off.
+        mu: Strength μ̄: a float or a ``[batch]`` tensor.
+        alpha: Confidence threshold of the mask.
+        n_tokens: Real-token rows (the rest is vocabulary padding and is never steered).
+        filter_masked: Set masked tokens to ``−inf`` (the paper's λ = −∞; on by default).
+        use_cache: Keep a KV cache for the base model (``False`` recomputes the full base forward every step).
+    """
+
+    def __init__(
+        self,
+        peft_model: Any,
+        mu: float | Tensor,
+        *,
+        alpha: float = 0.1,
+        n_tokens: int | None = None,
+        filter_masked: bool = True,
+        use_cache: bool = True,
+    ) -> None:
+        self.peft_model = peft_model
+        self.mu = check_mu(mu)
+        self.alpha = alpha
+        self.n_tokens = n_tokens
+        self.filter_masked = filter_masked
+        self.use_cache = use_cache
+        base = peft_model.get_base_model()
+        self._base = base
+        self._switch = AdapterSwitch(peft_model)
+        self._keep_arg = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.cache_arg = cache_arg(base)
+        gen = getattr(base, "generation_config", None)
+        self.pad_token_id = first_id(getattr(gen, "pad_token_id", None))
+        self.eos_token_ids = all_ids(getattr(gen, "eos_token_id", None))
+        self.calls = 0  # base forwards run (for tests and diagnostics)
+        self.recomputes = 0  # full-prompt forwards among them
+        self.reorders = 0  # steps at which the cache rows were reordered (beam search)
+        self.shared_base: Tensor | None = None  # base logits of this step from a shared forward (Steered.generate)
+        self.shared_steps = 0  # steps served by a shared forward instead of a base forward of its own
+        self.reset()
+
+    def reset(self, attention_mask: Tensor | None = None) -> None:
+        """Forget the cache; the next call runs its whole input.
+
+        Args:
+            attention_mask: The prompt's attention mask ``[b, P]`` (as given to ``generate``), used for the
+                prompt part of rows; ``None`` infers it from pad tokens.
+        """
+        self._cache: Any = None
+        self._seen: Tensor | None = None
+        self._mask: Tensor | None = None
+        self._prompt_len: int | None = None
+        self._given_mask = attention_mask
+        self.shared_base = None
+
+    # -- base logits ------------------------------------------------------------------------------------
+
+    def receive_base(self, logits: Tensor | None) -> None:
+        """Take this step's base logits ``[batch, V]`` from a shared forward (``None`` clears them)."""
+        self.shared_base = logits
+
+    def _prompt_mask(self, prompt: Tensor) -> Tensor:
+        batch, length = prompt.shape
+        given = self._given_mask
+        if given is not None and given.dim() == 2 and given.shape[1] == length and batch % given.shape[0] == 0:
+            return given.to(device=prompt.device, dtype=torch.long).repeat_interleave(batch // given.shape[0], dim=0)
+        ones = torch.ones_like(prompt, dtype=torch.long)
+        pad = self.pad_token_id
+        if pad is None or pad in self.eos_token_ids or not bool((prompt == pad).any()):
+            return ones  # what generate infers in this case
+        return (prompt != pad).long()
+
+    def _full_mask(self, input_ids: Tensor) -> Tensor:
+        if self._prompt_len is None or self._prompt_len > input_ids.shape[1]:
+            self._prompt_len = input_ids.shape[1]
+        p = self._prompt_len
+        prompt_mask = self._prompt_mask(input_ids[:, :p])
+        rest = torch.ones_like(input_ids[:, p:], dtype=torch.long)
+        return torch.cat([prompt_mask, rest], dim=1)
+
+    def _forward(self, ids: Tensor, mask: Tensor, cache: Any) -> Tensor:
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -ids.shape[1] :]
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "use_cache": cache is not None,
+        }
+        if cache is not None:
+            kwargs[self.cache_arg] = cache
+        if self._keep_arg:
+            kwargs["logits_to_keep"] = 1
+        with torch.no_grad(), self._switch.off():
+            out = self._base(**kwargs)
+        self.calls += 1
+        logits: Tensor = out.logits[:, -1, :].float()
+        return logits
+
+    def _continues_prompt(self, input_ids: Tensor) -> bool:
+        """Whether ``input_ids`` continue the prompt the cache saw (a mid-generation recompute)."""
+        p = self._prompt_len
+        if self._seen is None or p is None or p > input_ids.shape[1]:
+            return False
+        same = (input_ids[:, None, :p] == self._seen[None, :, :p]).all(dim=-1)
+        return bool(same.any(dim=1).all())
+
+    def _match_rows(self, prefix: Tensor) -> Tensor | None:
+        """For each row of ``prefix``, a cached row with the same history (``None`` if one has none)."""
+        assert self._seen is not None
+        if self._seen.shape == prefix.shape and torch.equal(self._seen, prefix):
+            return torch.arange(prefix.shape[0], device=prefix.device)
+        same = (prefix[:, None, :] == self._seen[None, :, :]).all(dim=-1)  # [new rows, cached rows]
+        if not bool(same.any(dim=1).all()):
+            return None
+        return same.long().argmax(dim=1)
+
+    def base_logits(self, input_ids: Tensor) -> Tensor:
+        """Base-model logits ``[batch, V]`` (float32) for the next token of every row of ``input_ids``.
+
+        Args:
+            input_ids: The rows as ``generate`` hands them to processors ``[batch, length]``.
+
+        Returns:
+            The last-position base logits, as a full recompute without cache would give them.
+        """
+        if self.use_cache and self._seen is not None and self._mask is not None:
+            seen = self._seen.shape[1]
+            if seen < input_ids.shape[1]:
+                order = self._match_rows(input_ids[:, :seen])
+                if order is not None:
+                    identity = order.shape[0] == self._seen.shape[0] and bool(
+                        (order == torch.arange(order.shape[0], device=order.device)).all()
+                    )
+                    mask = self._mask
+                    if not identity:
+                        self._cache.reorder_cache(order)
+                        self.reorders += 1
+                        mask = mask.index_select(0, order)
+                    new = input_ids[:, seen:]
+                    mask = torch.cat([mask, torch.ones_like(new, dtype=torch.long)], dim=1)
+                    logits = self._forward(new, mask, self._cache)
+                    self._seen, self._mask = input_ids.clone(), mask
+                    return logits
+        if not self._continues_prompt(input_ids):
+            # A new prompt (a new generate call): its length is the prompt length; a mask given to reset()
+            # belongs to the first prompt after the reset only.
+            if self._seen is not None:
+                self._given_mask = None
+            self._prompt_len = None
+        mask = self._full_mask(input_ids)
+        cache = new_cache(self._base) if self.use_cache else None
+        logits = self._forward(input_ids, mask, cache)
+        self.recomputes += 1
+        self._cache, self._seen, self._mask = cache, input_ids.clone(), mask
+        return logits
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        """Steer one step's scores ``[batch, V]`` with the dynamic direction."""
+        shared, self.shared_base = self.shared_base, None
+        if shared is not None and shared.shape[0] == scores.shape[0]:
+            base = shared.to(scores.device)  # this step's forward already ran the base rows
+            self.shared_steps += 1
+        else:
+            base = self.base_logits(input_ids).to(scores.device)
+        direction, keep = steering_direction(scores, base_logits=base, alpha=self.alpha, n_tokens=self.n_tokens)
+        return steer(scores, direction, keep, row_mu(self.mu, scores.shape[0]), filter_masked=self.filter_masked)

@@ -1,0 +1,179 @@
+"""Base and warm rows in one forward (PEFT mixed-adapter batches): the paired KV cache and the forward wrapper.
+
+With an unmerged LoRA adapter, dynamic decoding can run each row twice in one batch, ``[warm rows; base rows]``,
+with peft's ``adapter_names`` giving the first half the adapter and the second ``__base__``. :class:`SharedForward`
+wraps the model's forward for one ``generate`` call: it doubles the batch, returns the warm half to ``generate``
+and hands the base half's last logits to the dynamic processor. The paired cache moves each row together with its
+base copy, so beam search and ``num_return_sequences`` work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steerkit._hf import cache_arg
+from steerkit.errors import InvalidOptionError
+
+
+@functools.cache
+def paired_cache_class() -> type:
+    """A ``DynamicCache`` whose rows are ``[warm rows; base rows]`` while ``generate`` sees the warm half only.
+
+    ``generate`` reorders (beam search), repeats and selects cache rows by indices of its own ``n`` rows; each
+    index ``i`` is applied to row ``i`` and to its base twin ``n + i``.
+    """
+    from transformers import DynamicCache
+
+    class PairedCache(DynamicCache):  # type: ignore[misc]
+        def _half(self) -> tuple[int, torch.device]:
+            for layer in self.layers:
+                keys = getattr(layer, "keys", None)
+                if isinstance(keys, Tensor) and keys.dim() > 0:
+                    return int(keys.shape[0]) // 2, keys.device
+            return 0, torch.device("cpu")
+
+        @staticmethod
+        def _both(index: Tensor, rows: int) -> Any:
+            index = index.nonzero().flatten() if index.dtype == torch.bool else index.long()
+            return torch.cat([index, index + rows])
+
+        def reorder_cache(self, beam_idx: Tensor) -> None:
+            super().reorder_cache(self._both(beam_idx, beam_idx.shape[0]))
+
+        def batch_select_indices(self, indices: Tensor) -> None:
+            super().batch_select_indices(self._both(indices, self._half()[0]))
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            rows, device = self._half()
+            index = torch.arange(rows, device=device).repeat_interleave(repeats)
+            super().batch_select_indices(self._both(index, rows))
+
+    return PairedCache
+
+
+def paired_cache(model: Any) -> Any:
+    cls = paired_cache_class()
+    try:
+        return cls(config=model.config)
+    except TypeError:  # pragma: no cover - older transformers
+        return cls()
+
+
+def shared_forward_layers(peft_model: Any) -> list[Any] | None:
+    """The layers that take peft's ``adapter_names`` when the adapter can share a forward with the base, else None.
+
+    Only LoRA (unmerged, without DoRA) runs mixed-adapter batches: each layer adds its low-rank update to the rows
+    named after the adapter and nothing to the ``"__base__"`` rows.
+    """
+    try:
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+    except ImportError:  # pragma: no cover - peft moved them
+        return None
+    name = peft_model.active_adapter
+    config = peft_model.peft_config[name]
+    if str(getattr(config, "peft_type", "")).rsplit(".", 1)[-1] != "LORA" or getattr(config, "use_dora", False):
+        return None
+    layers = [m for m in peft_model.modules() if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))]
+    lora = [m for m in layers if isinstance(m, LoraLayer)]
+    if not lora or any(getattr(m, "merged", False) for m in lora):
+        return None
+    if any(type(m).__name__ == "MultiheadAttention" for m in lora):
+        return None  # peft refuses mixed batches there
+    return layers
+
+
+_BATCH_ARGS = ("input_ids", "attention_mask", "position_ids", "inputs_embeds", "token_type_ids")
+
+
+class SharedForward:
+    """During ``generate``, every forward of the warm rows also runs their base twins in the same batch.
+
+    The model's ``forward`` is wrapped for the duration of the call: batch inputs are doubled to
+    ``[warm rows; base rows]``, peft's mixed-adapter batch gives the first half the adapter and the second half
+    none, the warm half's logits go back to ``generate`` and the base half's last-position logits to the
+    processor, which then needs no forward of its own. The KV cache holds both halves (:func:`paired_cache_class`).
+    """
+
+    def __init__(self, peft_model: Any, layers: list[Any]) -> None:
+        self.peft_model = peft_model
+        self.model = peft_model.get_base_model()
+        self.layers = layers
+        self.adapter = peft_model.active_adapter
+        self.cache_arg = cache_arg(self.model)
+        self.forwards = 0  # shared forwards run (for tests and diagnostics)
+
+    def usable(self, kwargs: dict[str, Any]) -> bool:
+        """Whether a ``generate`` call with these arguments can run shared (else the processor's own forward)."""
+        if any(kwargs.get(k) is not None for k in ("cache", "past_key_values", "assistant_model")):
+            return False
+        config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
+        if kwargs.get("cache_implementation") or getattr(config, "cache_implementation", None):
+            return False
+        return not self.peft_model.training
+
+    @contextlib.contextmanager
+    def active(self, receive_base: Callable[[Tensor | None], None], *, use_cache: bool) -> Iterator[dict[str, Any]]:
+        """Wraps the forward and yields the extra ``generate`` kwargs (the paired cache when ``use_cache``).
+
+        Each forward hands the base half's last-position logits to ``receive_base`` (the dynamic processor's
+        :meth:`~steerkit.processors.DynamicSteeringProcessor.receive_base`); ``None`` on exit.
+        """
+        names: list[list[str]] = [[]]
+
+        def inject(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+            if names[0]:
+                kwargs["adapter_names"] = names[0]
+            return args, kwargs
+
+        original = self.model.forward
+        had_own = "forward" in vars(self.model)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if args:
+                kwargs["input_ids"], args = args[0], args[1:]
+            first = kwargs.get("input_ids")
+            if first is None:
+                first = kwargs.get("inputs_embeds")
+            if not isinstance(first, Tensor):
+                raise InvalidOptionError(
+                    "a shared forward needs input_ids or inputs_embeds", hint="attach with shared_forward=False"
+                )
+            rows = int(first.shape[0])
+            for key in _BATCH_ARGS:
+                value = kwargs.get(key)
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
+                    kwargs[key] = torch.cat([value, value])
+            names[0] = [self.adapter] * rows + ["__base__"] * rows
+            try:
+                out = original(*args, **kwargs)
+            finally:
+                names[0] = []
+            self.forwards += 1
+            receive_base(out.logits[rows:, -1, :].float())
+            out.logits = out.logits[:rows]
+            for key in ("hidden_states", "attentions"):
+                value = getattr(out, key, None)
+                if isinstance(value, tuple):
+                    setattr(out, key, tuple(t[:rows] if isinstance(t, Tensor) else t for t in value))
+            return out
+
+        forward.__wrapped__ = original  # type: ignore[attr-defined]  # generate inspects the signature
+        handles = [m.register_forward_pre_hook(inject, with_kwargs=True) for m in self.layers]
+        self.model.forward = forward
+        try:
+            yield {self.cache_arg: paired_cache(self.model)} if use_cache else {}
+        finally:
+            for handle in handles:
+                handle.remove()
+            if had_own:
+                self.model.forward = original
+            else:
+                vars(self.model).pop("forward", None)
+            receive_base(None)
