@@ -5,7 +5,8 @@
   ``disable_adapter()`` so that a peft upgrade renaming the flag fails loudly;
 - :func:`cache_arg` / :func:`new_cache`: the name of the KV-cache argument of a model's forward (``cache`` in
   newer transformers, ``past_key_values`` before) and a fresh cache;
-- :func:`is_peft`, :func:`first_id`, :func:`all_ids`: small inspections;
+- :func:`pad_id`: the one padding rule (pad → eos → 0); :func:`is_peft`, :func:`first_id`, :func:`all_ids`: small
+  inspections;
 - :func:`trim_heap`: glibc's ``malloc_trim`` through ``ctypes`` (a no-op elsewhere), which :func:`steerkit.build`
   calls between calibration batches so that freed ``[chunk, V]`` blocks go back to the system.
 """
@@ -102,6 +103,14 @@ def is_peft(model: Any) -> bool:
     except ImportError:  # pragma: no cover - peft is a dependency
         return False
     return isinstance(model, PeftModel)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its end-of-sequence token, else 0.
+
+    Padded positions are always masked out, so the choice never changes a logit; it only has to be one rule.
+    """
+    return next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
 
 
 _LIBC: Any = None

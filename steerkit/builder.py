@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerkit._hf import trim_heap
+from steerkit._hf import pad_id, trim_heap
 from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
 from steerkit.config import MuStats, SteerConfig, parse_mu_name
 from steerkit.data import as_pairs, data_sha256, encode_pair
@@ -265,7 +265,7 @@ def _build(
             "no completion tokens to calibrate on (every completion is empty after tokenization)",
             hint="give pairs with non-empty completions",
         )
-    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    pad = pad_id(tokenizer)
     left = getattr(tokenizer, "padding_side", "right") == "left"
     width = logits_width(transformer)
     chunk = max(16, CHUNK_ELEMENTS // width)
@@ -278,7 +278,7 @@ def _build(
 
     with torch.no_grad(), _eval_mode(peft_model):
         for index in range(n_batches):
-            batch = _make_batch(used[index * batch_size : (index + 1) * batch_size], pad_id=pad_id, left=left)
+            batch = _make_batch(used[index * batch_size : (index + 1) * batch_size], pad_id=pad, left=left)
             prompts = peft_model.get_prompt(batch_size=batch.input_ids.shape[0]) if prompt_learning else None
             warm_rows = _hidden_rows(transformer, batch, device=device, prompts=prompts)
             with base_context():

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from steerkit._hf import is_peft
+from steerkit._hf import is_peft, pad_id
 from steerkit.decode import attach
 from steerkit.errors import AdapterError, InvalidOptionError
 from steerkit.evaluate import METRICS, evaluate_mc, paired_bootstrap, terms_result
@@ -267,7 +267,7 @@ def generate_settings(
     chosen = _check_settings(settings)
     rows: list[dict[str, str]] = [{"prompt": p} for p in prompts]
     total, done = len(chosen) * len(prompts), 0
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     kwargs = {"pad_token_id": pad, **{k: v for k, v in generate_kwargs.items() if v is not None}}
     for setting, run_model, steering in _setting_runs(
         vector, model, chosen, tokenizer=tokenizer, mu=mu, mu_static=mu_static, strict=strict

@@ -7,13 +7,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from steerkit._io import atomic_directory
 from steerkit.errors import ModelLoadError
 
 __all__ = ["default_model_dir", "load_model", "logits_width", "steerkit_home", "tokenizer_fingerprint"]
@@ -75,16 +74,9 @@ def default_model_dir(*, cache: Path | None = None) -> Path:
         )
     gguf_path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
     model, tokenizer = _load_gguf(gguf_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:  # a half-written cache folder is never left behind
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerkit._hf import AdapterSwitch, is_peft
+from steerkit._hf import AdapterSwitch, is_peft, pad_id
 from steerkit.adapters import load_adapter
 from steerkit.batching import (
     CommonPrefix,
@@ -294,7 +294,7 @@ def _collect(
     warm_model, alpha, n_tokens = models.warm, models.alpha, models.n_tokens
     static_vector = models.static_vector if "static" in roles else None
     device = model_device(warm_model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     virtual = virtual_prompt(warm_model) if is_prompt_learning(warm_model) else None
     share = share_prompts and (virtual is not None or not is_prompt_learning(warm_model))
     warm_caller = virtual if virtual is not None else warm_model

@@ -13,15 +13,18 @@ import os
 import random
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from steerkit._hf import pad_id
+from steerkit._io import atomic_directory
 from steerkit.data import as_pairs, encode_pair
-from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
+from steerkit.errors import AdapterError, ArtifactExistsError, EmptyDataError, InvalidOptionError
 from steerkit.readers import load_pairs
 
-__all__ = ["METHODS", "peft_config", "warm_start"]
+__all__ = ["METHODS", "check_adapter_target", "peft_config", "save_adapter", "warm_start"]
 
 #: Warm-start methods and the peft configuration each maps to.
 METHODS: tuple[str, ...] = ("lora", "ia3", "prompt_tuning", "p_tuning")
@@ -126,7 +129,7 @@ def warm_start(
             "no completion tokens to train on (every completion is empty after tokenization)",
             hint="give pairs with non-empty completions",
         )
-    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    pad = pad_id(tokenizer)
     device = next(model.parameters()).device
     devices = [device.index or 0] if device.type == "cuda" else []
     steps_per_epoch = -(-len(encoded) // batch_size)
@@ -146,7 +149,7 @@ def warm_start(
             order_rng.shuffle(order)
             for start in range(0, len(order), batch_size):
                 batch = [encoded[i] for i in order[start : start + batch_size]]
-                loss = _batch_loss(peft_model, batch, pad_id=pad_id, num_virtual=num_virtual, device=device)
+                loss = _batch_loss(peft_model, batch, pad_id=pad, num_virtual=num_virtual, device=device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
@@ -193,3 +196,61 @@ def _takes_logits_to_keep(peft_model: Any) -> bool:
     import inspect
 
     return "logits_to_keep" in inspect.signature(peft_model.get_base_model().forward).parameters
+
+
+def check_adapter_target(directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a folder :func:`save_adapter` may not write to.
+
+    A new or empty folder is fine; an existing adapter folder (``adapter_config.json``) only with ``overwrite``;
+    any other non-empty folder never, so that ``--force`` can never delete a user's files.
+
+    Raises:
+        ArtifactExistsError: ``directory`` is a file, a non-empty folder without ``overwrite``, or a non-empty
+            folder that is not a PEFT adapter.
+    """
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise ArtifactExistsError(
+            f"'{target}' exists and is not a folder", hint="choose another output path", path=str(target)
+        )
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise ArtifactExistsError(
+                f"'{target}' already exists and is not empty",
+                hint="pass overwrite=True (CLI: --force) to replace it, or choose another path",
+                path=str(target),
+            )
+        if not (target / "adapter_config.json").is_file():
+            raise ArtifactExistsError(
+                f"'{target}' is a non-empty folder but not a PEFT adapter (no adapter_config.json); "
+                "refusing to replace it even with overwrite=True",
+                hint="choose a new or empty folder",
+                path=str(target),
+            )
+    return target
+
+
+def save_adapter(peft_model: Any, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Save a warm start's adapter (``save_pretrained``) atomically: staged beside the target, then swapped in.
+
+    An interrupted save leaves the old adapter or the new one, never neither (:func:`steerkit._io.atomic_directory`).
+
+    Args:
+        peft_model: The ``PeftModel`` :func:`warm_start` returned.
+        directory: Target folder (see :func:`check_adapter_target` for what may be replaced).
+        overwrite: Replace an existing adapter folder.
+
+    Returns:
+        The folder.
+
+    Raises:
+        ArtifactExistsError: See :func:`check_adapter_target`.
+
+    Example:
+        >>> save_adapter(warm_start(model, "train.jsonl", tokenizer=tok), "my-lora")   # doctest: +SKIP
+        PosixPath('my-lora')
+    """
+    target = check_adapter_target(directory, overwrite=overwrite)
+    with atomic_directory(target) as staging:
+        peft_model.save_pretrained(staging)
+    return target

@@ -427,6 +427,15 @@ def test_existing_out_without_force(work: Path, vector_dir: Path, tmp_path: Path
     assert (taken / "keep.txt").read_text() == "mine"
 
 
+def test_warmstart_force_never_replaces_a_folder_that_is_not_an_adapter(work: Path, tmp_path: Path) -> None:
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.txt").write_text("mine")
+    err = error_of(invoke("warmstart", work / "model", work / "train.jsonl", "--out", documents, "--force", "--json"))
+    assert err["code"] == "artifact_exists" and "not a PEFT adapter" in err["message"]
+    assert [p.name for p in documents.iterdir()] == ["thesis.txt"] and (documents / "thesis.txt").read_text() == "mine"
+
+
 def test_force_replaces_an_artifact(work: Path, vector_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "v"
     args = ["build", work / "model", work / "adapter", work / "train.jsonl", "--out", out, "--max-examples", "4"]

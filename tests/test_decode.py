@@ -467,3 +467,35 @@ def test_paired_cache_moves_each_row_with_its_base_twin() -> None:
     cache.batch_repeat_interleave(2)
     assert first_col() == [2, 2, 0, 0, 5, 5, 3, 3]
     assert [float(v) for v in cache.layers[0].keys[:, 0, 0, 0]] == first_col()  # every layer moved alike
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning"])
+def test_adapter_switch_gives_exactly_what_peft_disable_adapter_gives(tok: Any, method: str) -> None:
+    """AdapterSwitch flips peft's private per-layer flag: pinned against the public disable_adapter(), so that a
+    peft upgrade renaming the flag fails here, loudly."""
+    from peft import get_peft_model
+
+    from steerkit._hf import AdapterSwitch
+    from steerkit.warmstart import peft_config
+
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_llama(sharpness=20), peft_config(method))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.add_(0.3 * torch.randn_like(param))  # a non-trivial adapter
+    model.eval()
+    ids = torch.tensor([[1, 14, 15, 16, 17]])
+    with torch.no_grad():
+        warm = model(input_ids=ids).logits
+        with model.disable_adapter():
+            reference = model(input_ids=ids).logits
+        switch = AdapterSwitch(model)
+        with switch.off():
+            switched = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert not torch.equal(warm, reference)  # the adapter matters
+    assert torch.equal(switched, reference)
+    assert torch.equal(after, warm)  # the switch put the adapter back
+    if method != "prompt_tuning":
+        assert switch.layers, "the per-layer flag was not found: peft may have renamed _disable_adapters"

@@ -138,3 +138,27 @@ def test_errors(tokenizer: Any, lora_model: Any) -> None:
     # a completion whose only token has no context (empty prompt, no BOS) leaves nothing to learn
     with pytest.raises(EmptyDataError, match="no completion tokens"):
         warm_start(tiny_llama(), [{"prompt": "", "completion": "y"}], tokenizer=tokenizer)
+
+
+def test_save_adapter_is_atomic_and_never_replaces_a_folder_that_is_not_an_adapter(
+    tokenizer: Any, tmp_path: Any
+) -> None:
+    from steerkit.errors import ArtifactExistsError
+    from steerkit.warmstart import save_adapter
+
+    pairs = [{"prompt": "ab=", "completion": "ba"}, {"prompt": "cd=", "completion": "dc"}]
+    warm = warm_start(tiny_llama(), pairs, tokenizer=tokenizer, epochs=1, batch_size=2)
+    out = save_adapter(warm, tmp_path / "lora")
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    first = (out / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(ArtifactExistsError, match="already exists and is not empty"):
+        save_adapter(warm, out)
+    assert save_adapter(warm, out, overwrite=True) == out  # an adapter folder may be replaced
+    assert (out / "adapter_model.safetensors").read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir()] == ["lora"]  # no staging folder left behind
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.txt").write_text("mine")
+    with pytest.raises(ArtifactExistsError, match=r"not a PEFT adapter .* refusing to replace it even with overwrite"):
+        save_adapter(warm, documents, overwrite=True)
+    assert (documents / "thesis.txt").read_text() == "mine"

@@ -84,9 +84,7 @@ def tune(
             batch_size=batch_size,
             strict=strict,
         )
-    tuned = vector.with_mu(
-        found.best, static=mode == "static", chosen_by=f"search:{chosen_metric}", chosen_on=found.data_sha256
-    )
+    tuned = found.apply(vector)
     tuned.save(out_dir, overwrite=force)
     before = vector.mu_static if mode == "static" else vector.mu
     at_zero = dict(found.grid).get(0.0)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -55,11 +52,12 @@ def warmstart(
     out: Output,
 ) -> None:
     """Warm-start a PEFT adapter on prompt/completion pairs (loss on the completion tokens only)."""
+    from steerkit.warmstart import check_adapter_target, save_adapter, warm_start
+
     check_out(out_dir, force=force)
+    check_adapter_target(out_dir, overwrite=force)  # never replaces a folder that is not an adapter
     pairs = load_data(data, items=False, max_examples=max_examples)
     model, tokenizer = load_model_for(out, base, revision=model_revision, token=token, offline=offline)
-    from steerkit.warmstart import warm_start
-
     with out.progress() as task:
         peft_model = warm_start(
             model,
@@ -73,7 +71,7 @@ def warmstart(
             seed=seed,
             progress=task("warm-start"),
         )
-    _save_adapter(peft_model, out_dir)
+    save_adapter(peft_model, out_dir, overwrite=force)
     losses = list(peft_model.steerkit_losses)
     result = {
         "out": str(out_dir),
@@ -97,20 +95,6 @@ def _render_warmstart(console: Console, result: dict[str, Any], *, base: str, da
     )
     console.print(f"Saved the adapter to [bold]{result['out']}[/]")
     console.print(f"Next: steerkit build {base} {result['out']} {data} --out my-vector")
-
-
-def _save_adapter(peft_model: object, target: Path) -> None:
-    """Save the adapter atomically: into a temporary folder beside ``target``, then ``os.replace``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        peft_model.save_pretrained(staging)  # type: ignore[attr-defined]
-        os.chmod(staging, 0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def register(app: typer.Typer) -> None:
