@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +22,28 @@ from steerkit.errors import (
     HubError,
     HubFileNotFoundError,
     HubServerError,
+    InvalidOptionError,
     RepoNotFoundError,
     RevisionNotFoundError,
     SteerkitError,
 )
 
-__all__ = ["DEFAULT_BRANCH", "Context", "progress_bars", "quiet_tqdm", "translated"]
+__all__ = [
+    "DEADLINE_ENV",
+    "DEFAULT_BRANCH",
+    "Context",
+    "deadline",
+    "progress_bars",
+    "quiet_tqdm",
+    "translated",
+    "within",
+]
 
 DEFAULT_BRANCH = "main"
+
+#: Environment variable: the overall deadline of one Hub download, in seconds (default 600).
+DEADLINE_ENV = "STEERKIT_HUB_DEADLINE"
+DEFAULT_DEADLINE = 600.0
 
 
 @dataclass(frozen=True)
@@ -54,9 +70,76 @@ class Context:
         return str(constants.ENDPOINT)
 
     def redact(self, text: str) -> str:
-        if isinstance(self.token, str) and self.token:
-            text = text.replace(self.token, "***")
+        """``text`` without the explicit token nor the implicit ones (``$HF_TOKEN``, huggingface_hub's)."""
+        for token in self._tokens():
+            text = text.replace(token, "***")
         return text
+
+    def _tokens(self) -> list[str]:
+        found: list[str | None] = [self.token if isinstance(self.token, str) else None]
+        found += [os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")]
+        try:
+            from huggingface_hub import get_token
+
+            found.append(get_token())
+        except Exception:  # reading the saved token must never hide the error being reported
+            pass
+        return sorted({t for t in found if isinstance(t, str) and len(t.strip()) >= 4}, key=len, reverse=True)
+
+
+def deadline() -> float:
+    """The overall deadline of a Hub download in seconds (``$STEERKIT_HUB_DEADLINE``, default 600).
+
+    Raises:
+        InvalidOptionError: The variable is set but not a positive number.
+    """
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return DEFAULT_DEADLINE
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InvalidOptionError(
+            f"{DEADLINE_ENV}={text!r} is not a positive number of seconds",
+            hint=f"set {DEADLINE_ENV} to the seconds a download may take (default {DEFAULT_DEADLINE:g}), or unset it",
+            got=text,
+        )
+    return value
+
+
+def within(seconds: float, ctx: Context, call: Callable[[], str]) -> str:
+    """``call()`` in a daemon worker thread, waited for at most ``seconds`` (a stalled transfer cannot hang us).
+
+    Raises:
+        HubConnectionError: ``call`` did not finish in time (the worker is abandoned; it dies with the process).
+        BaseException: Whatever ``call`` raised, re-raised here.
+    """
+    result: list[str] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="steerkit-hub-download", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise HubConnectionError(
+            f"could not {ctx.action} '{ctx.repo_id}' (revision '{ctx.shown_revision}') from {ctx.shown_endpoint} "
+            f"within the {seconds:g} s deadline",
+            hint=f"the Hub is slow or stalled; retry later, or allow more seconds with {DEADLINE_ENV}",
+            repo_id=ctx.repo_id,
+            revision=ctx.shown_revision,
+            endpoint=ctx.shown_endpoint,
+        )
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 @contextlib.contextmanager

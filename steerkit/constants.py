@@ -16,6 +16,6 @@ METHOD = "svdecode"
 PROJECTION = "softmax-jacobian"
 KL_DIRECTION = "forward: KL(warm||base)"
 
-#: Files that make up an artifact (what ``snapshot_download`` fetches); the adapter folder is optional.
-ARTIFACT_PATTERNS = [STEERING_FILE, CONFIG_FILE, CARD_FILE, f"{ADAPTER_DIR}/*"]
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+#: Every file format 1 names: what a download fetches (never anything else under ``adapter/``, which is optional).
+ARTIFACT_PATTERNS = [STEERING_FILE, CONFIG_FILE, CARD_FILE, *(f"{ADAPTER_DIR}/{name}" for name in ADAPTER_FILES)]

@@ -24,15 +24,17 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
 
 from steerkit import constants
+from steerkit._io import loads_json, recover
 from steerkit.config import SteerConfig
 from steerkit.errors import (
     ArtifactCorruptError,
+    ArtifactFormatError,
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactValueError,
@@ -105,11 +107,13 @@ def artifact_files(
     return out
 
 
-def read_dir(directory: str | os.PathLike[str]) -> ArtifactParts:
+def read_dir(directory: str | os.PathLike[str], *, links_into: str | os.PathLike[str] | None = None) -> ArtifactParts:
     """Read and verify an artifact folder once: header, config (both copies), tensor, checksums, adapter files.
 
     Args:
         directory: A folder written by :meth:`steerkit.SteeringVector.save` (or a Hub snapshot of one).
+        links_into: Symbolic links are refused unless they point to a regular file inside this folder (default:
+            for a Hub cache snapshot ``…/snapshots/<commit>``, the cache's ``blobs/`` its files link to).
 
     Returns:
         The verified :class:`ArtifactParts`.
@@ -117,37 +121,37 @@ def read_dir(directory: str | os.PathLike[str]) -> ArtifactParts:
     Raises:
         ArtifactNotFoundError: No ``steering.safetensors`` there.
         ArtifactFormatError: A subclass naming the file and the problem (corrupt, checksum, missing key, bad
-            value, newer version). Nothing is ever unpickled.
+            value, newer version, a symlink, a pickle file). Nothing is ever unpickled.
     """
     directory = Path(directory)
     tensor_path = directory / constants.STEERING_FILE
+    if not os.path.lexists(tensor_path):
+        recover(directory)  # a save killed between its two renames left the old artifact beside it
+    if links_into is None and directory.parent.name == "snapshots":  # a Hub cache snapshot: links into blobs/
+        links_into = directory.parent.parent / "blobs"
+    root = None if links_into is None else Path(links_into).resolve()
+    for name in (constants.STEERING_FILE, constants.CONFIG_FILE, constants.ADAPTER_DIR):
+        _refuse_link(directory / name, root)
     if not tensor_path.is_file():
         raise ArtifactNotFoundError(
             f"'{directory}' has no {constants.STEERING_FILE}",
             hint="is this a steering artifact? create one with `steerkit build`",
             path=str(tensor_path),
         )
-    raw = tensor_path.read_bytes()
-    header = _read_header(raw, tensor_path)
-    config = _config_from_header(header, tensor_path)
-    config_path = directory / constants.CONFIG_FILE
-    if config_path.is_file():
-        try:
-            on_disk = json.loads(config_path.read_bytes())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactCorruptError(
-                f"'{config_path}' is not valid JSON ({exc})",
-                hint="re-download or re-create the artifact",
-                path=str(config_path),
-            ) from None
-        if on_disk != config:
-            raise ArtifactIntegrityError(
-                f"'{config_path}' differs from the config embedded in '{tensor_path}'",
-                hint="one of the two files was edited; re-download or re-create the artifact",
-                path=str(config_path),
-            )
-    parsed = SteerConfig.from_dict(config, where=str(tensor_path))
-    vector = _read_tensor(raw, header, parsed.vocab_size, tensor_path)
+    with tensor_path.open("rb") as handle:
+        head, header = _read_header(handle, tensor_path)
+        config = _config_from_header(header, tensor_path)
+        config_path = directory / constants.CONFIG_FILE
+        if config_path.is_file():
+            on_disk = loads_json(config_path.read_bytes(), f"'{config_path}'", hint=_REDO)
+            if on_disk != config:
+                raise ArtifactIntegrityError(
+                    f"'{config_path}' differs from the config embedded in '{tensor_path}'",
+                    hint="one of the two files was edited; re-download or re-create the artifact",
+                    path=str(config_path),
+                )
+        parsed = SteerConfig.from_dict(config, where=str(tensor_path))
+        vector = _read_tensor(handle, head, header, parsed.vocab_size, tensor_path)
     digest = tensor_sha256(vector)
     if digest != parsed.task_vector_sha256:
         raise ArtifactIntegrityError(
@@ -165,7 +169,26 @@ def read_dir(directory: str | os.PathLike[str]) -> ArtifactParts:
             path=str(tensor_path),
         )
     return ArtifactParts(
-        task_vector=vector, config=parsed, adapter_files=_read_adapter(directory, parsed), directory=directory
+        task_vector=vector, config=parsed, adapter_files=_read_adapter(directory, parsed, root), directory=directory
+    )
+
+
+_REDO = "re-download or re-create the artifact"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
+
+
+def _refuse_link(path: Path, root: Path | None) -> None:
+    """Refuse a symbolic link, unless it points to a regular file inside ``root`` (the Hub cache's blobs)."""
+    if not path.is_symlink():
+        return
+    if root is not None:
+        real = path.resolve()
+        if real.is_file() and real.is_relative_to(root):
+            return
+    raise ArtifactCorruptError(
+        f"'{path}' is a symbolic link; steerkit never follows links inside an artifact",
+        hint="replace the link with the file itself (copy it), or re-create the artifact",
+        path=str(path),
     )
 
 
@@ -186,12 +209,15 @@ def _safetensors_bytes(vector: Tensor, metadata: Mapping[str, str]) -> bytes:
     return struct.pack("<Q", len(text)) + text + data
 
 
-def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
-    """Parse the safetensors header of ``raw`` (at least the header bytes) without touching tensor data.
+def _read_header(handle: BinaryIO, path: Path) -> tuple[bytes, dict[str, Any]]:
+    """``(the 8 + N header bytes, the parsed header)`` of an open file, without reading tensor data.
 
     Anything that is not safetensors is refused by its first bytes; nothing is ever unpickled.
     """
-    size = struct.unpack("<Q", raw[:8])[0] if len(raw) >= 8 else 0
+    raw = handle.read(8)
+    size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
+    if 2 <= size <= _MAX_HEADER:
+        raw += handle.read(min(size, 8))
     if not (2 <= size <= _MAX_HEADER and raw[8:9] == b"{"):
         if raw[:1] == b"\x80" or raw[:2] == b"PK":
             problem = "is a pickle/zip file (e.g. from torch.save), not safetensors; steerkit never unpickles"
@@ -204,31 +230,32 @@ def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
             hint="re-download the artifact, or re-create it with `steerkit build`",
             path=str(path),
         )
+    raw += handle.read(8 + size - len(raw))
     if 8 + size > len(raw):
         raise ArtifactCorruptError(
             f"'{path}' is truncated: its header needs {size} bytes but only {len(raw) - 8} follow",
-            hint="re-download or re-create the artifact",
+            hint=_REDO,
             path=str(path),
         )
     try:
-        header = json.loads(raw[8 : 8 + size])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = loads_json(raw[8:], f"'{path}'", hint=_REDO)
+    except ArtifactFormatError:
         header = None
     if not isinstance(header, dict):
         raise ArtifactCorruptError(
             f"'{path}' has an unreadable safetensors header (not a JSON object)",
-            hint="re-download or re-create the artifact",
+            hint=_REDO,
             path=str(path),
         )
-    return header
+    return raw, header
 
 
-def _read_tensor(raw: bytes, header: Mapping[str, Any], vocab_size: int, path: Path) -> Tensor:
-    """The ``task_vector`` of a parsed file, after checking its entry against the format and the file size."""
+def _read_tensor(handle: BinaryIO, head: bytes, header: Mapping[str, Any], vocab_size: int, path: Path) -> Tensor:
+    """The ``task_vector`` of an open file, after checking its entry against the format and the file's size."""
     entries = sorted(k for k in header if k != "__metadata__")
     if entries != [constants.TENSOR_NAME]:
         raise ArtifactValueError(
-            f"'{path}' must hold exactly one tensor '{constants.TENSOR_NAME}', found {entries}",
+            f"'{path}' must hold exactly one tensor '{constants.TENSOR_NAME}', found {entries[:5]}",
             hint="re-create the artifact with `steerkit build`",
             path=str(path),
         )
@@ -237,39 +264,41 @@ def _read_tensor(raw: bytes, header: Mapping[str, Any], vocab_size: int, path: P
     got = {key: info.get(key) for key in expected} if isinstance(info, Mapping) else info
     if got != expected:
         raise ArtifactValueError(
-            f"'{path}': tensor '{constants.TENSOR_NAME}' is {got}, expected {expected} (float32 [vocab_size])",
+            f"'{path}': tensor '{constants.TENSOR_NAME}' is {str(got)[:200]}, expected {expected} "
+            "(float32 [vocab_size])",
             hint="re-create the artifact with `steerkit build`",
             path=str(path),
             expected=expected,
             got=got,
         )
-    body = len(raw) - 8 - struct.unpack("<Q", raw[:8])[0]
+    body = os.fstat(handle.fileno()).st_size - len(head)  # checked before any tensor byte is read
     if body != 4 * vocab_size:
         problem = "is truncated" if body < 4 * vocab_size else "has trailing bytes"
         raise ArtifactCorruptError(
             f"'{path}' {problem}: its tensor data is {body} bytes, expected {4 * vocab_size}",
-            hint="re-download or re-create the artifact",
+            hint=_REDO,
             path=str(path),
         )
-    from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
     try:
-        return load_safetensors(raw)[constants.TENSOR_NAME].to(torch.float32)
-    except SafetensorError as exc:
+        return load_safetensors(head + handle.read(body))[constants.TENSOR_NAME].to(torch.float32)
+    except Exception as exc:  # SafetensorError, or anything its parser raises: never a pickle
         raise ArtifactCorruptError(
-            f"'{path}' could not be decoded by safetensors ({exc})",
-            hint="re-download or re-create the artifact",
+            f"'{path}' could not be decoded by safetensors ({str(exc)[:200]})",
+            hint=_REDO,
             path=str(path),
         ) from None
 
 
 def _config_from_header(header: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    meta = header.get("__metadata__") or {}
-    if meta.get("format") != constants.FORMAT_TAG:
-        fmt = meta.get("format")
-        major = str(fmt).rpartition("/")[2] if isinstance(fmt, str) and fmt.startswith("steerkit/") else None
-        if major is not None and major.isdigit() and int(major) > constants.FORMAT_MAJOR:
+    meta = header.get("__metadata__")
+    if not isinstance(meta, Mapping):
+        meta = {}
+    fmt = meta.get("format")
+    if fmt != constants.FORMAT_TAG:
+        major = fmt.rpartition("/")[2] if isinstance(fmt, str) and fmt.startswith("steerkit/") else None
+        if major is not None and major.isdigit() and len(major) < 10 and int(major) > constants.FORMAT_MAJOR:
             raise ArtifactVersionError(
                 f"'{path}' is format {fmt}, newer than this steerkit reads ({constants.FORMAT_TAG})",
                 hint="upgrade steerkit: pip install -U steerkit",
@@ -278,36 +307,58 @@ def _config_from_header(header: Mapping[str, Any], path: Path) -> dict[str, Any]
                 got=fmt,
             )
         raise ArtifactCorruptError(
-            f"'{path}' is not a steerkit artifact (metadata format={fmt!r}, expected {constants.FORMAT_TAG!r})",
+            f"'{path}' is not a steerkit artifact (metadata format={str(fmt)[:60]!r}, expected "
+            f"{constants.FORMAT_TAG!r})",
             hint="create artifacts with `steerkit build`",
             path=str(path),
         )
-    try:
-        config = json.loads(meta["config"])
-    except (KeyError, json.JSONDecodeError):
+    text = meta.get("config")
+    if not isinstance(text, str):
         raise ArtifactCorruptError(
-            f"'{path}' lacks a readable 'config' in its metadata",
-            hint="re-create the artifact",
-            path=str(path),
-        ) from None
+            f"'{path}' lacks a readable 'config' string in its metadata", hint="re-create the artifact", path=str(path)
+        )
+    config = loads_json(text, f"'{path}': the embedded config", hint=_REDO)
     if not isinstance(config, dict):
         raise ArtifactCorruptError(f"'{path}': the embedded config is not a JSON object", path=str(path))
     return config
 
 
-def _read_adapter(directory: Path, config: SteerConfig) -> dict[str, bytes] | None:
+def _read_adapter(directory: Path, config: SteerConfig, root: Path | None) -> dict[str, bytes] | None:
+    """The adapter's regular files (safetensors weights only: no pickle format is accepted, links are refused)."""
     folder = directory / constants.ADAPTER_DIR
     if not folder.is_dir():
         return None
-    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files: dict[str, bytes] = {}
+    for base, dirs, names in os.walk(folder):
+        for name in sorted(dirs + names):
+            path = Path(base, name)
+            _refuse_link(path, root)
+            rel = path.relative_to(folder).as_posix()
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ArtifactCorruptError(
+                    f"'{path}': the file name is not UTF-8", hint=_REDO, path=str(path)
+                ) from None
+            if name in names and name.lower().endswith(_PICKLE_SUFFIXES):
+                raise ArtifactCorruptError(
+                    f"'{path}' is a pickle-format file; steerkit accepts safetensors adapter weights only",
+                    hint="re-save the adapter with safe_serialization=True (adapter_model.safetensors)",
+                    path=str(path),
+                )
+            if name in names:
+                if not path.is_file():
+                    raise ArtifactCorruptError(f"'{path}' is not a regular file", hint=_REDO, path=str(path))
+                files[rel] = path.read_bytes()
+    files = dict(sorted(files.items()))
     expected = (config.adapter or {}).get("sha256")
-    if expected and adapter_sha256(files) != expected:
+    if expected is not None and adapter_sha256(files) != expected:
         raise ArtifactIntegrityError(
             f"'{folder}': adapter files do not match the config's adapter sha256",
             hint="re-download or re-create the artifact",
             path=str(folder),
         )
-    return files
+    return files or None
 
 
 def read_config(path: str | os.PathLike[str]) -> SteerConfig:
@@ -329,14 +380,12 @@ def read_config(path: str | os.PathLike[str]) -> SteerConfig:
     """
     p = Path(path)
     file = p / constants.STEERING_FILE if p.is_dir() else p
+    if file is not p:
+        _refuse_link(file, None)
     if not file.is_file():
         raise ArtifactNotFoundError(
             f"no {constants.STEERING_FILE} at '{p}'", hint="give an artifact directory", path=str(file)
         )
     with file.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) == 8:
-            (size,) = struct.unpack("<Q", head)
-            head += handle.read(min(size, _MAX_HEADER))
-    header = _read_header(head, file)
+        _, header = _read_header(handle, file)
     return SteerConfig.from_dict(_config_from_header(header, file), where=str(file))

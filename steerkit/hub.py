@@ -2,11 +2,12 @@
 commit, list the cache.
 
 Follows huggingface_hub's own conventions (``ModelHubMixin``): a local directory wins, else a
-``snapshot_download`` of exactly the artifact's files (:data:`steerkit.constants.ARTIFACT_PATTERNS`) into the
+``snapshot_download`` of exactly the files format 1 names (:data:`FETCH_PATTERNS`: no ``adapter/*``) into the
 standard Hub cache, so ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``HF_HUB_OFFLINE`` and
 ``endpoint`` behave as they do for models. A download is read and verified once (:func:`steerkit.format.read_dir`)
-before it is returned, and a snapshot that fails verification is removed from the cache (huggingface_hub's
-``scan_cache_dir().delete_revisions()``) so that it can never be loaded offline later. A push is
+before it is returned, and a snapshot that fails verification is removed from the cache
+(:func:`steerkit._hub_cache.evict_snapshot`: only blobs no other snapshot uses and no download holds) so that it
+can never be loaded offline later. A push is
 ``create_repo(exist_ok=True)`` and one ``upload_folder`` commit of a folder the value object wrote.
 
 Errors from huggingface_hub and the network are translated (:mod:`steerkit._hub_errors`) into
@@ -24,19 +25,24 @@ from pathlib import Path
 from typing import Any, cast
 
 from steerkit import constants as C
-from steerkit._hub_errors import DEFAULT_BRANCH, Context, progress_bars, quiet_tqdm, translated
+from steerkit._hub_cache import evict_snapshot
+from steerkit._hub_errors import DEFAULT_BRANCH, Context, deadline, progress_bars, quiet_tqdm, translated, within
+from steerkit._io import recover
 from steerkit.errors import (
+    ArtifactCorruptError,
     ArtifactFormatError,
     ArtifactNotFoundError,
     HubFileNotFoundError,
     InvalidOptionError,
-    SteerkitError,
 )
 from steerkit.format import ArtifactParts, read_config, read_dir
 
 __all__ = ["check_push_revision", "list_local", "push_folder", "resolve"]
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+
+#: Exactly the files format 1 names (never ``adapter/*``: a pickle ``adapter/*.bin`` is not even downloaded).
+FETCH_PATTERNS = tuple(C.ARTIFACT_PATTERNS)
 
 
 # --- push -------------------------------------------------------------------------------------------------
@@ -164,7 +170,9 @@ def resolve(
         HubFileNotFoundError: The repo is not a steerkit artifact (no ``steering.safetensors``).
         HubAuthError: The token is invalid (401) or lacks access (403), or the repo is gated.
         HubServerError: The Hub answered 5xx and nothing is cached.
-        HubConnectionError: The Hub cannot be reached (or offline mode) and nothing is cached.
+        HubConnectionError: The Hub cannot be reached (or offline mode) and nothing is cached, or the download
+            took longer than ``$STEERKIT_HUB_DEADLINE`` seconds (default 600).
+        InvalidOptionError: ``$STEERKIT_HUB_DEADLINE`` is not a positive number.
         ArtifactFormatError: The files fail verification (a subclass says how); a snapshot is evicted.
 
     Example:
@@ -172,6 +180,8 @@ def resolve(
         49152
     """
     local = Path(path_or_repo_id)
+    if not local.exists():
+        recover(local)  # a save killed between its two renames left the old artifact beside it
     if local.is_dir():
         return read_dir(local)
     text = str(path_or_repo_id)
@@ -216,25 +226,31 @@ def _fetch_verified(
     endpoint: str | None,
     show_progress: bool,
 ) -> ArtifactParts:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     ctx = Context(
         repo_id=repo_id, revision=revision, endpoint=endpoint, action="download", token=token, offline=local_files_only
     )
     download = cast("Callable[..., str]", snapshot_download)  # one overload: dry_run is never set
+    limit = deadline()
     with translated(ctx):
         folder = Path(
-            download(
-                repo_id,
-                repo_type="model",
-                revision=revision,
-                cache_dir=None if cache_dir is None else Path(cache_dir),
-                local_files_only=local_files_only,
-                token=token,
-                endpoint=endpoint,
-                allow_patterns=list(C.ARTIFACT_PATTERNS),
-                tqdm_class=None if show_progress else quiet_tqdm(),
-                library_name="steerkit",
+            within(
+                limit,
+                ctx,
+                lambda: download(
+                    repo_id,
+                    repo_type="model",
+                    revision=revision,
+                    cache_dir=None if cache_dir is None else Path(cache_dir),
+                    local_files_only=local_files_only,
+                    token=token,
+                    endpoint=endpoint,
+                    allow_patterns=list(FETCH_PATTERNS),
+                    tqdm_class=None if show_progress else quiet_tqdm(),
+                    library_name="steerkit",
+                    etag_timeout=min(float(constants.HF_HUB_ETAG_TIMEOUT), limit),  # per request
+                ),
             )
         )
     if not (folder / C.STEERING_FILE).is_file():
@@ -248,8 +264,9 @@ def _fetch_verified(
         )
     try:
         return read_dir(folder)
-    except ArtifactFormatError as err:
-        evicted = _evict_snapshot(folder)
+    except Exception as exc:  # whatever verification raised, a damaged download never stays in the cache
+        err = exc if isinstance(exc, ArtifactFormatError) else _unexpected(exc, folder)
+        evicted = evict_snapshot(folder)
         raise type(err)(
             f"Hub repo '{repo_id}' (revision '{ctx.shown_revision}', commit {folder.name[:12]}) failed verification: "
             f"{err.message}",
@@ -260,21 +277,13 @@ def _fetch_verified(
         ) from None
 
 
-def _evict_snapshot(snapshot: Path) -> bool:
-    """Remove a cached snapshot with huggingface_hub's cache manager (its blobs used by no other revision and the
-    refs pointing at it), plus its tree listing, which the manager does not know.
-
-    Returns:
-        Whether ``snapshot`` was a Hub-cache snapshot (and was removed).
-    """
-    from huggingface_hub import scan_cache_dir
-
-    if snapshot.parent.name != "snapshots":
-        return False
-    storage, commit = snapshot.parent.parent, snapshot.name
-    scan_cache_dir(storage.parent).delete_revisions(commit).execute()
-    (storage / "trees" / f"{commit}.json").unlink(missing_ok=True)
-    return True
+def _unexpected(exc: Exception, folder: Path) -> ArtifactFormatError:
+    """A typed error for a failure verification did not foresee (the snapshot is damaged in an unknown way)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return ArtifactCorruptError(
+        f"'{folder}' could not be read ({type(exc).__name__}{': ' + first if first else ''})",
+        path=str(folder),
+    )
 
 
 # --- the local cache --------------------------------------------------------------------------------------
@@ -314,7 +323,7 @@ def list_local(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str
             try:
                 config = read_config(tensor)
                 base, width = config.base_model.get("name_or_path"), config.vocab_size
-            except SteerkitError:
+            except Exception:  # a damaged cached entry is listed, never fatal
                 base, width = None, None
             out.append(
                 {

@@ -21,10 +21,16 @@ import torch
 from torch import Tensor
 
 from steerkit import constants as C
-from steerkit._io import atomic_directory, write_files
+from steerkit._io import atomic_directory, check_replaceable, recover, write_files
 from steerkit.card import render_card
 from steerkit.config import SteerConfig, canonical_mu_name
-from steerkit.errors import ArtifactExistsError, ArtifactIntegrityError, ArtifactValueError, InvalidOptionError
+from steerkit.errors import (
+    ArtifactExistsError,
+    ArtifactIntegrityError,
+    ArtifactValueError,
+    InvalidOptionError,
+    SteerkitError,
+)
 from steerkit.format import ArtifactParts, adapter_sha256, artifact_files, tensor_sha256
 from steerkit.hub import check_push_revision, push_folder, resolve
 
@@ -165,7 +171,8 @@ class SteeringVector:
 
         Every file is written into a temporary directory beside the target, which then replaces the target
         in one ``os.replace``: an interrupted save leaves either the old artifact or the new one, never a
-        mixture, and no temporary directory behind.
+        mixture, and no temporary directory behind. A save killed between its two renames leaves the old artifact
+        in ``.NAME.XXXXXXXX.old/previous``: the next load of ``directory`` puts it back, the next save cleans up.
 
         Args:
             directory: Target directory (its parents are created). It may be new, empty, or (with
@@ -177,36 +184,33 @@ class SteeringVector:
             The directory path.
 
         Raises:
-            ArtifactExistsError: ``directory`` is a file, a non-empty directory and ``overwrite`` is false, or
-                a non-empty directory that is not an artifact.
+            ArtifactExistsError: ``directory`` is a file, a non-empty directory and ``overwrite`` is false (also
+                when another saver got there first), a non-empty directory that is not an artifact, or a place
+                that cannot be written (under a file, or read-only).
 
         Example:
             >>> vector.save("my-vector", overwrite=True)                # doctest: +SKIP
             PosixPath('my-vector')
         """
         target = Path(directory)
-        if target.exists() and not target.is_dir():
-            raise ArtifactExistsError(
-                f"'{target}' exists and is not a directory",
-                hint="choose another output path",
-                path=str(target),
+        recover(target)  # a save killed between its two renames: put the old artifact back first
+        check_replaceable(target, overwrite=overwrite, marker=C.STEERING_FILE, kind="a steering artifact")
+        try:
+            with atomic_directory(target, replace=overwrite) as staging:
+                write_files(staging, self.files())
+        except (NotADirectoryError, FileExistsError, PermissionError) as exc:
+            if isinstance(exc, SteerkitError):
+                raise
+            what = (
+                "cannot write there (permission denied)"
+                if isinstance(exc, PermissionError)
+                else ("lies under a path that is not a directory")
             )
-        if target.is_dir() and any(target.iterdir()):
-            if not overwrite:
-                raise ArtifactExistsError(
-                    f"'{target}' already exists and is not empty",
-                    hint="pass overwrite=True (CLI: --force) to replace it, or choose another path",
-                    path=str(target),
-                )
-            if not (target / C.STEERING_FILE).is_file():
-                raise ArtifactExistsError(
-                    f"'{target}' is a non-empty directory but not a steering artifact (no {C.STEERING_FILE}); "
-                    "refusing to replace it even with overwrite=True",
-                    hint="choose a new or empty directory",
-                    path=str(target),
-                )
-        with atomic_directory(target) as staging:
-            write_files(staging, self.files())
+            raise ArtifactExistsError(
+                f"cannot save to '{target}': it {what} ({exc.strerror or type(exc).__name__})",
+                hint="choose a writable output folder whose parents are directories",
+                path=str(target),
+            ) from None
         return target
 
     @classmethod

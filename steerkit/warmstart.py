@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from steerkit._hf import pad_id
-from steerkit._io import atomic_directory
+from steerkit._io import atomic_directory, check_replaceable
 from steerkit.data import as_pairs, encode_pair
-from steerkit.errors import AdapterError, ArtifactExistsError, EmptyDataError, InvalidOptionError
+from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.readers import load_pairs
 
 __all__ = ["METHODS", "check_adapter_target", "peft_config", "save_adapter", "warm_start"]
@@ -209,24 +209,7 @@ def check_adapter_target(directory: str | os.PathLike[str], *, overwrite: bool =
             folder that is not a PEFT adapter.
     """
     target = Path(directory)
-    if target.exists() and not target.is_dir():
-        raise ArtifactExistsError(
-            f"'{target}' exists and is not a folder", hint="choose another output path", path=str(target)
-        )
-    if target.is_dir() and any(target.iterdir()):
-        if not overwrite:
-            raise ArtifactExistsError(
-                f"'{target}' already exists and is not empty",
-                hint="pass overwrite=True (CLI: --force) to replace it, or choose another path",
-                path=str(target),
-            )
-        if not (target / "adapter_config.json").is_file():
-            raise ArtifactExistsError(
-                f"'{target}' is a non-empty folder but not a PEFT adapter (no adapter_config.json); "
-                "refusing to replace it even with overwrite=True",
-                hint="choose a new or empty folder",
-                path=str(target),
-            )
+    check_replaceable(target, overwrite=overwrite, marker="adapter_config.json", kind="a PEFT adapter")
     return target
 
 

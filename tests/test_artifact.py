@@ -600,3 +600,283 @@ def test_optional_evaluation_round_trips(tmp_path: Path) -> None:
     vector = dataclasses.replace(plain, config=dataclasses.replace(plain.config, evaluation=evaluation))
     assert json.loads(vector.config.to_json())["evaluation"] == evaluation
     assert SteeringVector.load(vector.save(tmp_path / "v")).config == vector.config
+
+
+# --- reliability (issue 14): every refusal is typed, links and pickles are refused, saves heal ------------
+
+
+def raw_file(header: bytes, data: bytes) -> bytes:
+    """A safetensors file from raw header JSON bytes (padded) and data bytes."""
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def with_metadata(directory: Path, metadata_json: bytes) -> None:
+    """Rewrite the tensor file with ``metadata_json`` (raw JSON text) as its ``__metadata__``."""
+    path = directory / C.STEERING_FILE
+    data = load_file(path)[C.TENSOR_NAME].numpy().astype("<f4").tobytes()
+    entry = json.dumps({"dtype": "F32", "shape": [len(data) // 4], "data_offsets": [0, len(data)]}).encode()
+    path.write_bytes(raw_file(b'{"__metadata__":' + metadata_json + b',"task_vector":' + entry + b"}", data))
+
+
+def embed(config_text: str) -> bytes:
+    return json.dumps({"format": C.FORMAT_TAG, "config": config_text}).encode()
+
+
+def replace_value(directory: Path, path: list[str], raw: str) -> None:
+    """Set the config value at ``path`` to the raw JSON text ``raw`` in both copies (so they agree)."""
+    config = json.loads((directory / C.CONFIG_FILE).read_text())
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "@@RAW@@"
+    text = json.dumps(config, sort_keys=True, indent=2).replace('"@@RAW@@"', raw) + "\n"
+    (directory / C.CONFIG_FILE).write_text(text, errors="surrogatepass")
+    with_metadata(directory, embed(text))
+
+
+UNTYPED = [
+    ("metadata-string", lambda d: with_metadata(d, b'"a JSON string"'), ArtifactCorruptError),
+    ("metadata-list", lambda d: with_metadata(d, b"[1, 2]"), ArtifactCorruptError),
+    ("config-not-a-string", lambda d: with_metadata(d, b'{"format": "steerkit/1", "config": {"a": 1}}'), None),
+    ("deep-nesting", lambda d: replace_value(d, ["calibration", "x"], "[" * 100_000 + "]" * 100_000), None),
+    ("huge-int", lambda d: replace_value(d, ["calibration", "n_tokens"], "9" * 5000), ArtifactCorruptError),
+    ("400-digit-float", lambda d: replace_value(d, ["alpha"], "9" * 400), ArtifactValueError),
+    ("1e400", lambda d: replace_value(d, ["mu", "fit"], "1e400"), ArtifactValueError),
+    ("nan", lambda d: replace_value(d, ["mu", "value"], "NaN"), ArtifactValueError),
+    ("nan-free-form", lambda d: replace_value(d, ["evaluation"], '{"x": Infinity}'), ArtifactValueError),
+    ("adapter-a-string", lambda d: replace_value(d, ["adapter"], '"LORA"'), ArtifactValueError),
+    ("adapter-sha-a-number", lambda d: replace_value(d, ["adapter", "sha256"], "12"), ArtifactValueError),
+    ("vector-sha-a-list", lambda d: replace_value(d, ["task_vector_sha256"], '["a"]'), ArtifactValueError),
+    ("data-sha-an-object", lambda d: replace_value(d, ["calibration", "data_sha256"], "{}"), ArtifactValueError),
+    ("alpha-a-string", lambda d: replace_value(d, ["alpha"], '"0.1"'), ArtifactValueError),
+    ("mu-a-string", lambda d: replace_value(d, ["mu", "paper", "mean"], '"-1.8"'), ArtifactValueError),
+    ("mu-a-bool", lambda d: replace_value(d, ["mu_static", "fit"], "true"), ArtifactValueError),
+    ("n_examples-a-float", lambda d: replace_value(d, ["calibration", "n_examples"], "4.5"), ArtifactValueError),
+    ("format-version-a-number", lambda d: replace_value(d, ["format_version"], "1.0"), ArtifactValueError),
+    ("chosen-by-a-dict", lambda d: replace_value(d, ["mu", "chosen_by"], '{"a": 1}'), ArtifactValueError),
+    ("versions-a-number", lambda d: replace_value(d, ["versions", "torch"], "2"), ArtifactValueError),
+    ("lone-surrogate", lambda d: replace_value(d, ["base_model", "name_or_path"], '"\\ud800"'), ArtifactCorruptError),
+    ("surrogate-key", lambda d: replace_value(d, ["calibration", "note"], '{"\\udfff": 1}'), ArtifactCorruptError),
+    ("unknown-key", lambda d: replace_value(d, ["calibration", "q"], "[0, {}]"), None),
+]
+
+
+@pytest.mark.parametrize(("damage", "error"), [c[1:] for c in UNTYPED], ids=[c[0] for c in UNTYPED])
+def test_malformed_configs_raise_only_steerkit_errors(
+    vector: SteeringVector, tmp_path: Path, damage: Callable[[Path], None], error: type | None
+) -> None:
+    directory = vector.save(tmp_path / "v")
+    dataclasses.replace(vector, config=dataclasses.replace(vector.config, evaluation={"x": 1})).save(
+        directory, overwrite=True
+    )
+    damage(directory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for read in (SteeringVector.load, read_config):
+            try:
+                read(directory)
+            except SteerkitError as exc:
+                assert isinstance(exc, ArtifactFormatError) and "\n" not in str(exc)
+                assert error is None or isinstance(exc, error), repr(exc)
+            else:
+                assert error is None, "loaded"
+
+
+def test_from_dict_raises_only_steerkit_errors(vector: SteeringVector) -> None:
+    good = vector.config.to_dict()
+    for bad in (
+        {**good, "evaluation": {"x": float("nan")}},
+        {**good, "calibration": {**good["calibration"], "n": 10**5000}},
+        {**good, "tokenizer": {**good["tokenizer"], "sha256": b"bytes"}},
+        {**good, "alpha": 10**400},
+        {**good, "mu": {**good["mu"], "value": "1.5"}},
+        {**good, "base_model": {"name_or_path": "\udc80"}},
+    ):
+        with pytest.raises(ArtifactFormatError):
+            SteerConfig.from_dict(bad)
+    for bad_mu in (None, 3, {**good["mu"], "fit": float("inf")}, {**good["mu"], "paper": {"mean": 10**400}}):
+        with pytest.raises(ArtifactFormatError):
+            MuStats.from_dict(bad_mu, where="x")  # type: ignore[arg-type]
+
+
+def test_unknown_nested_keys_are_tolerated_and_every_loaded_vector_round_trips(
+    vector: SteeringVector, tmp_path: Path
+) -> None:
+    quantiles = {"paper": {"0.5": -1.0, "0.9": 2.0, "note": "x"}, "exact": {"0.5": -3.0}, "gauss": "soon", "z": 1}
+    calibration = {**vector.config.calibration, "mu_star_quantiles": quantiles, "extra": {"deep": [1, {"a": None}]}}
+    rich = dataclasses.replace(vector, config=dataclasses.replace(vector.config, calibration=calibration))
+    directory = rich.save(tmp_path / "v")
+    replace_value(directory, ["tokenizer", "future"], '{"k": [1, 2.5, "s"]}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = SteeringVector.load(directory)
+        again = SteeringVector.load(loaded.save(tmp_path / "w"))
+    assert loaded.files() == again.files() and loaded.config.tokenizer["future"] == {"k": [1, 2.5, "s"]}
+    card = loaded.files()[C.CARD_FILE].decode()
+    assert "| 0.5 | -3 | -1 |" in card and "note" not in card
+
+
+def test_symlinks_are_refused_and_never_followed(vector: SteeringVector, tmp_path: Path) -> None:
+    directory = vector.save(tmp_path / "v")
+    secret = tmp_path / "secret.safetensors"
+    secret.write_bytes(b"outside")
+    for name in (C.STEERING_FILE, C.CONFIG_FILE, "adapter/adapter_model.safetensors", "adapter/extra", "adapter"):
+        vector.save(directory, overwrite=True)
+        path = directory / name
+        real = tmp_path / f"real-{name.replace('/', '-')}"
+        if path.exists():
+            os.replace(path, real)
+        path.symlink_to(real if name != "adapter/extra" else secret)
+        with pytest.raises(ArtifactCorruptError, match=f"'{path}' is a symbolic link") as info:
+            SteeringVector.load(directory)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["adapter_model.bin", "weights.pt", "x.pth", "sub/model.pkl", "m.CKPT"])
+def test_pickle_adapter_files_are_refused(vector: SteeringVector, tmp_path: Path, name: str) -> None:
+    directory = vector.save(tmp_path / "v")
+    path = directory / "adapter" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(ArtifactCorruptError, match="pickle-format file; steerkit accepts safetensors adapter weights"):
+        SteeringVector.load(directory)
+
+
+def test_load_adapter_refuses_pickle_and_escaping_names() -> None:
+    from steerkit.adapters import load_adapter
+    from steerkit.errors import AdapterError
+
+    plain = make_vector(99)
+    for files in (
+        {"adapter_config.json": b"{}", "adapter_model.bin": b"x"},
+        {"adapter_config.json": b"{}", "../x": b""},
+    ):
+        vector = SteeringVector(plain.task_vector, plain.config, files)
+        with pytest.raises(AdapterError):
+            load_adapter(vector, object())
+
+
+def test_tensor_size_is_checked_before_the_file_is_read(
+    vector: SteeringVector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = vector.save(tmp_path / "v")
+    path = directory / C.STEERING_FILE
+    with path.open("r+b") as handle:
+        handle.truncate(8 * 1024**3)  # 8 GiB, sparse: never read
+    real = Path.read_bytes
+
+    def guarded(self: Path) -> bytes:
+        assert self.name != C.STEERING_FILE, "the whole tensor file was read"
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", guarded)
+    with pytest.raises(ArtifactCorruptError, match="has trailing bytes"):
+        SteeringVector.load(directory)
+
+
+def test_a_tampered_readme_is_ignored_and_rewritten(vector: SteeringVector, tmp_path: Path) -> None:
+    directory = vector.save(tmp_path / "v")
+    (directory / C.CARD_FILE).write_text("pwned")
+    loaded = SteeringVector.load(directory)
+    assert loaded.files() == vector.files()
+    loaded.save(tmp_path / "w")
+    assert (tmp_path / "w" / C.CARD_FILE).read_bytes() == vector.files()[C.CARD_FILE]
+
+
+def killed_between_renames(target: Path, stale: bool = True) -> Path:
+    """Leave ``target`` as a save killed between its two renames does: absent, the old one in ``.old``."""
+    old = target.parent / f".{target.name}.abcd_123.old"
+    old.mkdir()
+    os.replace(target, old / "previous")
+    if stale:
+        staging = target.parent / f".{target.name}.zz99yy88.tmp"
+        staging.mkdir()
+        (staging / C.STEERING_FILE).write_bytes(b"half")
+    return old
+
+
+def test_a_killed_save_is_restored_by_the_next_load(vector: SteeringVector, tmp_path: Path) -> None:
+    target = vector.save(tmp_path / "v")
+    (tmp_path / "v.x").mkdir()  # a sibling whose name starts alike is never touched
+    killed_between_renames(target)
+    assert not target.exists()
+    assert SteeringVector.load(target).files() == vector.files()
+    assert tree(target) == vector.files()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v", "v.x"]
+    killed_between_renames(target)
+    assert SteeringVector.load(str(target)).config == vector.config  # through resolve() too
+
+
+def test_a_killed_save_is_cleaned_up_by_the_next_save(vector: SteeringVector, tmp_path: Path) -> None:
+    target = vector.save(tmp_path / "v")
+    killed_between_renames(target)
+    with pytest.raises(ArtifactExistsError):
+        make_vector(99, seed=5).save(target)  # the old artifact is back, so a plain save refuses
+    assert tree(target) == vector.files()
+    killed_between_renames(target)
+    other = make_vector(99, seed=5)
+    other.save(target, overwrite=True)
+    assert tree(target) == other.files()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+    (tmp_path / ".v.qq11ww22.tmp").mkdir()  # a stale staging folder beside a complete target
+    vector.save(target, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+
+
+def test_two_concurrent_saves_to_a_new_folder_cannot_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import steerkit.vector as vector_module
+
+    real = vector_module.write_files
+
+    def slow(folder: Any, files: Any) -> None:
+        time.sleep(0.05)  # both savers are past their "target does not exist" check
+        real(folder, files)
+
+    monkeypatch.setattr(vector_module, "write_files", slow)
+    vectors = [make_vector(99, seed=s) for s in (1, 2)]
+    for trial in range(5):
+        target = tmp_path / f"v{trial}"
+        results: list[Any] = [None, None]
+
+        def save(i: int, target: Path = target, results: list[Any] = results) -> None:
+            try:
+                results[i] = vectors[i].save(target)
+            except ArtifactExistsError as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=save, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [i for i in (0, 1) if isinstance(results[i], Path)]
+        assert len(winners) == 1, results
+        assert tree(target) == vectors[winners[0]].files()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"v{t}" for t in range(5)]
+
+
+def test_save_into_a_bad_place_is_a_typed_one_line_error(vector: SteeringVector, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactExistsError, match="cannot save to") as info:
+        vector.save(tmp_path / "file" / "v")
+    assert "\n" not in str(info.value)
+
+
+def test_save_into_a_read_only_place_is_a_typed_error(
+    vector: SteeringVector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise PermissionError(13, "Permission denied")  # what a read-only folder answers (root ignores modes)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(ArtifactExistsError, match="permission denied") as info:
+        vector.save(tmp_path / "v")
+    assert "\n" not in str(info.value) and not (tmp_path / "v").exists()

@@ -585,3 +585,172 @@ def test_token_true_without_a_saved_token(hub: HubServer, cache: Path, monkeypat
     assert str(info.value) == (
         f"no Hub token found to push to '{REPO}' — {LOGIN} (token=True reads the saved token, which does not exist)"
     )
+
+
+# --- reliability (issue 14) --------------------------------------------------------------------------------
+
+
+def metadata_string_file(raw: bytes) -> bytes:
+    """``raw`` with its ``__metadata__`` replaced by a JSON string (a valid safetensors header otherwise)."""
+    header, data = tensor_file(raw)
+    header["__metadata__"] = "a JSON string, not an object"
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def test_a_download_failing_verification_in_any_way_is_evicted_and_typed(
+    hub: HubServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steerkit.errors import ArtifactCorruptError
+
+    vector = vector_with_adapter()
+    sha = push(hub, vector).rsplit("/", 1)[1]
+    original = hub.file(REPO, C.STEERING_FILE)
+    hub.tamper(REPO, C.STEERING_FILE, metadata_string_file(original))
+    with pytest.raises(ArtifactCorruptError, match="failed verification") as info:
+        pull(hub, cache)
+    assert "the download was removed from the cache" in str(info.value)
+    assert not (cache / "models--steerkit-tester--tiny-vector" / "snapshots" / sha).exists()
+    hub.tamper(REPO, C.STEERING_FILE, original)
+
+    import steerkit.hub
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr(steerkit.hub, "read_dir", explode)
+    with pytest.raises(ArtifactCorruptError, match="RuntimeError: something nobody foresaw") as info:
+        pull(hub, cache)
+    assert "\n" not in str(info.value) and info.value.repo_id == REPO  # type: ignore[attr-defined]
+    assert not (cache / "models--steerkit-tester--tiny-vector" / "snapshots" / sha).exists()
+    monkeypatch.undo()
+    assert_same(pull(hub, cache), vector)
+
+
+def test_list_local_survives_a_damaged_cached_entry(
+    hub: HubServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    push(hub, make_vector(seed=1))
+    pull(hub, cache)
+    (entry,) = list_local(cache)
+    tensor = Path(entry["path"]) / C.STEERING_FILE
+    blob = tensor.resolve()
+    blob.write_bytes(metadata_string_file(blob.read_bytes()))
+    (damaged,) = list_local(cache)
+    assert (damaged["base_model"], damaged["vocab_size"]) == (None, None)
+
+    import steerkit.hub
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("unforeseen")
+
+    monkeypatch.setattr(steerkit.hub, "read_config", explode)
+    assert [(e["base_model"], e["vocab_size"]) for e in list_local(cache)] == [(None, None)]
+
+
+def test_only_the_files_the_format_names_are_fetched(hub: HubServer, cache: Path) -> None:
+    from steerkit.hub import FETCH_PATTERNS
+
+    assert sorted(FETCH_PATTERNS) == sorted(
+        [
+            C.STEERING_FILE,
+            C.CONFIG_FILE,
+            C.CARD_FILE,
+            "adapter/adapter_config.json",
+            "adapter/adapter_model.safetensors",
+        ]
+    )
+    vector = vector_with_adapter()
+    push(hub, vector)
+    hub.commit(REPO, {"adapter/adapter_model.bin": b"\x80\x04pickle", "adapter/notes/x.pt": b"\x80", "other.bin": b"x"})
+    folder = resolve(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint).directory
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(vector.files())
+    assert_same(pull(hub, cache), vector)
+
+
+def test_a_hub_snapshot_link_out_of_the_cache_is_refused(hub: HubServer, cache: Path, tmp_path: Path) -> None:
+    from steerkit.errors import ArtifactCorruptError
+
+    vector = vector_with_adapter()
+    push(hub, vector)
+    folder = resolve(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint).directory
+    link = folder / "adapter" / "adapter_model.safetensors"
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(link.read_bytes())
+    link.unlink()
+    link.symlink_to(outside)
+    with pytest.raises(ArtifactCorruptError, match="is a symbolic link"):
+        SteeringVector.load(folder)
+
+
+# --- reliability: implicit tokens, deadlines, lock-aware eviction ----------------------------------------------
+
+
+def test_an_implicit_token_echoed_by_the_server_is_redacted(
+    hub: HubServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    push(hub, make_vector())
+    monkeypatch.setenv("HF_TOKEN", hub.token)  # token=None: huggingface_hub sends $HF_TOKEN
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(cache / "no-token"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(cache / "no-tokens"))
+    with hub.failing(500, path="/api/models/", message=f"bad request with token {hub.token}"):
+        with pytest.raises(HubServerError) as info:
+            pull(hub, cache, token=None)
+    assert "bad request with token ***" in str(info.value)
+    no_token_in(info.value, hub.token)
+
+
+def test_a_stalled_download_hits_the_deadline(hub: HubServer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    vector = make_vector()
+    push(hub, vector)
+    monkeypatch.setenv("STEERKIT_HUB_DEADLINE", "0.5")
+    with hub.failing(200, path="/api/models/", delay=3):
+        start = time.monotonic()
+        with pytest.raises(HubConnectionError) as info:
+            pull(hub, cache)
+        assert time.monotonic() - start < 2.5
+    assert str(info.value) == (
+        f"could not download '{REPO}' (revision 'main') from {hub.endpoint} within the 0.5 s deadline — the Hub is "
+        "slow or stalled; retry later, or allow more seconds with STEERKIT_HUB_DEADLINE"
+    )
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv("STEERKIT_HUB_DEADLINE", "soon")
+    with pytest.raises(InvalidOptionError, match="STEERKIT_HUB_DEADLINE='soon' is not a positive number"):
+        pull(hub, cache)
+    monkeypatch.delenv("STEERKIT_HUB_DEADLINE")
+    assert_same(pull(hub, cache), vector)  # the default deadline lets a normal pull through
+
+
+def test_eviction_spares_a_blob_a_download_holds(hub: HubServer, cache: Path) -> None:
+    import threading
+
+    from filelock import FileLock
+
+    from steerkit._hub_cache import evict_snapshot
+
+    sha = push(hub, vector_with_adapter()).rsplit("/", 1)[1]
+    pull(hub, cache)
+    storage = cache / "models--steerkit-tester--tiny-vector"
+    blobs = sorted(p.name for p in (storage / "blobs").iterdir())
+    held = hub.repos[REPO].head().blob_ids[C.CONFIG_FILE]
+    assert held in blobs and len(blobs) > 2
+    locked, release = threading.Event(), threading.Event()
+
+    def download_in_progress() -> None:  # another thread holds the blob's download lock, as huggingface_hub does
+        with FileLock(str(cache / ".locks" / storage.name / f"{held}.lock")):
+            locked.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=download_in_progress)
+    worker.start()
+    try:
+        assert locked.wait(10)
+        assert evict_snapshot(storage / "snapshots" / sha)
+    finally:
+        release.set()
+        worker.join()
+    assert [p.name for p in (storage / "blobs").iterdir()] == [held]  # the unshared, unlocked blobs went
+    assert not (storage / "snapshots" / sha).exists() and not (storage / "refs" / "main").exists()

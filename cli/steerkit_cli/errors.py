@@ -11,9 +11,12 @@ The table's rows name their exception types through small functions, not the typ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -150,15 +153,34 @@ ERROR_TABLE: list[
 ]
 
 
+#: Library API arguments named in messages and hints → the CLI flag that sets them.
+CLI_FLAGS: dict[str, str] = {
+    "strict=False": "--no-strict",
+    "local_files_only=True": "--offline",
+    "overwrite=True": "--force",
+}
+_API_WITH_FLAG = re.compile(r"\b[a-z_]+=\S+ \(CLI: (--[a-z][a-z-]*)\)")
+_API_ARGUMENT = re.compile(r"\b(?:" + "|".join(map(re.escape, CLI_FLAGS)) + r")\b")
+
+
+def cli_terms(text: str) -> str:
+    """``text`` with the library's API arguments replaced by the CLI's flags (``strict=False`` → ``--no-strict``,
+    ``overwrite=True (CLI: --force)`` → ``--force``): what a CLI user can act on."""
+    text = _API_WITH_FLAG.sub(lambda m: m.group(1), text)
+    return _API_ARGUMENT.sub(lambda m: CLI_FLAGS[m.group(0)], text)
+
+
 def describe_error(exc: BaseException) -> dict[str, str | None]:
     """The ``{"code", "message", "hint"}`` of an exception, from the first matching row of :data:`ERROR_TABLE`.
 
-    The message is always one line.
+    The message is always one line. API arguments in the message and hint are shown as CLI flags
+    (:func:`cli_terms`).
     """
     for types, describe in ERROR_TABLE:
         if isinstance(exc, types()):
             code, message, hint = describe(exc)
-            return {"code": code, "message": _first_line(message) or type(exc).__name__, "hint": hint}
+            shown = cli_terms(_first_line(message)) or type(exc).__name__
+            return {"code": code, "message": shown, "hint": None if hint is None else cli_terms(hint)}
     raise exc  # pragma: no cover - the last row matches every Exception
 
 
@@ -184,10 +206,11 @@ def command(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         out = Output(bool(kwargs.get("json_output", False)))
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_loggers(*QUIET_LOGGERS):
                 warnings.simplefilter("default")
                 for noise in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
                     warnings.simplefilter("ignore", noise)  # library internals, not the user's business
+                warnings.filterwarnings("ignore", module=r"huggingface_hub(\.|$)")  # its retries: our error says it
                 warnings.showwarning = _warning_to(out)
                 return func(*args, out=out, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
@@ -197,6 +220,27 @@ def command(func: F) -> F:
 
     wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+#: Libraries whose own log lines (below ERROR) a CLI run never shows: a failure prints steerkit's one-line error
+#: and hint only (huggingface_hub logs every retry of a failing request as a warning).
+QUIET_LOGGERS = ("huggingface_hub",)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Any:
+    """Raise the named loggers to ERROR for the block (their levels are restored afterwards)."""
+    with contextlib.suppress(ImportError):  # huggingface_hub sets its logger's level on import: import it first
+        import huggingface_hub.utils.logging  # noqa: F401
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _report(out: Output, exc: BaseException) -> int:
@@ -211,6 +255,6 @@ def _warning_to(out: Output) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         from rich.markup import escape
 
-        out.err.print(f"[yellow]Warning:[/] {escape(_first_line(str(message)))}")
+        out.err.print(f"[yellow]Warning:[/] {escape(cli_terms(_first_line(str(message))))}")
 
     return show

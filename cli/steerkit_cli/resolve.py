@@ -91,10 +91,18 @@ def check_out(path: Path, *, force: bool) -> None:
     """Refuse early (before any work) to write into an existing non-empty folder without ``--force``.
 
     Raises:
+        CliError: A parent of ``path`` is a file (not a directory): no ``--force`` can help.
         ArtifactExistsError: ``path`` is a file, or a non-empty folder and ``force`` is false.
     """
     from steerkit.errors import ArtifactExistsError
 
+    blocker = next((p for p in path.absolute().parents if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CliError(
+            f"cannot write '{path}': its parent '{blocker}' is not a directory",
+            hint="choose an --out whose parent folders are directories (or move that file away)",
+            code="not_a_directory",
+        )
     if path.exists() and not path.is_dir():
         raise ArtifactExistsError(f"'{path}' exists and is not a folder", hint="choose another --out", path=str(path))
     if path.is_dir() and any(path.iterdir()) and not force:
