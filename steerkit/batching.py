@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from steerkit._hf import cache_arg
+from steerkit.chat import validate_messages
 from steerkit.data import encode_pair
 from steerkit.errors import DataFormatError, EmptyDataError
 
@@ -47,7 +48,7 @@ def encode_options(
     layout: list[dict[str, list[int]]] = []
     for i, item in enumerate(items):
         prompt = item["prompt"]
-        if not tokenizer(prompt)["input_ids"]:
+        if isinstance(prompt, str) and not tokenizer(prompt)["input_ids"]:
             raise bad_item(i, "the prompt encodes to no tokens, so the first option token has no context")
         known: dict[str, int] = {}
         entry: dict[str, list[int]] = {}
@@ -286,8 +287,11 @@ def validate_items(items: Sequence[Mapping[str, Any]]) -> None:
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
             raise bad_item(i, f"expected a mapping, got {type(item).__name__}")
-        if not isinstance(item.get("prompt"), str):
-            raise bad_item(i, "'prompt' missing or not a string")
+        prompt = item.get("prompt")
+        if isinstance(prompt, list):
+            validate_messages(prompt, f"item {i}", what="prompt")
+        elif not isinstance(prompt, str):
+            raise bad_item(i, "'prompt' missing or not a string (or a list of chat messages)")
         choices = item.get("choices")
         if not isinstance(choices, Sequence) or isinstance(choices, str) or len(choices) == 0:
             raise bad_item(i, "'choices' missing or empty")

@@ -14,12 +14,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from steerkit.chat import template_sha256
 from steerkit.errors import IncompatibleModelError
 from steerkit.models import logits_width, tokenizer_fingerprint
 from steerkit.vector import SteeringVector
 
 __all__ = [
     "BaseModelMismatchWarning",
+    "ChatTemplateMismatchWarning",
     "Compatibility",
     "PaddedVocabularyWarning",
     "TokenizerMismatchWarning",
@@ -33,6 +35,10 @@ class PaddedVocabularyWarning(UserWarning):
 
 class TokenizerMismatchWarning(UserWarning):
     """The tokenizer differs from the vector's and ``strict=False`` let it through."""
+
+
+class ChatTemplateMismatchWarning(UserWarning):
+    """The vector was calibrated on chat-formatted data and the tokenizer's chat template differs."""
 
 
 class BaseModelMismatchWarning(UserWarning):
@@ -116,6 +122,7 @@ def check_compatible(
                 raise IncompatibleModelError(message, hint=hint, expected=want, got=found["sha256"])
             warnings.warn(f"{message}; continuing because strict=False", TokenizerMismatchWarning, stacklevel=2)
         n_tokens = int(found["vocab_length"])
+        _check_chat_template(vector, tokenizer)
     n_tokens = min(n_tokens, width)
     if n_tokens < width:
         warnings.warn(
@@ -135,3 +142,16 @@ def check_compatible(
             stacklevel=2,
         )
     return Compatibility(logits_width=width, n_tokens=n_tokens)
+
+
+def _check_chat_template(vector: SteeringVector, tokenizer: Any) -> None:
+    want = (vector.config.calibration or {}).get("chat_template_sha256")
+    got = template_sha256(tokenizer)
+    if want and got != want:
+        found = f"{got[:12]}…" if got else "none"
+        warnings.warn(
+            f"the vector was calibrated on chat-formatted data with chat template {str(want)[:12]}…, but the "
+            f"tokenizer's chat template is {found}: prompts will not look like the ones it was fitted on",
+            ChatTemplateMismatchWarning,
+            stacklevel=3,
+        )

@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from steerkit.chat import encode_chat, fit_length, is_conversation, turns, validate_messages
 from steerkit.errors import DataFormatError, EmptyDataError, InvalidOptionError
 
-__all__ = ["as_items", "as_pairs", "data_sha256", "encode_pair", "split", "validate_record"]
+__all__ = ["as_items", "as_pairs", "data_sha256", "encode_pair", "split", "to_pairs", "validate_record"]
 
 Record = dict[str, Any]
 R = TypeVar("R", bound=Mapping[str, Any])
@@ -40,7 +41,9 @@ def as_pairs(records: Iterable[Mapping[str, Any]], *, where: str = "data") -> li
     """Validate in-memory records as pairs (multiple-choice items become pairs, as in :func:`load_pairs`).
 
     Args:
-        records: Dicts with ``prompt`` and ``completion`` (or multiple-choice items).
+        records: Dicts with ``prompt`` and ``completion`` (text, or lists of messages), ``{"messages": [...]}``
+            conversations (one pair per assistant turn, :mod:`steerkit.chat`), or multiple-choice items; any
+            iterable of dicts, so a ``datasets.Dataset`` works as it is.
         where: How to name the source in error messages.
 
     Raises:
@@ -49,7 +52,7 @@ def as_pairs(records: Iterable[Mapping[str, Any]], *, where: str = "data") -> li
     """
     out = []
     for i, record in enumerate(records):
-        out.append(to_pair(validate_record(record, f"{where}, record {i}", index=i)))
+        out.extend(to_pairs(validate_record(record, f"{where}, record {i}", index=i), f"{where}, record {i}"))
     return nonempty(out, where)
 
 
@@ -157,30 +160,34 @@ def data_sha256(records: Iterable[Mapping[str, Any]]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def encode_pair(tokenizer: Any, prompt: str, continuation: str, *, max_length: int = 512) -> tuple[list[int], int]:
+def encode_pair(
+    tokenizer: Any, prompt: str | list[Any], continuation: str | list[Any], *, max_length: int = 512
+) -> tuple[list[int], int]:
     """Token ids of ``prompt + continuation`` and where the continuation starts.
 
     The prompt is tokenized with the tokenizer's special tokens (e.g. a BOS), the continuation without, and the
     ids concatenated. Past ``max_length`` the prompt loses tokens from its start; a continuation longer than
     ``max_length - 1`` is cut at its end (one context token is always kept).
 
+    A conversational prompt (a list of messages) is rendered with the tokenizer's chat template instead
+    (:func:`steerkit.chat.encode_chat`); a text continuation is then the assistant's reply.
+
     Args:
         tokenizer: A transformers tokenizer.
-        prompt: The context.
-        continuation: The completion or choice text.
+        prompt: The context, as text or as messages.
+        continuation: The completion or choice, as text or (after a conversational prompt) as messages.
         max_length: Most tokens in all.
 
     Returns:
         ``(ids, start)``: ``ids[start:]`` are the continuation's tokens.
     """
+    if isinstance(prompt, list):
+        reply = continuation if isinstance(continuation, list) else [{"role": "assistant", "content": continuation}]
+        return encode_chat(tokenizer, prompt, reply, max_length=max_length)
+    assert isinstance(continuation, str), "a text prompt takes a text continuation"
     prompt_ids = list(tokenizer(prompt)["input_ids"])
     cont_ids = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
-    if len(cont_ids) > max_length - 1:
-        cont_ids = cont_ids[: max(max_length - 1, 0)]
-    room = max_length - len(cont_ids)
-    if len(prompt_ids) > room:
-        prompt_ids = prompt_ids[len(prompt_ids) - room :]
-    return prompt_ids + cont_ids, len(prompt_ids)
+    return fit_length(prompt_ids, cont_ids, max_length)
 
 
 # --- validation ------------------------------------------------------------------------------------------
@@ -204,7 +211,9 @@ def validate_record(record: Any, where: str, **fields: Any) -> Record:
         raise bad(f"expected a JSON object, got {type(record).__name__}", 'write {"prompt": ..., "completion": ...}')
     if "choices" in record:
         item = {k: record[k] for k in ITEM_KEYS if k in record}
-        if not isinstance(item.get("prompt"), str):
+        if is_conversation(item.get("prompt")):
+            item["prompt"] = validate_messages(item["prompt"], where, what="prompt")
+        elif not isinstance(item.get("prompt"), str):
             raise bad('"prompt" must be a string', "give the question text as a string")
         choices = item["choices"]
         if not is_str_list(choices) or len(choices) < 1:
@@ -235,6 +244,16 @@ def validate_record(record: Any, where: str, **fields: Any) -> Record:
         if "category" in item and not isinstance(item["category"], str):
             raise bad('"category" must be a string', "give the category as a string")
         return item
+    if "messages" in record:
+        return {"messages": validate_messages(record["messages"], where)}
+    if "prompt" in record and "completion" in record and is_conversation(record["prompt"]):
+        if not is_conversation(record["completion"]):
+            raise bad('a conversational "prompt" needs a "completion" list of messages too', "give both as messages")
+        prompt = validate_messages(record["prompt"], where, what="prompt")
+        completion = validate_messages(record["completion"], where, what="completion")
+        if any(m["role"] != "assistant" for m in completion):
+            raise bad('"completion" messages must all have role "assistant"', "put the other turns in the prompt")
+        return {"prompt": prompt, "completion": completion}
     if "prompt" in record and "completion" in record:
         if not isinstance(record["prompt"], str) or not isinstance(record["completion"], str):
             raise bad('"prompt" and "completion" must be strings', "quote both as JSON strings")
@@ -244,15 +263,18 @@ def validate_record(record: Any, where: str, **fields: Any) -> Record:
     keys = ", ".join(sorted(map(str, record))) or "none"
     raise bad(
         f"neither a prompt/completion pair nor a multiple-choice item (keys: {keys})",
-        'use {"prompt", "completion"} or {"prompt", "choices", "label"}',
+        'use {"prompt", "completion"}, {"messages": [...]} or {"prompt", "choices", "label"}',
     )
 
 
-def to_pair(record: Record) -> Record:
+def to_pairs(record: Record, where: str = "data") -> list[Record]:
+    """The pairs a validated record gives: one, or one per assistant turn of a ``messages`` conversation."""
+    if "messages" in record:
+        return [{"prompt": p, "completion": c} for p, c in turns(record["messages"], where)]
     if "choices" not in record:
-        return {"prompt": record["prompt"], "completion": record["completion"]}
+        return [{"prompt": record["prompt"], "completion": record["completion"]}]
     index = record["label"] if "label" in record else record["labels"].index(1)
-    return {"prompt": record["prompt"], "completion": record["choices"][index]}
+    return [{"prompt": record["prompt"], "completion": record["choices"][index]}]
 
 
 def nonempty(records: list[Record], where: str | Path) -> list[Record]:

@@ -22,6 +22,7 @@ from transformers import LogitsProcessorList
 
 from steerkit._hf import is_peft
 from steerkit.adapters import load_adapter
+from steerkit.chat import prompt_ids, validate_messages
 from steerkit.compatibility import Compatibility, check_compatible
 from steerkit.errors import InvalidOptionError, SteerkitError
 from steerkit.processors import DynamicSteeringProcessor, StaticSteeringProcessor, check_mu
@@ -70,7 +71,9 @@ class Steered:
         compat: Compatibility,
         undo: Callable[[], None] | None = None,
         shared_forward: bool | None = None,
+        tokenizer: Any | None = None,
     ) -> None:
+        self.tokenizer = tokenizer
         self.vector = vector
         self.model = model
         self.mode = mode
@@ -147,18 +150,36 @@ class Steered:
             self.processor.reset()
         return LogitsProcessorList([self.processor])
 
-    def generate(self, inputs: Tensor | None = None, **kwargs: Any) -> Any:
+    def generate(
+        self, inputs: Tensor | None = None, *, messages: list[dict[str, str]] | None = None, **kwargs: Any
+    ) -> Any:
         """``model.generate`` with the steering processor appended to any ``logits_processor`` you pass.
 
         Args:
             inputs: Passed to ``generate`` as its first argument (usually ``input_ids``).
+            messages: A conversation instead of ``input_ids``: rendered with the chat template of the tokenizer
+                given to :func:`attach`, with its generation prompt (:func:`steerkit.chat.prompt_ids`).
             **kwargs: Everything ``generate`` takes (``input_ids``, ``attention_mask``, ``max_new_tokens``,
                 ``num_beams``, ``do_sample``, ``logits_processor``, ...).
 
         Returns:
             Whatever ``model.generate`` returns.
+
+        Raises:
+            InvalidOptionError: ``messages`` without a tokenizer, or together with ``input_ids``.
         """
         self._check_attached()
+        if messages is not None:
+            if self.tokenizer is None or inputs is not None or "input_ids" in kwargs:
+                raise InvalidOptionError(
+                    "generate(messages=...) needs the tokenizer given to attach, and no input_ids",
+                    hint="attach with tokenizer=... and pass either messages or input_ids",
+                )
+            ids = torch.tensor([prompt_ids(self.tokenizer, validate_messages(messages, "messages"))])
+            kwargs |= {
+                "input_ids": ids.to(self.model.device),
+                "attention_mask": torch.ones_like(ids).to(self.model.device),
+            }
         processors = LogitsProcessorList(list(kwargs.pop("logits_processor", None) or []))
         processors.append(self.processor)
         args = () if inputs is None else (inputs,)
@@ -265,6 +286,7 @@ def attach(
             compat=compat,
             undo=undo,
             shared_forward=shared_forward,
+            tokenizer=tokenizer,
         )
     except SteerkitError:
         if undo is not None:

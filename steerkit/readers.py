@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from steerkit.data import Record, is_str_list, nonempty, to_pair, validate_record
+from steerkit.data import Record, is_str_list, nonempty, to_pairs, validate_record
 from steerkit.errors import DataFormatError
 
 __all__ = ["load_items", "load_pairs"]
@@ -74,7 +74,7 @@ def load_pairs(source: str | os.PathLike[str]) -> list[Record]:
     """
     kind, path = _resolve(source)
     if kind == "jsonl":
-        out = [to_pair(r) for _, r in _read_jsonl(path)]
+        out = [pair for lineno, r in _read_jsonl(path) for pair in to_pairs(r, f"{path}, line {lineno}")]
     elif kind == "bigbench":
         out = _read_bigbench(path, pairs=True)
     else:
