@@ -2,20 +2,28 @@
 
 :func:`load_adapter` writes the artifact's adapter files to a temporary folder, loads them with
 ``PeftModel.from_pretrained`` and returns the PeftModel with an ``undo`` that unloads the adapter and restores the
-model exactly (:class:`Snapshot`: attributes, ``requires_grad`` and training flags). :func:`resolve_adapter` is the
+model exactly (:class:`Snapshot`: attributes, ``requires_grad`` and training flags). :func:`warm_and_base` gives
+option scoring its warm model and a base context (the adapter switched off) for one pass. :func:`resolve_adapter` is the
 build side: a ``PeftModel``, or an adapter folder (peft's rule: a directory wins) or Hub id loaded onto the base
 model; :func:`adapter_files_of` the adapter's files as bytes, :func:`peft_type` its method.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from steerkit import constants as C
+from steerkit._hf import AdapterSwitch, is_peft
+from steerkit.compatibility import check_compatible
 from steerkit.errors import AdapterError
 from steerkit.vector import SteeringVector
 
@@ -45,7 +53,11 @@ class Snapshot:
                 m.training = self.training[name]
 
 
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
+
+
 def load_adapter(vector: SteeringVector, model: Any) -> tuple[Any, Callable[[], None]]:
+    """Load the vector's adapter (safetensors weights only, never a pickle) onto ``model``; return it and undo."""
     from peft import PeftModel
 
     files = vector.adapter_files
@@ -59,6 +71,15 @@ def load_adapter(vector: SteeringVector, model: Any) -> tuple[Any, Callable[[], 
             f"the vector's adapter files lack adapter_config.json (found {', '.join(sorted(files))})",
             hint='re-create the artifact with its adapter, or attach with mode="static"',
         )
+    for name in files:
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not parts:
+            raise AdapterError(f"the vector's adapter file name {name!r} leaves the adapter folder")
+        if name.lower().endswith(_PICKLE_SUFFIXES):
+            raise AdapterError(
+                f"the vector's adapter holds '{name}', a pickle-format file; only safetensors weights are loaded",
+                hint="re-save the adapter with safe_serialization=True (adapter_model.safetensors)",
+            )
     snapshot = Snapshot(model)
     with tempfile.TemporaryDirectory(prefix="steerkit-adapter-") as tmp:
         for name, content in files.items():
@@ -152,4 +173,67 @@ def adapter_files_of(peft_model: Any) -> dict[str, bytes]:
         # save_embedding_layers=False: never probe the Hub for the base model's config while saving
         peft_model.save_pretrained(tmp, selected_adapters=[name], save_embedding_layers=False)
         folder = Path(tmp) if name == "default" else Path(tmp) / name
-        return {f: (folder / f).read_bytes() for f in C.ADAPTER_FILES if (folder / f).is_file()}
+        files = {f: (folder / f).read_bytes() for f in C.ADAPTER_FILES if (folder / f).is_file()}
+    if "adapter_config.json" in files:
+        files["adapter_config.json"] = _stable_config(files["adapter_config.json"])
+    return files
+
+
+def _stable_config(raw: bytes) -> bytes:
+    """peft's ``adapter_config.json`` with set-valued fields (``target_modules``, ...) sorted.
+
+    peft writes those sets in Python's hash order, which differs between processes (``PYTHONHASHSEED``), so the
+    same adapter would give different bytes, and a different ``adapter.sha256``, from run to run.
+    """
+    import json
+
+    config = json.loads(raw)
+    for key, value in config.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = sorted(value)
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+@dataclass
+class WarmAndBase:
+    """The models one scoring pass runs: the warm model, how to get base logits, and the vector's facts."""
+
+    warm: Any
+    base: Callable[[], contextlib.AbstractContextManager[Any]] | None
+    alpha: float
+    n_tokens: int | None
+    static_vector: Tensor | None
+
+
+@contextlib.contextmanager
+def warm_and_base(
+    model: Any, vector: SteeringVector | None, *, need_base: bool, tokenizer: Any, strict: bool, alpha: float
+) -> Iterator[WarmAndBase]:
+    """The warm model (the vector's adapter loaded onto a plain model when base logits are needed, unloaded on
+    exit) and the base context (the adapter switched off), after the compatibility check."""
+    if vector is None:
+        yield WarmAndBase(model, None, alpha, None, None)
+        return
+    compat = check_compatible(vector, model, tokenizer=tokenizer, strict=strict)
+    n_tokens = compat.n_tokens if compat.padded else None
+    v = vector.task_vector.detach().to(torch.float32).clone()
+    if compat.padded:
+        v[compat.n_tokens :] = 0.0
+    warm, undo = model, None
+    if need_base and not is_peft(model):
+        warm, undo = load_adapter(vector, model)
+    try:
+        base = None
+        if need_base:
+            switch = AdapterSwitch(warm)
+
+            @contextlib.contextmanager
+            def base_context() -> Iterator[Any]:
+                with switch.off():
+                    yield warm.get_base_model()
+
+            base = base_context
+        yield WarmAndBase(warm, base, alpha, n_tokens, v)
+    finally:
+        if undo is not None:
+            undo()

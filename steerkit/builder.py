@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -28,13 +28,16 @@ from torch import Tensor
 
 from steerkit._hf import pad_id, trim_heap
 from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
+from steerkit.calibration import Totals
+from steerkit.chat import template_sha256
 from steerkit.config import MuStats, SteerConfig, parse_mu_name
 from steerkit.data import as_pairs, data_sha256, encode_pair
+from steerkit.distributed import shard
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, tokenizer_fingerprint
 from steerkit.readers import load_pairs
-from steerkit.svdecode import AGGREGATORS, CURVATURES, LOGPROB_FLOOR, aggregate_mu, mu_star, steering_delta
+from steerkit.svdecode import AGGREGATORS, CURVATURES, aggregate_mu, mu_star
 from steerkit.terms import TokenTerms, fit_mu
 from steerkit.vector import SteeringVector
 
@@ -199,30 +202,14 @@ def _head_has_adapter(transformer: Any) -> bool:
     return any(isinstance(m, BaseTunerLayer) for m in head.modules())
 
 
+def _chat_record(pairs: Sequence[Mapping[str, Any]], tokenizer: Any) -> dict[str, Any]:
+    """``chat_template_sha256`` when the calibration pairs were rendered with a chat template (else nothing)."""
+    if not any(isinstance(p["prompt"], list) for p in pairs):
+        return {}
+    return {"chat_template_sha256": template_sha256(tokenizer)}
+
+
 # --- the calibration -------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Totals:
-    task_sum: Tensor | None = None
-    kl: float = 0.0
-    kept: float = 0.0
-    gold_masked: int = 0
-    parts: list[TokenTerms] = dataclasses.field(default_factory=list)
-
-    def add(self, warm: Tensor, base: Tensor, targets: Tensor, *, alpha: float) -> None:
-        delta, keep = steering_delta(warm, base, alpha=alpha)
-        summed = delta.sum(dim=0, dtype=torch.float64)
-        self.task_sum = summed if self.task_sum is None else self.task_sum + summed
-        lp_w = torch.log_softmax(warm, dim=-1)
-        lp_b = torch.log_softmax(base, dim=-1).clamp(min=LOGPROB_FLOOR)
-        p_w = lp_w.exp()
-        self.kl += float(torch.where(p_w > 0, p_w * (lp_w - lp_b), torch.zeros_like(lp_w)).sum(dtype=torch.float64))
-        del lp_w, lp_b, p_w
-        self.kept += float(keep.sum())
-        self.gold_masked += int((~keep.gather(1, targets[:, None])).sum())
-        terms = TokenTerms.from_logits(warm, delta, keep, targets)
-        self.parts.append(TokenTerms(**{f.name: getattr(terms, f.name).cpu() for f in dataclasses.fields(terms)}))
 
 
 @contextmanager
@@ -271,13 +258,14 @@ def _build(
     chunk = max(16, CHUNK_ELEMENTS // width)
     shared_head = prompt_learning or not _head_has_adapter(transformer)
     n_batches = -(-len(used) // batch_size)
-    totals = _Totals()
+    totals = Totals()
+    mine = shard(n_batches)  # all batches without a process group
 
     def base_context() -> Any:
         return nullcontext() if prompt_learning else peft_model.disable_adapter()
 
     with torch.no_grad(), _eval_mode(peft_model):
-        for index in range(n_batches):
+        for done, index in enumerate(mine, start=1):
             batch = _make_batch(used[index * batch_size : (index + 1) * batch_size], pad_id=pad, left=left)
             prompts = peft_model.get_prompt(batch_size=batch.input_ids.shape[0]) if prompt_learning else None
             warm_rows = _hidden_rows(transformer, batch, device=device, prompts=prompts)
@@ -288,20 +276,19 @@ def _build(
                 warm = _head_logits(transformer, warm_rows[lo : lo + chunk])
                 with nullcontext() if shared_head else base_context():
                     base = _head_logits(transformer, base_rows[lo : lo + chunk])
-                totals.add(warm, base, targets[lo : lo + chunk], alpha=alpha)
+                totals.add(index, warm, base, targets[lo : lo + chunk], alpha=alpha)
                 del warm, base
                 if device.type == "cpu":
                     trim_heap()
             del warm_rows, base_rows
             if show_progress:
-                print(f"build: batch {index + 1}/{n_batches}", file=sys.stderr, flush=True)
+                print(f"build: batch {done}/{len(mine)}", file=sys.stderr, flush=True)
             if progress is not None:
-                progress(index + 1, n_batches)
+                progress(done, len(mine))
 
-    terms = TokenTerms.cat(totals.parts)
+    task_sum, kl_sum, kept_sum, gold_masked, terms = totals.gathered().merged(width)
     n_tokens = terms.n_tokens
-    assert totals.task_sum is not None  # at least one token was processed
-    task_vector = (totals.task_sum / n_tokens).to(torch.float32).cpu()
+    task_vector = (task_sum / n_tokens).to(torch.float32).cpu()
     mu, quantiles = _mu_stats(terms, label, quantiles=True)
     mu_static, _ = _mu_stats(terms.with_direction(task_vector), label, quantiles=False)
     files = adapter_files_of(peft_model)
@@ -317,10 +304,11 @@ def _build(
             "n_examples": len(used),
             "n_tokens": n_tokens,
             "data_sha256": data_sha256(pairs),
-            "kl_mean": totals.kl / n_tokens,
-            "kept_mean": totals.kept / n_tokens,
-            "masked_gold_fraction": totals.gold_masked / n_tokens,
+            "kl_mean": kl_sum / n_tokens,
+            "kept_mean": kept_sum / n_tokens,
+            "masked_gold_fraction": gold_masked / n_tokens,
             "mu_star_quantiles": quantiles,
+            **_chat_record(pairs, tokenizer),
         },
         adapter={"path": source, "peft_type": method, "sha256": adapter_sha256(files)},
         alpha=alpha,

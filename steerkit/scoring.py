@@ -5,6 +5,7 @@ its tokens after the prompt, teacher-forced. Tokenisation is the one :func:`stee
 :func:`steerkit.warm_start` use (:func:`steerkit.data.encode_pair`): the prompt with the tokenizer's special
 tokens (e.g. BOS), the choice without, ids concatenated; the option tokens are exactly the choice's own tokens.
 Put the separating space in the choice (``" Paris"``), not at the end of the prompt (the data readers do).
+Under torch.distributed the option batches are sharded across ranks and gathered back in order.
 
 One code path scores every setting: the warm logits at the option positions (and, in dynamic mode, the base
 logits with the adapter disabled) become :class:`~steerkit.terms.TokenTerms` with direction δ̂ (dynamic),
@@ -19,18 +20,17 @@ shared few-shot primer) run once, their KV caches reused by every option. Metric
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from steerkit._hf import AdapterSwitch, is_peft, pad_id
-from steerkit.adapters import load_adapter
+from steerkit._hf import pad_id
+from steerkit.adapters import WarmAndBase, warm_and_base
 from steerkit.batching import (
     CommonPrefix,
     encode_options,
@@ -44,7 +44,7 @@ from steerkit.batching import (
     validate_items,
     virtual_prompt,
 )
-from steerkit.compatibility import check_compatible
+from steerkit.distributed import gather_terms, shard
 from steerkit.errors import InvalidOptionError
 from steerkit.svdecode import steering_direction
 from steerkit.terms import OptionTerms, TokenTerms
@@ -101,51 +101,6 @@ class Steering:
         return float(self.vector.config.alpha if self.alpha is None else self.alpha)
 
 
-@dataclass
-class _Models:
-    """The models one scoring pass runs: the warm model, how to get base logits, and the vector's facts."""
-
-    warm: Any
-    base: Callable[[], contextlib.AbstractContextManager[Any]] | None
-    alpha: float
-    n_tokens: int | None
-    static_vector: Tensor | None
-
-
-@contextlib.contextmanager
-def _models(
-    model: Any, vector: SteeringVector | None, *, need_base: bool, tokenizer: Any, strict: bool, alpha: float
-) -> Iterator[_Models]:
-    """The warm model (the vector's adapter loaded onto a plain model when base logits are needed, unloaded on
-    exit) and the base context (the adapter switched off), after the compatibility check."""
-    if vector is None:
-        yield _Models(model, None, alpha, None, None)
-        return
-    compat = check_compatible(vector, model, tokenizer=tokenizer, strict=strict)
-    n_tokens = compat.n_tokens if compat.padded else None
-    v = vector.task_vector.detach().to(torch.float32).clone()
-    if compat.padded:
-        v[compat.n_tokens :] = 0.0
-    warm, undo = model, None
-    if need_base and not is_peft(model):
-        warm, undo = load_adapter(vector, model)
-    try:
-        base = None
-        if need_base:
-            switch = AdapterSwitch(warm)
-
-            @contextlib.contextmanager
-            def base_context() -> Iterator[Any]:
-                with switch.off():
-                    yield warm.get_base_model()
-
-            base = base_context
-        yield _Models(warm, base, alpha, n_tokens, v)
-    finally:
-        if undo is not None:
-            undo()
-
-
 def collect_option_terms(
     model: Any,
     items: Sequence[Mapping[str, Any]],
@@ -190,7 +145,9 @@ def collect_option_terms(
     role = {"none": "warm", "static": "static", "dynamic": "dynamic"}[mode]
     alpha = steering.threshold if steering is not None else 0.1
     vector = steering.vector if steering is not None else None
-    with _models(model, vector, need_base=mode == "dynamic", tokenizer=tokenizer, strict=strict, alpha=alpha) as m:
+    with warm_and_base(
+        model, vector, need_base=mode == "dynamic", tokenizer=tokenizer, strict=strict, alpha=alpha
+    ) as m:
         terms = _collect(
             m,
             items,
@@ -252,7 +209,7 @@ def collect_setting_terms(
         raise InvalidOptionError(f"unknown setting(s) {unknown}", hint="use base, warm, static or dynamic")
     dynamic, static = Steering(vector, "dynamic", mu), Steering(vector, "static", mu_static)
     roles = tuple(dict.fromkeys(settings))
-    with _models(model, vector, need_base=True, tokenizer=tokenizer, strict=strict, alpha=dynamic.threshold) as m:
+    with warm_and_base(model, vector, need_base=True, tokenizer=tokenizer, strict=strict, alpha=dynamic.threshold) as m:
         terms = _collect(
             m,
             items,
@@ -269,7 +226,7 @@ def collect_setting_terms(
 
 
 def _collect(
-    models: _Models,
+    models: WarmAndBase,
     items: Sequence[Mapping[str, Any]],
     *,
     tokenizer: Any,
@@ -315,10 +272,10 @@ def _collect(
         with models.base() as base_model:
             return warm, fn(base_model, *args, role="base")
 
-    batches = prompt_groups(sequences, batch_size) if share else length_batches(sequences, batch_size)
-    common = CommonPrefix(sequences) if share else None
+    batches = list(prompt_groups(sequences, batch_size) if share else length_batches(sequences, batch_size))
+    common = CommonPrefix(sequences) if share else None  # from every sequence, on every rank: the same prefix
     try:
-        for chunk in batches:
+        for chunk in (batches[i] for i in shard(len(batches))):
             with torch.no_grad():
                 if common is not None:
                     prompt, suffixes = split_group(sequences, chunk, device)
@@ -349,6 +306,7 @@ def _collect(
     finally:
         if bar is not None:
             bar.close()
+    parts, segments = gather_terms(parts, segments, len(batches))
     segment = torch.cat(segments)
     return {
         r: OptionTerms(terms=TokenTerms.cat(parts[r]), segment=segment, n_options=len(sequences), layout=layout)

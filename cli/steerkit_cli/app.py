@@ -7,10 +7,14 @@ the commands.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
-from steerkit_cli.commands import build, demo, generate, inspect, listing, pull, push, tune, validate, warmstart
+from steerkit_cli.commands import build, demo, generate, inspect, listing, pull, push, search, tune, validate, warmstart
 from steerkit_cli.commands import evaluate as evaluate_cmd
+from steerkit_cli.commands import export as export_cmd
 
 __all__ = ["app", "main"]
 
@@ -25,8 +29,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (warmstart, build, inspect, validate, generate, evaluate_cmd, tune, push, pull, listing, demo):
+for module in (warmstart, build, inspect, validate, generate, evaluate_cmd, tune, push, pull, listing, search, demo):
     module.register(app)
+export_cmd.register(app)
 
 
 def version_callback(value: bool) -> None:
@@ -48,5 +53,11 @@ def _root(
 
 
 def main() -> None:
-    """Entry point of the ``steerkit`` script."""
+    """Entry point of the ``steerkit`` script (and of ``torchrun ... $(which steerkit)`` / ``-m steerkit_cli``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: join its process group
+        from steerkit.distributed import init_from_env, is_main
+
+        init_from_env()
+        if not is_main():  # rank 0 prints the result and writes the files; the others only compute
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     app()

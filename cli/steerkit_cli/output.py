@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ class Output:
 
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
+        self.quiet = os.environ.get("RANK", "0") != "0"  # torchrun: only rank 0 logs and draws progress
         self._stdout: Console | None = None
         self._stderr: Console | None = None
         self.started = time.perf_counter()
@@ -56,8 +58,9 @@ class Output:
         return self._stderr
 
     def log(self, message: str) -> None:
-        """A status line on stderr (shown in both modes)."""
-        self.err.print(message, style="dim")
+        """A status line on stderr (shown in both modes; by rank 0 only under torchrun)."""
+        if not self.quiet:
+            self.err.print(message, style="dim")
 
     def result(self, data: Any, render: Callable[[Console], None] | None = None) -> None:
         """Emit the command's result: ``{"data": data}`` under ``--json``, else ``render(console)``.
@@ -106,7 +109,7 @@ class Output:
             TimeElapsedColumn(),
             console=self.err,
             transient=False,
-            disable=not self.err.is_terminal,
+            disable=self.quiet or not self.err.is_terminal,
         )
         tasks: dict[str, Any] = {}
 

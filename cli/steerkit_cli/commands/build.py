@@ -68,7 +68,10 @@ def build(
             max_length=max_length,
             progress=task("build"),
         )
-    vector.save(out_dir, overwrite=force)
+    from steerkit.distributed import is_main
+
+    if is_main():  # under torchrun every rank built the same vector; rank 0 writes it
+        vector.save(out_dir, overwrite=force)
     config = vector.config
     result = {
         "out": str(out_dir),
