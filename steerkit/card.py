@@ -59,11 +59,15 @@ def _yaml_scalar(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a Python literal for the usage snippet
 
 
-def _front_matter(base_id: str | None) -> list[str]:
-    """The YAML front matter, written by huggingface_hub's ``ModelCardData`` (keys in insertion order)."""
+def _front_matter(base_id: str | None, summary: dict[str, Any]) -> list[str]:
+    """The YAML front matter, written by huggingface_hub's ``ModelCardData`` (keys in insertion order).
+
+    Besides ``library_name``, ``base_model`` and the tags, a ``steerkit`` block carries what ``steerkit search``
+    shows without downloading anything: the modes the artifact supports and its default strengths.
+    """
     from huggingface_hub import ModelCardData
 
-    data = ModelCardData(library_name="steerkit", base_model=base_id, tags=list(CARD_TAGS))
+    data = ModelCardData(library_name="steerkit", base_model=base_id, tags=list(CARD_TAGS), steerkit=summary)
     return ["---", *data.to_yaml().splitlines(), "---", ""]
 
 
@@ -106,7 +110,13 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
     shown = base_id or base
     where = repo_id or "path/to/this-vector"
     dynamic = has_adapter
-    lines = _front_matter(base_id)
+    summary = {
+        "modes": ["static", "dynamic"] if dynamic else ["static"],
+        "mu": cfg.mu.value,
+        "mu_static": cfg.mu_static.value,
+        "format": C.FORMAT_TAG,
+    }
+    lines = _front_matter(base_id, summary)
     lines += [
         f"# SVDecode steering vector for `{shown}`",
         "",
@@ -228,15 +238,23 @@ def _calibration_lines(cal: Mapping[str, Any]) -> list[str]:
         if not isinstance(cal[key], (Mapping, list)):
             lines.append(f"- {key}: {_fmt(cal[key])}")
     quantiles = cal.get("mu_star_quantiles")
-    if isinstance(quantiles, Mapping) and quantiles:
-        curvatures = sorted(quantiles)
-        levels = sorted({level for table in quantiles.values() for level in table}, key=float)
+    tables = {c: t for c, t in quantiles.items() if isinstance(t, Mapping)} if isinstance(quantiles, Mapping) else {}
+    if tables:  # levels are the keys that read as numbers; other keys (a newer writer's) are left out
+        quantiles, curvatures = tables, sorted(tables)
+        levels = sorted({level for table in tables.values() for level in table if _level(level)}, key=float)
         lines += ["", "Per-token μ* quantiles:", "", "| quantile | " + " | ".join(curvatures) + " |"]
         lines.append("|---" * (len(curvatures) + 1) + "|")
         for level in levels:
             cells = [_fmt(quantiles[c].get(level, "")) for c in curvatures]
             lines.append(f"| {level} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _level(key: str) -> bool:
+    try:
+        return math.isfinite(float(key))
+    except ValueError:
+        return False
 
 
 def _evaluation_lines(evaluation: Mapping[str, Any]) -> list[str]:

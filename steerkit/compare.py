@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from steerkit._hf import is_peft, pad_id
+from steerkit.chat import prompt_ids
 from steerkit.decode import attach
 from steerkit.errors import AdapterError, InvalidOptionError
 from steerkit.evaluate import METRICS, evaluate_mc, paired_bootstrap, terms_result
@@ -145,7 +146,8 @@ def evaluate_settings(
         the paired bootstrap over the same items (:func:`paired_deltas`).
 
     Raises:
-        InvalidOptionError: An unknown setting.
+        InvalidOptionError: An unknown setting, or ``max_new_tokens`` that with a prompt exceeds the model's
+            context (``config.max_position_embeddings``).
         AdapterError: ``warm``/``dynamic`` asked of a vector without adapter.
         IncompatibleModelError: The vector does not fit the model.
 
@@ -216,7 +218,7 @@ def paired_deltas(per_item: Mapping[str, Sequence[Any]], reference: Mapping[str,
 def generate_settings(
     vector: SteeringVector,
     model: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str | list[dict[str, str]]],
     *,
     tokenizer: Any,
     settings: Sequence[str] = SETTINGS,
@@ -236,7 +238,8 @@ def generate_settings(
     Args:
         vector: The steering vector.
         model: The base model, or the warm ``PeftModel``.
-        prompts: Prompt texts (used as given: no chat template).
+        prompts: Prompt texts (used as given: no chat template), or conversations (lists of messages, rendered
+            with the tokenizer's chat template and its generation prompt).
         tokenizer: The model's tokenizer.
         settings: Any of :data:`SETTINGS`.
         mu: Dynamic strength (default the vector's).
@@ -252,7 +255,8 @@ def generate_settings(
         One dict per prompt: ``{"prompt": ..., setting: continuation, ...}`` (only the new text).
 
     Raises:
-        InvalidOptionError: An unknown setting.
+        InvalidOptionError: An unknown setting, or ``max_new_tokens`` that with a prompt exceeds the model's
+            context (``config.max_position_embeddings``).
         AdapterError: ``warm``/``dynamic`` asked of a vector without adapter.
 
     Example:
@@ -265,7 +269,8 @@ def generate_settings(
     from transformers import StoppingCriteriaList
 
     chosen = _check_settings(settings)
-    rows: list[dict[str, str]] = [{"prompt": p} for p in prompts]
+    _check_context(model, tokenizer, prompts, generate_kwargs.get("max_new_tokens"))
+    rows: list[dict[str, Any]] = [{"prompt": p} for p in prompts]
     total, done = len(chosen) * len(prompts), 0
     pad = pad_id(tokenizer)
     kwargs = {"pad_token_id": pad, **{k: v for k, v in generate_kwargs.items() if v is not None}}
@@ -279,7 +284,7 @@ def generate_settings(
             )
         try:
             for row in rows:
-                enc = tokenizer(row["prompt"], return_tensors="pt")
+                enc = _encoded(tokenizer, row["prompt"])
                 n_prompt = enc["input_ids"].shape[1]
                 call = dict(kwargs)
                 if first_line:
@@ -299,6 +304,34 @@ def generate_settings(
             if handle is not None:
                 handle.detach()
     return [{"prompt": r["prompt"], **{s: r[s] for s in chosen}} for r in rows]
+
+
+def _check_context(model: Any, tokenizer: Any, prompts: Sequence[Any], max_new_tokens: Any) -> None:
+    """Refuse ``max_new_tokens`` that with the longest prompt exceeds the model's context, before any generation."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    context = getattr(getattr(inner, "config", None), "max_position_embeddings", None)
+    if not isinstance(max_new_tokens, int) or not isinstance(context, int) or not prompts:
+        return
+    longest = max(int(_encoded(tokenizer, p)["input_ids"].shape[1]) for p in prompts)
+    # a prompt already past the context is the caller's (rotary models extrapolate): only new tokens are refused
+    if longest + max_new_tokens > context and (longest <= context or max_new_tokens > context):
+        raise InvalidOptionError(
+            f"max_new_tokens={max_new_tokens} with a prompt of {longest} tokens exceeds the model's context of "
+            f"{context} tokens",
+            hint=f"pass max_new_tokens of at most {max(context - longest, 0)} (CLI: --max-new-tokens), or a shorter "
+            "prompt",
+            got=max_new_tokens,
+        )
+
+
+def _encoded(tokenizer: Any, prompt: str | list[dict[str, str]]) -> dict[str, Any]:
+    """``input_ids`` / ``attention_mask`` of a text prompt, or of messages through the chat template."""
+    import torch
+
+    if isinstance(prompt, str):
+        return dict(tokenizer(prompt, return_tensors="pt"))
+    ids = torch.tensor([prompt_ids(tokenizer, prompt)])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
 class _NewlineStop:

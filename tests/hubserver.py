@@ -7,6 +7,9 @@ implements the routes that ``create_repo``, ``upload_folder``, ``create_branch``
     GET  /api/whoami-v2                                  who the token belongs to
     POST /api/repos/create, /api/repos/delete            409 (with ``url``) when the repo exists
     POST /api/validate-yaml                              parses the README front matter
+    GET  /api/models?filter=..&search=..&cardData=1      model listing: every ``filter`` tag must match (tags from
+                                                         the README front matter, plus ``base_model:<id>``), the
+                                                         ``search`` text must occur in the repo id
     GET  /api/models/{repo}[/revision/{rev}]             model info (``sha``, ``siblings``)
     GET  /api/models/{repo}/tree/{rev}[/{path}]          file listing (``?recursive=true``)
     GET  /api/models/{repo}/refs                         branches and tags
@@ -27,6 +30,8 @@ Example::
         hub.tamper("user/vec", "README.md", b"changed")     # bytes change, commit and ETag do not
         with hub.failing(500, path="/api/models/"):        # force an error on matching requests
             ...
+        with hub.failing(200, path="/api/models/", delay=5):  # answer matching requests normally, 5 s late
+            ...
     # the server thread has stopped here
 """
 
@@ -40,6 +45,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,6 +126,8 @@ class Fault:
         message: Sent as ``X-Error-Message`` and as the JSON ``error``.
         times: How many requests to fail (``None``: until cleared).
         hits: How many requests it has failed so far.
+        delay: When set, matching requests are not failed but answered normally this many seconds late
+            (``status`` is then ignored): a slow or stalled Hub.
     """
 
     status: int
@@ -129,6 +137,7 @@ class Fault:
     message: str = "forced error"
     times: int | None = None
     hits: int = 0
+    delay: float | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -308,6 +317,7 @@ class HubServer:
         error_code: str | None = None,
         message: str | None = None,
         times: int | None = None,
+        delay: float | None = None,
     ) -> Fault:
         """Answer ``status`` to matching requests until :meth:`clear_faults` (or ``times`` hits).
 
@@ -318,8 +328,9 @@ class HubServer:
             error_code: ``X-Error-Code`` to send (``"EntryNotFound"``, ``"RevisionNotFound"``, ``"RepoNotFound"``).
             message: ``X-Error-Message`` to send.
             times: Fail only this many requests.
+            delay: Instead of failing, answer matching requests normally after this many seconds.
         """
-        fault = Fault(status, path, method, error_code, message or f"forced error {status}", times)
+        fault = Fault(status, path, method, error_code, message or f"forced error {status}", times, delay=delay)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -396,6 +407,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         hub = self.hub
+        with hub.lock:
+            slow = next((f for f in hub.faults if f.delay is not None and f.matches(method, split.path)), None)
+            if slow is not None:
+                slow.hits += 1
+        if slow is not None and slow.delay:
+            time.sleep(slow.delay)  # outside the lock: other requests are served meanwhile
         try:
             with hub.lock:
                 try:
@@ -406,7 +423,7 @@ class _Handler(BaseHTTPRequestHandler):
                         RequestRecord(method, self.path, hub.user if known else None, header is not None)
                     )
                 for fault in hub.faults:
-                    if fault.matches(method, split.path):
+                    if fault.delay is None and fault.matches(method, split.path):
                         fault.hits += 1
                         raise _HttpError(fault.status, fault.message, code=fault.error_code)
                 status, headers, payload = self._route(method, split.path, parse_qs(split.query), body, user, can_write)
@@ -457,6 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create_or_delete(repo_id, data, delete=path.endswith("delete"))
         if method == "POST" and path == "/api/validate-yaml":
             return self._validate_yaml(json.loads(body or b"{}"))
+        if method == "GET" and path.rstrip("/") == "/api/models":
+            return 200, {}, self._listing(query, user)
         if len(parts) >= 4 and parts[:2] == ["api", "models"]:
             repo = self._repo(f"{parts[2]}/{parts[3]}", user)
             rest = [unquote(p) for p in parts[4:]]
@@ -544,6 +563,48 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(meta, dict):
             return 400, {}, {"errors": [{"message": "metadata must be a YAML mapping"}], "warnings": []}
         return 200, {}, {"errors": [], "warnings": []}
+
+    def _card_data(self, commit: Commit) -> dict[str, Any]:
+        """The README front matter of a commit, as the Hub parses it (``{}`` when there is none)."""
+        import yaml
+
+        match = re.match(r"^---\s*\n(.*?)\n---\s*\n", commit.files.get("README.md", b"").decode(errors="replace"), re.S)
+        meta = yaml.safe_load(match.group(1)) if match else None
+        return meta if isinstance(meta, dict) else {}
+
+    def _listing(self, query: dict[str, list[str]], user: str | None) -> list[dict[str, Any]]:
+        """``GET /api/models``: what ``HfApi.list_models`` reads, for the public repos (and the user's own)."""
+        wanted = set(query.get("filter", []))
+        search = query.get("search", [""])[0].lower()
+        out = []
+        for repo_id, repo in sorted(self.hub.repos.items()):
+            if repo.private and (user is None or not repo_id.startswith(f"{user}/")):
+                continue
+            if "main" not in repo.branches:
+                continue
+            commit = repo.head()
+            card = self._card_data(commit)
+            tags = [str(t) for t in card.get("tags") or []]
+            if card.get("library_name"):
+                tags.append(str(card["library_name"]))
+            if card.get("base_model"):
+                tags.append(f"base_model:{card['base_model']}")
+            if not wanted <= set(tags) or search not in repo_id.lower():
+                continue
+            entry = {
+                "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+                "id": repo_id,
+                "modelId": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": commit.oid,
+                "private": repo.private,
+                "tags": sorted(set(tags)),
+                "library_name": card.get("library_name"),
+            }
+            if query.get("cardData") or query.get("full"):
+                entry["cardData"] = card
+            out.append(entry)
+        return out
 
     def _info(self, repo: Repo, commit: Commit) -> dict[str, Any]:
         return {

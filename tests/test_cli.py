@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,20 @@ from steerkit.vector import SteeringVector
 from steerkit_cli.app import app
 from steerkit_cli.errors import describe_error
 
-COMMANDS = ["warmstart", "build", "inspect", "validate", "generate", "eval", "tune", "push", "pull", "list", "demo"]
+COMMANDS = [
+    "warmstart",
+    "build",
+    "inspect",
+    "validate",
+    "generate",
+    "eval",
+    "tune",
+    "push",
+    "pull",
+    "list",
+    "search",
+    "demo",
+]
 WORDS = ["abc", "dog", "cat", "sun", "moon", "tree", "fish", "bird"]
 
 
@@ -587,4 +601,82 @@ def test_demo_end_to_end_on_a_tiny_model(work: Path, tmp_path: Path) -> None:
     assert paired_deltas({"mc2": [1.0, 0.0]}, {"mc2": [0.0, 0.0]})["mc2"]["difference"] == 0.5
     assert error_of(invoke("demo", "--task", "poetry", "--out", tmp_path / "x", "--json"))["message"] == (
         "unknown --task 'poetry'"
+    )
+
+
+# --- reliability: refusals before any work, messages in the CLI's terms, quiet libraries -----------------------
+
+
+def test_generate_refuses_an_empty_prompt(vector_dir: Path) -> None:
+    err = error_of(invoke("generate", vector_dir, "-p", "", "--json"))
+    assert err == {
+        "code": "invalid_option",
+        "message": "--prompt is empty: there is no text to continue",
+        "hint": 'give the text to continue, e.g. -p "Review: Lovely hotel.\\nSentiment:"',
+    }
+    line = human_error(invoke("generate", vector_dir, "-p", "abc=", "-p", ""))
+    assert line == "Error: --prompt number 2 is empty: there is no text to continue"
+
+
+def test_generate_refuses_more_new_tokens_than_the_context(vector_dir: Path) -> None:
+    err = error_of(invoke("generate", vector_dir, "-p", "abc=", "--max-new-tokens", "1000000000", "--json"))
+    assert err["code"] == "invalid_option"
+    assert err["message"].startswith("max_new_tokens=1000000000 with a prompt of ")
+    assert err["message"].endswith("tokens exceeds the model's context of 512 tokens")
+    assert err["hint"].startswith("pass max_new_tokens of at most ") and "--max-new-tokens" in err["hint"]
+
+
+def test_out_under_a_regular_file_says_so_before_any_work(work: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "sub" / "vec"
+    err = error_of(invoke("warmstart", work / "model", work / "train.jsonl", "--out", out, "--json"))
+    assert err == {
+        "code": "not_a_directory",
+        "message": f"cannot write '{out}': its parent '{tmp_path / 'notes.txt'}' is not a directory",
+        "hint": "choose an --out whose parent folders are directories (or move that file away)",
+    }
+    assert "--force" not in str(err)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_library_hints_are_shown_with_the_cli_flags() -> None:
+    from steerkit.errors import ArtifactExistsError, HubConnectionError, IncompatibleModelError
+
+    assert describe_error(IncompatibleModelError("differs", hint="or pass strict=False if alike"))["hint"] == (
+        "or pass --no-strict if alike"
+    )
+    assert describe_error(HubConnectionError("x", hint="load offline with local_files_only=True"))["hint"] == (
+        "load offline with --offline"
+    )
+    info = describe_error(ArtifactExistsError("even with overwrite=True", hint="pass overwrite=True (CLI: --force)"))
+    assert (info["message"], info["hint"]) == ("even with --force", "pass --force")
+
+
+def test_a_failing_pull_prints_only_the_error_and_the_hint(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    script = """
+import sys, huggingface_hub
+from huggingface_hub.utils import logging
+real = huggingface_hub.snapshot_download
+def noisy(*args, **kwargs):  # as huggingface_hub does when it retries a failing request
+    for n in range(1, 12):
+        logging.get_logger("huggingface_hub.utils._http").warning(f"Retrying in 1s [Retry {n}/5].")
+    return real(*args, **kwargs)
+huggingface_hub.snapshot_download = noisy
+from steerkit_cli.app import app
+app()
+"""
+    args = [sys.executable, "-c", script, "pull", "me/vec", "--endpoint", endpoint, "--cache-dir", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "0"}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line != "pulling me/vec"]  # the status line
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith(f"Error: cannot reach the Hub at {endpoint} to download 'me/vec' (")
+    assert lines[1] == (
+        "Hint: check the network and the endpoint (HF_ENDPOINT); artifacts already pulled load offline with --offline"
     )

@@ -71,6 +71,10 @@ def generate(
         float | None, typer.Option(min=0.0, help="Sampling temperature.", show_default=False)
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed set before each generation.")] = 0,
+    chat: Annotated[
+        bool,
+        typer.Option("--chat", help="Send each prompt as a user message through the model's chat template."),
+    ] = False,
     strict: StrictOpt = True,
     revision: RevisionOpt = None,
     model_revision: ModelRevisionOpt = None,
@@ -85,6 +89,7 @@ def generate(
     """Generate text steered by a vector; --mode compare shows unsteered and steered outputs side by side."""
     sampling: dict[str, Any] = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
     _check_options(mode, mu=mu, do_sample=do_sample, sampling=sampling)
+    _check_prompts(prompt)
     vector = load_vector(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
@@ -98,7 +103,7 @@ def generate(
         rows = generate_settings(
             vector,
             model,
-            [p.replace("\\n", "\n").replace("\\t", "\t") for p in prompt],
+            [_prompt(p, chat=chat) for p in prompt],
             tokenizer=tokenizer,
             settings=settings,
             mu=mu,
@@ -120,6 +125,17 @@ def generate(
     out.result(result, lambda console: _render_generate(console, rows, settings))
 
 
+def _prompt(text: str, *, chat: bool) -> str | list[dict[str, str]]:
+    """The prompt as given (``\\n`` and ``\\t`` escapes decoded), or as one user message with ``--chat``."""
+    text = text.replace("\\n", "\n").replace("\\t", "\t")
+    return [{"role": "user", "content": text}] if chat else text
+
+
+def _as_text(prompt: Any) -> str:
+    """A prompt for display: the text, or a --chat prompt's user message."""
+    return prompt if isinstance(prompt, str) else str(prompt[-1]["content"])
+
+
 def _check_options(mode: str, *, mu: float | None, do_sample: bool, sampling: dict[str, Any]) -> None:
     """Refuse, before any model is loaded, an unknown --mode and options that do not go together."""
     if mode not in MODES:
@@ -134,14 +150,28 @@ def _check_options(mode: str, *, mu: float | None, do_sample: bool, sampling: di
         raise CliError(f"{', '.join(given)} only apply with --do-sample", hint="add --do-sample, or drop them")
 
 
+def _check_prompts(prompts: list[str]) -> None:
+    """Refuse, before any model is loaded, an empty prompt (nothing to continue)."""
+    empty = [i for i, text in enumerate(prompts, 1) if not text]
+    if empty:
+        which = "--prompt" if len(prompts) == 1 else f"--prompt number {', '.join(map(str, empty))}"
+        raise CliError(
+            f"{which} is empty: there is no text to continue",
+            hint='give the text to continue, e.g. -p "Review: Lovely hotel.\\nSentiment:"',
+        )
+
+
 def _render_generate(console: Console, rows: list[dict[str, Any]], settings: tuple[str, ...]) -> None:
+    def shown(prompt: Any) -> str:
+        return prompt if isinstance(prompt, str) else _as_text(prompt) + "\n"
+
     if len(settings) == 1:
         for row in rows:
-            console.print(f"[dim]{row['prompt']}[/]", end="")
+            console.print(f"[dim]{shown(row['prompt'])}[/]", end="")
             console.print(row[settings[0]], markup=False, highlight=False)
         return
     for row in rows:
-        t = table("setting", "continuation", title=f"Prompt: {row['prompt']!r}")
+        t = table("setting", "continuation", title=f"Prompt: {_as_text(row['prompt'])!r}")
         for s in settings:
             t.add_row(s, repr(row[s]))
         console.print(t)
@@ -155,5 +185,6 @@ def register(app: typer.Typer) -> None:
             'steerkit generate my-vector --prompt "Review: Lovely hotel.\\nSentiment:"',
             'steerkit generate my-vector -p "Q: What is 2+2?\\nA:" --mode compare --max-new-tokens 20',
             'steerkit generate user/my-vector -p "Hello" --mode static --mu -0.5 --do-sample --top-p 0.9 --seed 1',
+            'steerkit generate my-chat-vector -p "Why is the sky blue?" --chat --mode compare',
         ),
     )(generate)

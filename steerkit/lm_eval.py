@@ -1,0 +1,246 @@
+"""lm-evaluation-harness integration (DESIGN §7): the ``steerkit`` model type, a subclass of lm-eval's ``HFLM``.
+
+Importing this module registers the model type ``steerkit`` in lm-eval's model registry (lm-eval 0.4.13 reads no
+entry points: a model type exists once the module that registers it is imported). So in Python::
+
+    import steerkit.lm_eval  # registers "steerkit"
+    lm_eval.simple_evaluate(model="steerkit", model_args="pretrained=MODEL,vector=VECTOR,mode=static", ...)
+
+and on the command line ``python -m steerkit.lm_eval`` is lm-eval's own CLI with the type registered first::
+
+    python -m steerkit.lm_eval run --model steerkit --model_args pretrained=MODEL,vector=VECTOR,mode=dynamic ...
+
+What it computes (``mode``): ``warm`` scores the warm model (the vector's adapter on the base), ``static`` adds
+``μ_s · keep ⊙ v`` and ``dynamic`` adds ``μ · δ̂`` (a base forward with the adapter switched off) to the warm
+logits at every position: loglikelihood and loglikelihood_rolling see the steered logits *without* the ``−inf``
+filter (DESIGN §1: scoring never filters), so the scores equal :func:`steerkit.scoring.score_choices`'s.
+generate_until decodes with the steering processor of :func:`steerkit.attach` (its ``filter_masked`` default: on
+in dynamic mode, off in static mode). The model info lists the vector, its revision and commit, and
+``task_vector_sha256``.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steerkit._hf import AdapterSwitch, is_peft
+from steerkit._version import __version__
+from steerkit.adapters import load_adapter
+from steerkit.compatibility import Compatibility, check_compatible
+from steerkit.decode import Steered, attach
+from steerkit.errors import InvalidOptionError
+from steerkit.hub import resolve
+from steerkit.svdecode import steer, steering_direction
+from steerkit.vector import SteeringVector
+
+try:
+    from lm_eval.api.registry import model_registry
+    from lm_eval.models.huggingface import HFLM
+except ImportError as exc:  # pragma: no cover - the optional extra is missing
+    raise ImportError(
+        "steerkit.lm_eval needs lm-evaluation-harness: pip install 'steerkit[lm-eval]'", name="lm_eval"
+    ) from exc
+
+__all__ = ["MODEL_NAME", "MODES", "SteerkitLM", "main", "register"]
+
+MODEL_NAME = "steerkit"
+MODES: tuple[str, ...] = ("warm", "static", "dynamic")
+
+
+def register() -> None:
+    """Register the ``steerkit`` model type with lm-eval (idempotent; importing this module already does it)."""
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target="steerkit.lm_eval:SteerkitLM")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _commit(directory: Path | None) -> str | None:
+    """The Hub commit of a snapshot folder (``…/snapshots/<sha>``); ``None`` for a plain local folder."""
+    if directory is not None and directory.parent.name == "snapshots":
+        return directory.name
+    return None
+
+
+class SteerkitLM(HFLM):  # type: ignore[misc]
+    """lm-eval's ``HFLM`` with a steerkit vector: steered logits for loglikelihood, the processor for generation.
+
+    Model arguments (``--model_args key=value,...``): everything ``hf`` takes, plus
+
+    Args:
+        pretrained: The base model (a Hub id, a local folder, or a loaded ``PreTrainedModel``/``PeftModel``).
+        vector: The steering vector: an artifact folder or a Hub repo id (``steerkit.load``).
+        mode: ``dynamic`` (default, SVDecode), ``static`` (the task vector) or ``warm`` (adapter only, unsteered).
+        mu: Strength (default: the vector's ``mu`` in dynamic, ``mu_static`` in static mode; not for ``warm``).
+        vector_revision: Hub revision of the vector.
+        alpha: Confidence threshold of the mask (default: the vector's).
+        strict: Refuse a tokenizer that differs from the vector's (default true).
+        filter_masked: Generation only: set masked tokens to ``−inf`` (default: attach's, on in dynamic mode).
+        **kwargs: Passed to ``HFLM`` (``device``, ``batch_size``, ``dtype``, ...). ``peft`` is refused when the
+            vector carries its own adapter: that adapter is the warm model.
+
+    Raises:
+        InvalidOptionError: An unknown mode, ``mu`` with ``mode=warm``, or ``peft`` next to a vector's adapter.
+        IncompatibleModelError: The vector does not fit the model's logits width or tokenizer.
+        AdapterError: ``warm``/``dynamic`` with a vector that carries no adapter.
+    """
+
+    def __init__(
+        self,
+        pretrained: Any,
+        vector: str | SteeringVector | None = None,
+        mode: str = "dynamic",
+        mu: float | str | None = None,
+        vector_revision: str | None = None,
+        alpha: float | str | None = None,
+        strict: bool | str = True,
+        filter_masked: bool | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if vector is None:
+            raise InvalidOptionError(
+                "the steerkit model type needs a steering vector",
+                hint="add vector=<artifact folder or Hub id> to --model_args",
+            )
+        mode = str(mode).strip().lower()
+        if mode not in MODES:
+            raise InvalidOptionError(
+                f"unknown steerkit mode {mode!r}", hint=f"use mode={', mode='.join(MODES)}", got=mode
+            )
+        if mode == "warm" and mu is not None:
+            raise InvalidOptionError("mode=warm scores the warm model unsteered: it takes no mu", hint="drop mu")
+        directory: Path | None = None
+        if isinstance(vector, SteeringVector):
+            self.steerkit_vector, self.steerkit_vector_id = vector, None
+        else:
+            parts = resolve(vector, revision=vector_revision)
+            self.steerkit_vector, self.steerkit_vector_id = SteeringVector.from_parts(parts), str(vector)
+            directory = parts.directory
+        if kwargs.get("peft") and self.steerkit_vector.adapter_files:
+            raise InvalidOptionError(
+                "peft= and a vector that carries its adapter: the vector's adapter is the warm model",
+                hint="drop peft from --model_args",
+            )
+        self.steerkit_mode = mode
+        self.steerkit_vector_revision = vector_revision
+        self.steerkit_vector_commit = _commit(directory)
+        self._steerkit_tokenizer: Any = None
+        super().__init__(pretrained, **kwargs)
+        v = self.steerkit_vector
+        model: Any = self.model
+        if not is_peft(model) and (mode != "static" or v.adapter_files):
+            model, _ = load_adapter(v, model)  # the vector's adapter: the warm model (raises when there is none)
+            self._model = model
+        tokenizer = self._steerkit_tokenizer if self._steerkit_tokenizer is not None else self.tokenizer
+        a = None if alpha is None else float(alpha)
+        self.steerkit_steered: Steered | None = None
+        if mode == "warm":
+            self.steerkit_compat: Compatibility = check_compatible(
+                v, model, tokenizer=tokenizer, strict=_as_bool(strict)
+            )
+            self.steerkit_alpha = float(v.config.alpha if a is None else a)
+            self.steerkit_mu = 0.0
+        else:
+            steered = attach(
+                v,
+                model,
+                mode="static" if mode == "static" else "dynamic",
+                mu=None if mu is None else float(mu),
+                tokenizer=tokenizer,
+                strict=_as_bool(strict),
+                alpha=a,
+                filter_masked=None if filter_masked is None else _as_bool(filter_masked),
+            )
+            self.steerkit_steered, self.steerkit_compat = steered, steered.compat
+            self.steerkit_alpha, self.steerkit_mu = steered.alpha, float(steered.mu)
+        self._steerkit_switch = AdapterSwitch(model) if mode == "dynamic" else None
+        self._steerkit_static = (
+            self.steerkit_steered.static_vector if mode == "static" and self.steerkit_steered else None
+        )
+
+    def _create_tokenizer(self, *args: Any, **kwargs: Any) -> None:
+        """lm-eval's tokenizer, kept as loaded for the fingerprint check (lm-eval may set a pad token later)."""
+        super()._create_tokenizer(*args, **kwargs)
+        if getattr(self.tokenizer, "pad_token", None) is None:
+            self._steerkit_tokenizer = copy.deepcopy(self.tokenizer)
+
+    def steered_logits(self, input_ids: Tensor) -> Tensor:
+        """Steered float32 logits ``[batch, seq, V]`` at every position (no ``−inf`` filter)."""
+        model = self.model
+        length = input_ids.shape[1]
+        with torch.no_grad():
+            warm: Tensor = model(input_ids).logits[:, -length:]  # prompt-learning adapters prepend virtual tokens
+            if self.steerkit_mode == "warm":
+                return warm.float()
+            base = None
+            if self._steerkit_switch is not None:
+                with self._steerkit_switch.off():
+                    base = model.get_base_model()(input_ids).logits[:, -length:]
+            compat = self.steerkit_compat
+            direction, keep = steering_direction(
+                warm,
+                base_logits=base,
+                static_vector=self._steerkit_static,
+                alpha=self.steerkit_alpha,
+                n_tokens=compat.n_tokens if compat.padded else None,
+            )
+            return steer(warm, direction, keep, self.steerkit_mu, filter_masked=False)
+
+    def _model_call(self, inps: Tensor, attn_mask: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        """The steered logits of :meth:`steered_logits` (loglikelihood, loglikelihood_rolling)."""
+        if attn_mask is not None or labels is not None:
+            raise InvalidOptionError("the steerkit model type supports causal (decoder-only) models only")
+        return self.steered_logits(inps)
+
+    def _model_generate(self, context: Tensor, max_length: int, stop: list[str], **generation_kwargs: Any) -> Any:
+        """lm-eval's generation with the steering processor appended to any ``logits_processor`` given."""
+        if self.steerkit_steered is not None:
+            from transformers import LogitsProcessorList
+
+            given = list(generation_kwargs.pop("logits_processor", None) or [])
+            steering = self.steerkit_steered.logits_processor()  # a fresh state for this batch
+            generation_kwargs["logits_processor"] = LogitsProcessorList([*given, *steering])
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    def get_model_info(self) -> dict[str, Any]:
+        """lm-eval's model info plus the steering: vector id, revision, commit, task_vector_sha256, mode and μ."""
+        info: dict[str, Any] = dict(super().get_model_info())
+        config = self.steerkit_vector.config
+        info.update(
+            steerkit_version=__version__,
+            steerkit_vector=self.steerkit_vector_id,
+            steerkit_vector_revision=self.steerkit_vector_revision,
+            steerkit_vector_commit=self.steerkit_vector_commit,
+            steerkit_task_vector_sha256=config.task_vector_sha256,
+            steerkit_mode=self.steerkit_mode,
+            steerkit_mu=self.steerkit_mu,
+            steerkit_alpha=self.steerkit_alpha,
+            steerkit_adapter=is_peft(self._model),
+        )
+        return info
+
+
+register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """lm-eval's command line with the ``steerkit`` model type registered (``python -m steerkit.lm_eval ...``)."""
+    from lm_eval.__main__ import cli_evaluate
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    cli_evaluate()
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess
+    main()

@@ -1,0 +1,107 @@
+"""Finding steering vectors on the Hub: :func:`search` lists the repos whose card says ``library_name: steerkit``.
+
+It asks the Hub's model listing (``HfApi.list_models``) for the ``steerkit`` tag every steerkit card carries,
+optionally narrowed to a base model (the Hub tags a repo ``base_model:<id>`` from its card) and to words in the
+repo id, and reads what each card's metadata carries: the base model, its tags, and the ``steerkit`` block (modes,
+μ, μ_s and the validation summary) where the card has one. Nothing is downloaded; :func:`steerkit.load` fetches a
+result. ``steerkit list`` lists the local cache instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerkit._hub_errors import Context, translated
+from steerkit.card import CARD_TAGS
+
+__all__ = ["Found", "search"]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One steering vector on the Hub.
+
+    Attributes:
+        repo_id: ``"user/name"``.
+        base_model: The base model its card names, or ``None``.
+        tags: The repo's tags (the Hub's, sorted).
+        sha: The commit the listing saw.
+        private: Whether the repo is private (visible with your token).
+        summary: The card's ``steerkit`` metadata block (modes, μ, μ_s, validation) where it has one.
+    """
+
+    repo_id: str
+    base_model: str | None
+    tags: list[str]
+    sha: str | None
+    private: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "repo_id": self.repo_id,
+            "base_model": self.base_model,
+            "tags": self.tags,
+            "sha": self.sha,
+            "private": self.private,
+            "summary": self.summary,
+        }
+
+
+def search(
+    *,
+    base_model: str | None = None,
+    task: str | None = None,
+    tags: list[str] | None = None,
+    limit: int | None = 100,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+) -> list[Found]:
+    """Steering vectors on the Hub, filtered by base model, words in the repo id, and tags.
+
+    Args:
+        base_model: Only vectors whose card names this base model (a Hub id).
+        task: Words that must occur in the repo id (the Hub's ``search``).
+        tags: More tags every result must carry.
+        limit: Most results (``None``: all).
+        token: Hub token (also lists your private repos); never printed or stored.
+        endpoint: Hub URL (default: huggingface_hub's).
+
+    Returns:
+        :class:`Found` entries, in the Hub's order.
+
+    Raises:
+        HubError: A subclass when the Hub refuses or cannot be reached.
+
+    Example:
+        >>> [f.repo_id for f in search(base_model="HuggingFaceTB/SmolLM2-135M-Instruct")]   # doctest: +SKIP
+        ['me/truthfulqa-smollm2']
+    """
+    from huggingface_hub import HfApi
+
+    wanted = [CARD_TAGS[0], *(tags or [])]
+    if base_model:
+        wanted.append(f"base_model:{base_model}")
+    ctx = Context(repo_id="(search)", revision=None, endpoint=endpoint, action="search", token=token)
+    api = HfApi(endpoint=endpoint, token=token)
+    with translated(ctx):
+        models = list(api.list_models(filter=wanted, search=task or None, cardData=True, limit=limit))
+    out = []
+    for m in models:
+        data = getattr(m, "card_data", None)
+        card: Mapping[str, Any] = {} if data is None else data.to_dict() if hasattr(data, "to_dict") else dict(data)
+        found_base = card.get("base_model")
+        out.append(
+            Found(
+                repo_id=m.id,
+                base_model=str(found_base) if isinstance(found_base, str) else None,
+                tags=sorted(m.tags or []),
+                sha=m.sha,
+                private=bool(m.private),
+                summary=dict(card["steerkit"]) if isinstance(card.get("steerkit"), Mapping) else {},
+            )
+        )
+    return out

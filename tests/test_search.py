@@ -1,0 +1,71 @@
+"""Finding steering vectors on the Hub (steerkit.search, `steerkit search`) against the in-suite Hub server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import huggingface_hub
+import pytest
+from hubserver import HubServer
+from test_hub import make_vector
+from typer.testing import CliRunner
+
+from steerkit.search import search
+from steerkit_cli.app import app
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def hub() -> Any:
+    with HubServer() as server:
+        yield server
+
+
+def publish(hub: HubServer, repo: str, base: str) -> None:
+    plain = make_vector()
+    config = dataclasses.replace(plain.config, base_model={"name_or_path": base, "revision": None})
+    vector = dataclasses.replace(plain, config=config)
+    vector.push_to_hub(repo, endpoint=hub.endpoint, token=hub.token)
+
+
+def test_search_finds_pushed_vectors_by_base_model_words_and_tag(hub: HubServer) -> None:
+    publish(hub, f"{hub.user}/truthfulqa-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    publish(hub, f"{hub.user}/sentiment-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    publish(hub, f"{hub.user}/sentiment-gpt2", "gpt2")
+    hub.create_repo(f"{hub.user}/not-a-vector")  # no steerkit card: never listed
+    kw: dict[str, Any] = {"endpoint": hub.endpoint, "token": hub.token}
+    every = [f.repo_id for f in search(**kw)]
+    assert every == sorted(f"{hub.user}/{n}" for n in ("truthfulqa-smollm2", "sentiment-smollm2", "sentiment-gpt2"))
+    smol = search(base_model="HuggingFaceTB/SmolLM2-135M-Instruct", **kw)
+    assert [f.repo_id for f in smol] == [f"{hub.user}/sentiment-smollm2", f"{hub.user}/truthfulqa-smollm2"]
+    assert all(f.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" for f in smol)
+    assert {"steerkit", "steering-vector", "svdecode"} <= set(smol[0].tags)
+    vector = make_vector()
+    assert smol[0].summary == {
+        "modes": ["static"],  # make_vector carries no adapter: static mode only
+        "mu": vector.mu,
+        "mu_static": vector.mu_static,
+        "format": "steerkit/1",
+    }
+    assert [f.repo_id for f in search(task="sentiment", base_model="gpt2", **kw)] == [f"{hub.user}/sentiment-gpt2"]
+    assert search(tags=["no-such-tag"], **kw) == []
+
+
+def test_cli_search_json_equals_library(hub: HubServer) -> None:
+    publish(hub, f"{hub.user}/truthfulqa-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    args = ["search", "--base-model", "HuggingFaceTB/SmolLM2-135M-Instruct", "--endpoint", hub.endpoint]
+    result = CliRunner().invoke(app, [*args, "--token", hub.token, "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)["data"]
+    expected = search(base_model="HuggingFaceTB/SmolLM2-135M-Instruct", endpoint=hub.endpoint, token=hub.token)
+    assert data == [f.to_dict() for f in expected] and len(data) == 1
+    human = CliRunner().invoke(app, [*args, "--token", hub.token])
+    assert human.exit_code == 0 and "truthfulqa" in human.stdout and "Load one with: steerkit pull" in human.stdout
+    empty = CliRunner().invoke(app, ["search", "--base-model", "nobody/none", "--endpoint", hub.endpoint])
+    assert "No steering vectors found" in empty.stdout
