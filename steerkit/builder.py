@@ -272,11 +272,11 @@ def _build(
             with base_context():
                 base_rows = _hidden_rows(transformer, batch, device=device)
             targets = batch.targets.to(device)
-            for lo in range(0, targets.numel(), chunk):
+            for number, lo in enumerate(range(0, targets.numel(), chunk)):
                 warm = _head_logits(transformer, warm_rows[lo : lo + chunk])
                 with nullcontext() if shared_head else base_context():
                     base = _head_logits(transformer, base_rows[lo : lo + chunk])
-                totals.add(index, warm, base, targets[lo : lo + chunk], alpha=alpha)
+                totals.add(index, number, warm, base, targets[lo : lo + chunk], alpha=alpha)
                 del warm, base
                 if device.type == "cpu":
                     trim_heap()

@@ -10,12 +10,11 @@ every rank's chunks to every rank as tensors, and :meth:`Totals.merged` sums the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from steerkit.distributed import gather_rows, world
+from steerkit.distributed import gather_per_rank, world
 from steerkit.svdecode import LOGPROB_FLOOR, steering_delta
 from steerkit.terms import TokenTerms
 
@@ -42,7 +41,8 @@ class Totals:
 
     chunks: list[Chunk] = dataclasses.field(default_factory=list)
 
-    def add(self, batch: int, warm: Tensor, base: Tensor, targets: Tensor, *, alpha: float) -> None:
+    def add(self, batch: int, number: int, warm: Tensor, base: Tensor, targets: Tensor, *, alpha: float) -> None:
+        """Record chunk ``number`` of calibration batch ``batch``."""
         delta, keep = steering_delta(warm, base, alpha=alpha)
         summed = delta.sum(dim=0, dtype=torch.float64)
         nonzero = summed.nonzero(as_tuple=True)[0]
@@ -52,7 +52,6 @@ class Totals:
         kl = float(torch.where(p_w > 0, p_w * (lp_w - lp_b), torch.zeros_like(lp_w)).sum(dtype=torch.float64))
         del lp_w, lp_b, p_w
         terms = TokenTerms.from_logits(warm, delta, keep, targets)
-        number = sum(1 for c in self.chunks if c.batch == batch)
         self.chunks.append(
             Chunk(
                 batch=batch,
@@ -70,33 +69,26 @@ class Totals:
         """Every rank's chunks (an all-gather of tensors, no pickle), for every rank."""
         if world()[1] == 1:
             return self
+        names = [f.name for f in dataclasses.fields(TokenTerms)]
         empty = TokenTerms.empty()
-        fields = [f.name for f in dataclasses.fields(TokenTerms)]
-
-        def cat(get: Callable[[Chunk], Tensor], like: Tensor) -> list[Tensor]:
-            return gather_rows(torch.cat([get(c) for c in self.chunks]) if self.chunks else like)
-
-        rows = [
-            [c.batch, c.number, c.terms.n_tokens, int(c.terms.token.numel()), int(c.index.numel()), c.gold_masked]
+        dtypes = [torch.long, torch.float64, torch.long, torch.float64, *(getattr(empty, n).dtype for n in names)]
+        units = [
+            [
+                torch.tensor([c.batch, c.number, c.gold_masked], dtype=torch.long),
+                torch.tensor([c.kl, c.kept], dtype=torch.float64),
+                c.index,
+                c.value,
+                *(getattr(c.terms, n) for n in names),
+            ]
             for c in self.chunks
         ]
-        metas = gather_rows(torch.tensor(rows, dtype=torch.long).reshape(-1, 6))
-        scalars = gather_rows(torch.tensor([[c.kl, c.kept] for c in self.chunks], dtype=torch.float64).reshape(-1, 2))
-        idx = cat(lambda c: c.index, torch.zeros(0, dtype=torch.long))
-        val = cat(lambda c: c.value, torch.zeros(0, dtype=torch.float64))
-        parts = {n: cat(lambda c, n=n: getattr(c.terms, n), getattr(empty, n)) for n in fields}  # type: ignore[misc]
-        per_kept = ("token", "index", "logits", "delta")  # one entry per kept (token, vocabulary) pair
         merged = Totals()
-        for r in range(len(metas)):
-            at_sparse = at_kept = at_tok = 0
-            for (batch, number, n_tok, n_kept, n_sparse, gold), (kl, kept) in zip(
-                metas[r].tolist(), scalars[r].tolist(), strict=True
-            ):
-                kept_rows, tok_rows = slice(at_kept, at_kept + n_kept), slice(at_tok, at_tok + n_tok)
-                terms = TokenTerms(**{n: parts[n][r][kept_rows if n in per_kept else tok_rows] for n in fields})
-                sparse = slice(at_sparse, at_sparse + n_sparse)
-                merged.chunks.append(Chunk(batch, number, idx[r][sparse], val[r][sparse], kl, kept, gold, terms))
-                at_sparse, at_kept, at_tok = at_sparse + n_sparse, at_kept + n_kept, at_tok + n_tok
+        for rank_units in gather_per_rank(units, dtypes):
+            for key, scalars, index, value, *fields in rank_units:
+                batch, number, gold = key.tolist()
+                kl, kept = scalars.tolist()
+                terms = TokenTerms(**dict(zip(names, fields, strict=True)))
+                merged.chunks.append(Chunk(batch, number, index, value, kl, kept, gold, terms))
         return merged
 
     def merged(self, width: int) -> tuple[Tensor, float, float, int, TokenTerms]:

@@ -12,8 +12,7 @@ maths; :func:`steerkit.svdecode.steering_direction` picks the dynamic, static or
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -128,16 +127,6 @@ class Steered:
             raise SteerkitError(
                 "this steering handle was detached", hint="attach the vector again: steerkit.attach(vector, model, ...)"
             )
-
-    @contextlib.contextmanager
-    def base_context(self) -> Iterator[Any]:
-        """A context in which ``self.model`` computes base logits (adapter disabled); yields the model to call."""
-        self._check_attached()
-        if self.mode != "dynamic":
-            raise InvalidOptionError("base logits are only needed in dynamic mode", got=self.mode)
-        switch = self.processor._switch if isinstance(self.processor, DynamicSteeringProcessor) else None
-        with switch.off() if switch is not None else self.model.disable_adapter():
-            yield self.model.get_base_model()
 
     def logits_processor(self) -> LogitsProcessorList:
         """The steering processor in a fresh ``LogitsProcessorList`` for your own ``generate`` or pipeline.

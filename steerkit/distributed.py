@@ -20,7 +20,16 @@ from torch import Tensor
 
 from steerkit.terms import TokenTerms
 
-__all__ = ["gather_rows", "gather_terms", "gather_units", "init_from_env", "is_main", "shard", "world"]
+__all__ = [
+    "gather_per_rank",
+    "gather_rows",
+    "gather_terms",
+    "gather_units",
+    "init_from_env",
+    "is_main",
+    "shard",
+    "world",
+]
 
 #: How long a collective waits for a rank that failed or hangs before the whole job fails.
 TIMEOUT = timedelta(seconds=int(os.environ.get("STEERKIT_DIST_TIMEOUT", "300")))
@@ -86,20 +95,15 @@ def gather_rows(tensor: Tensor) -> list[Tensor]:
     return [g.bool() for g in got] if is_bool else got
 
 
-def gather_units(units: Sequence[Sequence[Tensor]], n_units: int, dtypes: Sequence[torch.dtype]) -> list[list[Tensor]]:
-    """All ranks' units in the one-process order, each unit a fixed list of 1-D tensors (its fields).
+def gather_per_rank(units: Sequence[Sequence[Tensor]], dtypes: Sequence[torch.dtype]) -> list[list[list[Tensor]]]:
+    """Every rank's units, each a fixed list of 1-D tensors (its fields): ``[rank][unit][field]``, on the CPU.
 
     Args:
-        units: This rank's units, in the order of :func:`shard` (unit ``i`` is this rank's when
-            ``i % size == rank``); field ``k`` of every unit has dtype ``dtypes[k]`` and any length.
-        n_units: The number of units over all ranks.
+        units: This rank's units; field ``k`` of every unit has dtype ``dtypes[k]`` and any length.
         dtypes: The dtype of each field (so that a rank with no unit still sends well-typed empties).
-
-    Returns:
-        Every unit's fields, units ``0..n_units-1`` in order (on the CPU).
     """
     if world()[1] == 1:
-        return [[t.cpu() for t in unit] for unit in units]
+        return [[[t.cpu() for t in unit] for unit in units]]
     counts = gather_rows(torch.tensor([len(units)], dtype=torch.long))
     per_rank: list[list[list[Tensor]]] = [[[] for _ in range(int(c[0]))] for c in counts]
     for k, dtype in enumerate(dtypes):
@@ -108,6 +112,21 @@ def gather_units(units: Sequence[Sequence[Tensor]], n_units: int, dtypes: Sequen
         for r, (rank_lengths, rank_data) in enumerate(zip(gather_rows(lengths), gather_rows(data), strict=True)):
             for j, piece in enumerate(torch.split(rank_data, rank_lengths.tolist())):
                 per_rank[r][j].append(piece)
+    return per_rank
+
+
+def gather_units(units: Sequence[Sequence[Tensor]], n_units: int, dtypes: Sequence[torch.dtype]) -> list[list[Tensor]]:
+    """All ranks' units in the one-process order: unit ``i`` is the one rank ``i % size`` computed (:func:`shard`).
+
+    Args:
+        units: This rank's units, in the order of :func:`shard` (see :func:`gather_per_rank`).
+        n_units: The number of units over all ranks.
+        dtypes: The dtype of each field.
+
+    Returns:
+        Every unit's fields, units ``0..n_units-1`` in order (on the CPU).
+    """
+    per_rank = gather_per_rank(units, dtypes)
     return [list(unit) for unit in in_rank_order(range(n_units), per_rank)]  # type: ignore[call-overload]
 
 
