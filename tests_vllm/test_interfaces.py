@@ -1,0 +1,143 @@
+"""The processor against vLLM's own interface classes, without an engine: V2 slots and V1 batch updates.
+
+This vLLM CPU build runs the V1 model runner (Model Runner V2 needs triton-cpu, which it lacks), so the V2 path
+is pinned here with vLLM's real ``LogitsProcRequestState``/``LogitsContext``: recycled slots, reordered rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
+from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, LogitsProcRequestState
+
+from steerkit.errors import IncompatibleModelError, InvalidOptionError
+from steerkit.models import default_model_dir
+from steerkit.processors import StaticSteeringProcessor
+from steerkit.vector import SteeringVector
+from steerkit.vllm import ENV_VECTORS, SteeringLogitsProcessor, lora_request, parse_spec, steer
+
+V = 49152
+
+
+@pytest.fixture
+def vectors(artifacts: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, SteeringVector]:
+    monkeypatch.setenv(ENV_VECTORS, f"tqa={artifacts[0]}, flip={artifacts[1]}")
+    return {"tqa": SteeringVector.load(artifacts[0]), "flip": SteeringVector.load(artifacts[1])}
+
+
+def _config(width: int = V) -> Any:
+    model = SimpleNamespace(
+        tokenizer=str(default_model_dir()), tokenizer_revision=None, model=None, get_vocab_size=lambda: width
+    )
+    return SimpleNamespace(model_config=model, scheduler_config=SimpleNamespace(max_num_seqs=4))
+
+
+def _v2(width: int = V) -> SteeringLogitsProcessor:
+    state = LogitsProcRequestState(torch.device("cpu"), 4, width, None, None, None, None)  # type: ignore[arg-type]
+    return SteeringLogitsProcessor(_config(width), state)
+
+
+def _ctx(slots: list[int]) -> LogitsContext:
+    mapping = torch.tensor(slots, dtype=torch.int32)
+    empty = torch.zeros(len(slots), dtype=torch.int64)
+    return LogitsContext(mapping, mapping, np.array(slots, dtype=np.int32), empty, empty, empty, np.array(slots))
+
+
+def _logits(vector: SteeringVector, rows: int, seed: int) -> torch.Tensor:
+    """Random logits whose most likely tokens are where ``v`` is non-zero (so the confidence mask meets ``v``)."""
+    logits = torch.randn(rows, V, generator=torch.Generator().manual_seed(seed)) * 4
+    top = vector.task_vector.abs().topk(4).indices
+    logits[:, top] += 30.0
+    return logits
+
+
+def _rule(vector: SteeringVector, mu: float, logits: torch.Tensor) -> torch.Tensor:
+    proc = StaticSteeringProcessor(vector.task_vector, mu, alpha=vector.config.alpha)
+    return proc(torch.zeros(1, 1, dtype=torch.long), logits[None])[0]
+
+
+def test_v2_slots_rows_and_recycling(vectors: dict[str, SteeringVector]) -> None:
+    proc = _v2()
+    assert proc.add_request(2, SamplingParams(extra_args=steer("tqa", mu=-3.0))) is True
+    assert proc.add_request(0, SamplingParams()) is False
+    logits = _logits(vectors["tqa"], 3, 0)
+    rows = [2, 0, 1]  # row → slot, reordered; slot 1 was never filled
+    out = proc.apply(logits.clone(), _ctx(rows))
+    assert torch.equal(out[0], _rule(vectors["tqa"], -3.0, logits[0]))
+    assert not torch.equal(out[0], logits[0])
+    assert torch.equal(out[1:], logits[1:])
+    # slot 2 recycled: the new occupant is not steered, then steered by the other vector at its default μ_s
+    assert proc.add_request(2, SamplingParams(max_tokens=3)) is False
+    assert torch.equal(proc.apply(logits.clone(), _ctx(rows)), logits)
+    proc.add_request(2, SamplingParams(extra_args=steer("flip")))
+    out = proc.apply(logits.clone(), _ctx(rows))
+    assert torch.equal(out[0], _rule(vectors["flip"], vectors["flip"].mu_static, logits[0]))
+
+
+def test_v2_every_row_steered_and_mu_zero(vectors: dict[str, SteeringVector]) -> None:
+    proc = _v2()
+    proc.add_request(0, SamplingParams(extra_args=steer("tqa")))
+    proc.add_request(1, SamplingParams(extra_args={"steerkit_vector": "tqa", "steerkit_mu": 0.0}))
+    logits = _logits(vectors["tqa"], 2, 1)
+    out = proc.apply(logits.clone(), _ctx([0, 1]))
+    assert torch.equal(out[0], _rule(vectors["tqa"], vectors["tqa"].mu_static, logits[0]))
+    assert not torch.equal(out[0], logits[0]) and torch.equal(out[1], logits[1])
+
+
+def test_v1_batch_updates_add_swap_move_remove(vectors: dict[str, SteeringVector]) -> None:
+    proc = SteeringLogitsProcessor(_config(), torch.device("cpu"), False)
+    assert proc.is_argmax_invariant() is False
+    steered, plain = SamplingParams(extra_args=steer("tqa", mu=-2.0)), SamplingParams()
+    proc.update_state(BatchUpdate(2, removed=[], added=[(0, steered, None, []), (1, plain, None, [])], moved=[]))
+    logits = _logits(vectors["tqa"], 2, 2)
+    expected = _rule(vectors["tqa"], -2.0, logits[0])
+    assert not torch.equal(expected, logits[0])
+    out = proc.apply(logits.clone())
+    assert torch.equal(out[0], expected) and torch.equal(out[1], logits[1])
+    proc.update_state(BatchUpdate(2, removed=[], added=[], moved=[(0, 1, MoveDirectionality.SWAP)]))
+    out = proc.apply(logits.clone())
+    assert torch.equal(out[0], logits[0]) and torch.equal(out[1], _rule(vectors["tqa"], -2.0, logits[1]))
+    proc.update_state(BatchUpdate(1, removed=[], added=[], moved=[(1, 0, MoveDirectionality.UNIDIRECTIONAL)]))
+    out = proc.apply(logits[:1].clone())
+    assert torch.equal(out[0], expected)
+    proc.update_state(BatchUpdate(0, removed=[0], added=[], moved=[]))
+    assert torch.equal(proc.apply(logits.clone()), logits)
+    proc.update_state(None)
+
+
+def test_a_vocabulary_mismatch_refuses_to_start(vectors: dict[str, SteeringVector]) -> None:
+    with pytest.raises(IncompatibleModelError, match=r"vocab_size 49152 but the served model's logits are 49216"):
+        _v2(V + 64)
+
+
+def test_validate_params_and_spec(vectors: dict[str, SteeringVector], artifacts: tuple[Path, Path]) -> None:
+    SteeringLogitsProcessor.validate_params(SamplingParams())
+    SteeringLogitsProcessor.validate_params(SamplingParams(extra_args={"other": 1, **steer("flip", mu=2)}))
+    SteeringLogitsProcessor.validate_params(SamplingParams(extra_args={"steerkit_vector": "tqa", "steerkit_mu": -1}))
+    for bad in (
+        {"steerkit": "tqa"},
+        {"steerkit": {"mu": 1.0}},
+        steer("tqa", mu=True),
+        steer("x"),
+        {"steerkit_mu": 1.0},
+        {"steerkit_vector": "tqa", **steer("tqa")},
+    ):  # type: ignore[arg-type]
+        with pytest.raises(InvalidOptionError):
+            SteeringLogitsProcessor.validate_params(SamplingParams(extra_args=bad))
+    assert parse_spec(" a=/x/y , /p/q@v2,\nuser/repo") == [
+        ("a", "/x/y", None),
+        ("q", "/p/q", "v2"),
+        ("repo", "user/repo", None),
+    ]
+    with pytest.raises(InvalidOptionError, match="twice"):
+        parse_spec("a=x,a=y")
+    request = lora_request("tqa")
+    assert request.lora_name == "tqa" and Path(request.lora_path) == artifacts[0] / "adapter"
+    assert lora_request("tqa").lora_int_id == request.lora_int_id != lora_request("flip").lora_int_id
