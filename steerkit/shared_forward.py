@@ -5,6 +5,11 @@ with peft's ``adapter_names`` giving the first half the adapter and the second `
 wraps the model's forward for one ``generate`` call: it doubles the batch, returns the warm half to ``generate``
 and hands the base half's last logits to the dynamic processor. The paired cache moves each row together with its
 base copy, so beam search and ``num_return_sequences`` work.
+
+Because the two halves are contiguous, a plain LoRA ``Linear`` needs none of peft's per-adapter gather and
+scatter: :func:`sliced_lora_forward` adds the low-rank update to the warm half by slicing (the same operations on
+the same rows, so the same numbers). Layers where that is not what peft computes (DoRA and other variants, dropout
+in training mode, a forward already wrapped by someone else, other layer types) keep peft's mixed-adapter batch.
 """
 
 from __future__ import annotations
@@ -89,6 +94,52 @@ def shared_forward_layers(peft_model: Any) -> list[Any] | None:
     return layers
 
 
+def sliceable(layer: Any, adapter: str) -> bool:
+    """Whether ``layer`` is a plain LoRA ``Linear`` whose mixed-batch update :func:`sliced_lora_forward` reproduces.
+
+    That is peft's own ``lora.Linear.forward`` (not a quantised or custom subclass, no forward wrapped on the
+    instance), the adapter without a variant (DoRA, aLoRA, ...), and dropout that is off (eval mode or ``p = 0``).
+    """
+    try:
+        from peft.tuners.lora.layer import Linear
+    except ImportError:  # pragma: no cover - peft moved it
+        return False
+    if type(layer).forward is not Linear.forward or "forward" in vars(layer):
+        return False
+    if adapter not in layer.lora_A:
+        return True  # the layer does not carry this adapter: base output for every row, as peft gives
+    if adapter in layer.lora_variant or layer.use_dora.get(adapter, False):
+        return False
+    dropout = layer.lora_dropout[adapter]
+    return not (dropout.training and float(getattr(dropout, "p", 0.0)) > 0.0)
+
+
+def sliced_lora_forward(layer: Any, adapter: str, rows: list[int]) -> Callable[..., Tensor]:
+    """A forward for one LoRA ``Linear`` that adds the update of ``adapter`` to the first ``rows[0]`` rows only.
+
+    For a batch ``[warm rows; base rows]`` this is exactly peft's ``_mixed_batch_forward`` with ``adapter_names =
+    [adapter]·n + ["__base__"]·n``, without building index lists and gathering and scattering rows: the base layer
+    on every row, then ``result[:n] += lora_B(lora_A(dropout(x[:n]))) · scaling`` in the same dtypes. Any other call
+    (``rows[0] == 0``, adapters disabled, extra keyword arguments, another batch size) runs peft's own forward.
+    """
+    from peft.tuners.lora.layer import Linear
+
+    def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        n = rows[0]
+        if not n or kwargs or layer.disable_adapters or x.shape[0] != 2 * n or adapter not in layer.lora_A:
+            if n and x.shape[0] == 2 * n:
+                kwargs["adapter_names"] = [adapter] * n + ["__base__"] * n
+            return Linear.forward(layer, x, *args, **kwargs)  # type: ignore[no-any-return]
+        result: Tensor = layer.base_layer(x, *args)
+        lora_a, lora_b = layer.lora_A[adapter], layer.lora_B[adapter]
+        warm = x[:n].to(lora_a.weight.dtype)
+        update = lora_b(lora_a(layer.lora_dropout[adapter](warm))) * layer.scaling[adapter]
+        result[:n] += update.to(result.dtype)
+        return result
+
+    return forward
+
+
 _BATCH_ARGS = ("input_ids", "attention_mask", "position_ids", "inputs_embeds", "token_type_ids")
 
 
@@ -101,13 +152,15 @@ class SharedForward:
     processor, which then needs no forward of its own. The KV cache holds both halves (:func:`paired_cache_class`).
     """
 
-    def __init__(self, peft_model: Any, layers: list[Any]) -> None:
+    def __init__(self, peft_model: Any, layers: list[Any], *, slicing: bool = True) -> None:
         self.peft_model = peft_model
         self.model = peft_model.get_base_model()
         self.layers = layers
         self.adapter = peft_model.active_adapter
         self.cache_arg = cache_arg(self.model)
+        self.slicing = slicing  # plain LoRA Linear layers add their update by slicing (False: peft's gather/scatter)
         self.forwards = 0  # shared forwards run (for tests and diagnostics)
+        self.sliced_layers = 0  # layers that sliced in the last shared generate (for tests and diagnostics)
 
     def usable(self, kwargs: dict[str, Any]) -> bool:
         """Whether a ``generate`` call with these arguments can run shared (else the processor's own forward)."""
@@ -126,6 +179,10 @@ class SharedForward:
         :meth:`~steerkit.processors.DynamicSteeringProcessor.receive_base`); ``None`` on exit.
         """
         names: list[list[str]] = [[]]
+        rows_now = [0]
+        sliced = [m for m in self.layers if self.slicing and sliceable(m, self.adapter)]
+        mixed = [m for m in self.layers if not any(m is t for t in sliced)]
+        self.sliced_layers = len(sliced)
 
         def inject(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
             if names[0]:
@@ -151,10 +208,11 @@ class SharedForward:
                 if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
                     kwargs[key] = torch.cat([value, value])
             names[0] = [self.adapter] * rows + ["__base__"] * rows
+            rows_now[0] = rows
             try:
                 out = original(*args, **kwargs)
             finally:
-                names[0] = []
+                names[0], rows_now[0] = [], 0
             self.forwards += 1
             receive_base(out.logits[rows:, -1, :].float())
             out.logits = out.logits[:rows]
@@ -165,13 +223,17 @@ class SharedForward:
             return out
 
         forward.__wrapped__ = original  # type: ignore[attr-defined]  # generate inspects the signature
-        handles = [m.register_forward_pre_hook(inject, with_kwargs=True) for m in self.layers]
+        handles = [m.register_forward_pre_hook(inject, with_kwargs=True) for m in mixed]
+        for m in sliced:
+            m.forward = sliced_lora_forward(m, self.adapter, rows_now)
         self.model.forward = forward
         try:
             yield {self.cache_arg: paired_cache(self.model)} if use_cache else {}
         finally:
             for handle in handles:
                 handle.remove()
+            for m in sliced:
+                vars(m).pop("forward", None)
             if had_own:
                 self.model.forward = original
             else:
