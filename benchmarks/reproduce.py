@@ -12,8 +12,14 @@ warm model scores best there); then :func:`steerkit.build` on the calibration pa
 as base, warm, warm+static and warm+dynamic with every way of choosing μ: the four aggregates under both
 curvatures, ``fit``, and a search on the calibration items (``search:mc2``, ``search:accuracy``).
 
-One forward pass per setting serves every μ: the option terms (:func:`steerkit.scoring.collect_option_terms`)
-rescore any strength without a forward, and the warm scores are the steered ones at μ = 0.
+Each configuration also gets the setting steerkit recommends, chosen by cross-validation on the calibration data
+alone (:mod:`steerkit.crossval`; no test item or statistic is involved): ``aggregator: "recommended"`` is what
+``build`` records (5-fold on the calibration pairs, held-out NLL), ``"recommended:<metric>"`` what ``tune`` records
+(5-fold on the calibration items, that metric); ``mode: "recommended"`` and ``setting`` names the pick.
+
+One pass of warm and base logits per split serves every setting and μ: the option terms
+(:func:`steerkit.scoring.collect_setting_terms`) rescore any strength without a forward, and the warm scores are
+the steered ones at μ = 0.
 
 Writes ``benchmarks/results/reproduce.json`` (after every configuration, so an interrupted run keeps what it
 finished and ``--resume`` skips it): ``rows``, one per (task, peft_method, lr, mode, aggregator, metric) with
@@ -58,14 +64,14 @@ TASKS: dict[str, dict[str, Any]] = {
     "truthfulqa": {
         "source": DATA / "truthful_qa",
         "parts": [0.50, 0.15, 0.35],
-        "metrics": ["mc1", "mc2"],
+        "metrics": ["mc1", "mc2", "acc_norm"],
         "select": "mc2",
         "searches": ["mc2", "accuracy"],
     },
     "social_iqa": {
         "source": DATA / "social_iqa" / "task.json",
         "parts": [600, 200, 600],
-        "metrics": ["accuracy"],
+        "metrics": ["accuracy", "acc_norm"],
         "select": "accuracy",
         "searches": ["accuracy"],
     },
@@ -73,6 +79,7 @@ TASKS: dict[str, dict[str, Any]] = {
 AGGREGATES = [f"{how}/{curv}" for curv in ("paper", "exact") for how in ("mean", "median", "trimmed", "ratio")]
 BATCH_SIZE = 4  # warm-start examples per optimiser step
 N_BOOTSTRAP = 2000
+VALIDATION_KEYS = ("measure", "n", "folds", "recommended", "reason", "warm_vs_base")
 
 
 def log(message: str) -> None:
@@ -177,8 +184,9 @@ def evaluate_config(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows for one warm-started adapter: warm, static and dynamic under every way of choosing μ."""
     from steerkit import build
+    from steerkit.crossval import cross_validate_items
     from steerkit.evaluate import paired_bootstrap
-    from steerkit.scoring import Steering, collect_option_terms
+    from steerkit.scoring import collect_setting_terms
     from steerkit.tune import search_terms
 
     spec = TASKS[task]
@@ -187,12 +195,12 @@ def evaluate_config(
     vector = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8)
     build_s = time.perf_counter() - t0
     terms: dict[tuple[str, str], Any] = {}
-    for mode in ("dynamic", "static"):
-        steering = Steering(vector, mode=mode, mu=0.0)
-        for split_name, items in (("cal", cal_items), ("test", test_items)):
-            terms[mode, split_name] = collect_option_terms(
-                warm, items, tokenizer=tokenizer, steering=steering, batch_size=16
-            )
+    for split_name, items in (("cal", cal_items), ("test", test_items)):
+        # one pass of warm and base logits per split serves warm, static and dynamic (every μ)
+        settings = ("base", "warm", "static", "dynamic") if split_name == "cal" else ("warm", "static", "dynamic")
+        found = collect_setting_terms(warm, items, tokenizer=tokenizer, vector=vector, settings=settings, batch_size=16)
+        for mode, t in found.items():
+            terms[mode, split_name] = t
     eval_s = time.perf_counter() - t0 - build_s
     common = {"task": task, "peft_method": method, "lr": lr, "lr_label": lr_label}
     warm_items = per_item(terms["dynamic", "test"], test_items, 0.0)
@@ -224,8 +232,36 @@ def evaluate_config(
             if aggregator in ("median/paper", f"search:{spec['select']}"):
                 key = spec["select"]
                 categories[f"{mode}/{aggregator}"] = category_deltas(test_items, values[key], warm_items[key])
+    # The recommendation: cross-validated on the calibration data only, never on a test item or statistic.
+    item_validation = {}
+    for metric in spec["searches"]:
+
+        def search(t: Any, subset: Sequence[int], metric: str = metric) -> float:
+            return search_terms(t, cal_items, metric=metric, subset=subset).best  # type: ignore[arg-type]
+
+        item_validation[metric] = cross_validate_items(
+            {s: terms[s, "cal"] for s in ("base", "warm", "static", "dynamic")},
+            cal_items,
+            metric=metric,
+            strengths={"static": vector.config.mu_static, "dynamic": vector.config.mu},
+            search=search,
+        )
+    validations = {
+        "recommended": vector.config.validation,
+        **{f"recommended:{m}": v for m, v in item_validation.items()},
+    }
+    for aggregator, validation in validations.items():
+        rec = validation["recommended"]
+        values = per_item(terms[rec["mode"] or "warm", "test"], test_items, rec["mu"])
+        for metric in spec["metrics"]:
+            d = paired_bootstrap(values[metric], warm_items[metric], n_bootstrap=N_BOOTSTRAP, seed=0)
+            rows.append({**common, "mode": "recommended", "aggregator": aggregator, "setting": rec["setting"],
+                         "mu": rec["mu"], "metric": metric, **interval(values[metric]),
+                         "delta_vs_warm": d["difference"], "delta_ci_low": d["ci_low"],
+                         "delta_ci_high": d["ci_high"]})  # fmt: skip
     diagnostics = {
         **common,
+        "validation": {k: {key: v[key] for key in VALIDATION_KEYS} for k, v in validations.items()},
         "mu": vector.config.mu.to_dict(),
         "mu_static": vector.config.mu_static.to_dict(),
         "calibration": vector.config.calibration,
@@ -280,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result.setdefault("sizes", {})[task] = {k: len(v) for k, v in data.items()}
         log(f"{task}: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()))
         cached = result.setdefault("base_per_item", {}).get(task)
-        if cached is not None and args.limit is None:
+        if cached is not None and args.limit is None and all(m in cached for m in TASKS[task]["metrics"]):
             base = cached  # the base model's per-item test values do not depend on any warm start
         else:
             model, tokenizer = fresh_model()
@@ -291,7 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for method in args.methods.split(","):
             for lr_label in args.lrs.split(","):
                 key = f"{task}/{method}/{lr_label}"
-                if key in result["configs_done"]:
+                same = (task, method, lr_label)
+                has_rec = any(
+                    (r["task"], r["peft_method"], r["lr_label"]) == same and r["mode"] == "recommended"
+                    for r in result["rows"]
+                )
+                if key in result["configs_done"] and has_rec:
                     log(f"{key}: done in an earlier run, skipped")
                     continue
                 started = time.perf_counter()
@@ -306,10 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 diagnostics["seconds"]["total"] = time.perf_counter() - started
                 result["rows"] = [r for r in result["rows"] if (r["task"], r["peft_method"], r["lr_label"])
                                   != (task, method, lr_label)] + rows  # fmt: skip
-                same = (task, method, lr_label)
                 kept = [d for d in result["diagnostics"] if (d["task"], d["peft_method"], d["lr_label"]) != same]
                 result["diagnostics"] = [*kept, diagnostics]
-                result["configs_done"].append(key)
+                result["configs_done"] = [*(k for k in result["configs_done"] if k != key), key]
                 write(args.out, result)
                 warm_row = next(r for r in rows if r["mode"] == "warm" and r["metric"] == TASKS[task]["select"])
                 log(f"{key}: lr {lr:g}, warm {warm_row['value']:.4f}, {time.perf_counter() - started:.0f} s")

@@ -207,10 +207,18 @@ class WarmAndBase:
 
 @contextlib.contextmanager
 def warm_and_base(
-    model: Any, vector: SteeringVector | None, *, need_base: bool, tokenizer: Any, strict: bool, alpha: float
+    model: Any,
+    vector: SteeringVector | None,
+    *,
+    need_base: bool,
+    tokenizer: Any,
+    strict: bool,
+    alpha: float,
+    need_warm: bool = False,
 ) -> Iterator[WarmAndBase]:
-    """The warm model (the vector's adapter loaded onto a plain model when base logits are needed, unloaded on
-    exit) and the base context (the adapter switched off), after the compatibility check."""
+    """The warm model (the vector's adapter loaded onto a plain model when base logits are needed, or when
+    ``need_warm`` and the vector carries an adapter; unloaded on exit) and the base context (the adapter switched
+    off), after the compatibility check."""
     if vector is None:
         yield WarmAndBase(model, None, alpha, None, None)
         return
@@ -220,7 +228,7 @@ def warm_and_base(
     if compat.padded:
         v[compat.n_tokens :] = 0.0
     warm, undo = model, None
-    if need_base and not is_peft(model):
+    if (need_base or (need_warm and vector.adapter_files)) and not is_peft(model):
         warm, undo = load_adapter(vector, model)
     try:
         base = None

@@ -30,15 +30,16 @@ from steerkit._hf import pad_id, trim_heap
 from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
 from steerkit.calibration import Totals
 from steerkit.chat import template_sha256
-from steerkit.config import MuStats, SteerConfig, parse_mu_name
+from steerkit.config import SteerConfig, parse_mu_name
+from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_pairs, fit_strengths, group_keys
 from steerkit.data import as_pairs, data_sha256, encode_pair
 from steerkit.distributed import shard
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, tokenizer_fingerprint
 from steerkit.readers import load_pairs
-from steerkit.svdecode import AGGREGATORS, CURVATURES, aggregate_mu, mu_star
-from steerkit.terms import TokenTerms, fit_mu
+from steerkit.svdecode import CURVATURES, mu_star
+from steerkit.terms import TokenTerms
 from steerkit.vector import SteeringVector
 
 __all__ = ["MU_QUANTILES", "build"]
@@ -60,6 +61,7 @@ def build(
     mu_aggregator: str = "trimmed/exact",
     batch_size: int = 8,
     max_length: int = 512,
+    folds: int = 5,
     show_progress: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SteeringVector:
@@ -78,6 +80,9 @@ def build(
             ``"trimmed"``, ``"ratio"`` (each optionally ``/paper`` or ``/exact``) or ``"fit"``.
         batch_size: Pairs per forward pass.
         max_length: Most tokens per pair (the prompt is cut from its start past this).
+        folds: K of the cross-validation that compares warm alone, static and dynamic on the pairs and records
+            the recommended setting in ``config.validation`` (:mod:`steerkit.crossval`; no extra forward pass).
+            Skipped (no ``validation``) with ``0`` or fewer than ``2·K`` distinct prompts.
         show_progress: Print one line per batch to stderr.
         progress: Called as ``progress(batch, total_batches)`` after each batch (the CLI renders it).
 
@@ -97,9 +102,11 @@ def build(
     label = "fit" if curvature is None else f"{how}/{curvature}"
     if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise InvalidOptionError(f"alpha must be in [0, 1], got {alpha!r}", hint="the default is 0.1", got=alpha)
-    for name, value, least in (("batch_size", batch_size, 1), ("max_length", max_length, 2)):
+    for name, value, least in (("batch_size", batch_size, 1), ("max_length", max_length, 2), ("folds", folds, 0)):
         if not isinstance(value, int) or value < least:
             raise InvalidOptionError(f"{name} must be an integer ≥ {least}, got {value!r}", got=value)
+    if folds == 1:
+        raise InvalidOptionError("folds must be 0 (no cross-validation) or at least 2, got 1", got=folds)
     pairs = load_pairs(data) if isinstance(data, (str, os.PathLike)) else as_pairs(data)
     peft_model, source, loaded = resolve_adapter(model, adapter)
     try:
@@ -112,6 +119,7 @@ def build(
             label=label,
             batch_size=batch_size,
             max_length=max_length,
+            folds=folds,
             show_progress=show_progress,
             progress=progress,
         )
@@ -232,6 +240,7 @@ def _build(
     label: str,
     batch_size: int,
     max_length: int,
+    folds: int,
     show_progress: bool,
     progress: Callable[[int, int], None] | None,
 ) -> SteeringVector:
@@ -246,7 +255,8 @@ def _build(
     transformer = peft_model.get_base_model()
     device = next(transformer.parameters()).device
     encoded = [encode_pair(tokenizer, p["prompt"], p["completion"], max_length=max_length) for p in pairs]
-    used = [(ids, max(start, 1)) for ids, start in encoded if len(ids) > max(start, 1)]
+    used_index = [i for i, (ids, start) in enumerate(encoded) if len(ids) > max(start, 1)]
+    used = [(encoded[i][0], max(encoded[i][1], 1)) for i in used_index]
     if not used:
         raise EmptyDataError(
             "no completion tokens to calibrate on (every completion is empty after tokenization)",
@@ -286,11 +296,23 @@ def _build(
             if progress is not None:
                 progress(done, len(mine))
 
-    task_sum, kl_sum, kept_sum, gold_masked, terms = totals.gathered().merged(width)
+    task_sum, kl_sum, kept_sum, gold_masked, terms, base_logprob = totals.gathered().merged(width)
     n_tokens = terms.n_tokens
     task_vector = (task_sum / n_tokens).to(torch.float32).cpu()
-    mu, quantiles = _mu_stats(terms, label, quantiles=True)
-    mu_static, _ = _mu_stats(terms.with_direction(task_vector), label, quantiles=False)
+    mu, quantiles = fit_strengths(terms, label), _quantiles(terms)
+    mu_static = fit_strengths(terms.with_direction(task_vector), label)
+    validation = None
+    keys = group_keys([pairs[i] for i in used_index])
+    if folds and len(set(keys)) >= folds * MIN_UNITS_PER_FOLD:
+        counts = torch.tensor([len(ids) - start for ids, start in used], dtype=torch.long)
+        validation = cross_validate_pairs(
+            terms,
+            torch.repeat_interleave(torch.arange(len(used)), counts),
+            keys,
+            base_logprob=base_logprob,
+            folds=folds,
+            full=(mu, mu_static),
+        )
     files = adapter_files_of(peft_model)
     name = getattr(transformer.config, "_name_or_path", "") or getattr(transformer, "name_or_path", "") or None
     revision = getattr(transformer.config, "_commit_hash", None)
@@ -312,20 +334,16 @@ def _build(
         },
         adapter={"path": source, "peft_type": method, "sha256": adapter_sha256(files)},
         alpha=alpha,
+        validation=validation,
     )
     return SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
 
 
-def _mu_stats(terms: TokenTerms, label: str, *, quantiles: bool) -> tuple[MuStats, dict[str, dict[str, float]]]:
-    """All aggregates under both curvatures, ``fit``, ``value`` chosen by ``label``; optionally μ* quantiles."""
-    tables: dict[str, dict[str, float]] = {}
+def _quantiles(terms: TokenTerms) -> dict[str, dict[str, float]]:
+    """The μ* quantiles under both curvatures (``calibration["mu_star_quantiles"]``)."""
     levels: dict[str, dict[str, float]] = {}
     for curvature in CURVATURES:
-        num, den = terms.mu_terms(curvature=curvature)  # type: ignore[arg-type]
-        tables[curvature] = {how: aggregate_mu(num, den, how=how) for how in AGGREGATORS}  # type: ignore[arg-type]
-        if quantiles:
-            values = mu_star(num, den)
-            q = torch.quantile(values, torch.tensor(MU_QUANTILES, dtype=values.dtype))
-            levels[curvature] = {str(level): float(v) for level, v in zip(MU_QUANTILES, q, strict=True)}
-    stats = MuStats(value=0.0, chosen_by=label, paper=tables["paper"], exact=tables["exact"], fit=fit_mu(terms))
-    return dataclasses.replace(stats, value=stats.select(label)), levels
+        values = mu_star(*terms.mu_terms(curvature=curvature))  # type: ignore[arg-type]
+        q = torch.quantile(values, torch.tensor(MU_QUANTILES, dtype=values.dtype))
+        levels[curvature] = {str(level): float(v) for level, v in zip(MU_QUANTILES, q, strict=True)}
+    return levels

@@ -33,6 +33,7 @@ class Chunk:
     kept: float
     gold_masked: int
     terms: TokenTerms
+    base_logprob: Tensor  # [tokens] float64: the base model's log-probability of each gold token
 
 
 @dataclasses.dataclass
@@ -50,6 +51,7 @@ class Totals:
         lp_b = torch.log_softmax(base, dim=-1).clamp(min=LOGPROB_FLOOR)
         p_w = lp_w.exp()
         kl = float(torch.where(p_w > 0, p_w * (lp_w - lp_b), torch.zeros_like(lp_w)).sum(dtype=torch.float64))
+        base_logprob = lp_b.gather(1, targets[:, None]).squeeze(1).double()  # for the warm-vs-base check
         del lp_w, lp_b, p_w
         terms = TokenTerms.from_logits(warm, delta, keep, targets)
         self.chunks.append(
@@ -62,6 +64,7 @@ class Totals:
                 kept=float(keep.sum()),
                 gold_masked=int((~keep.gather(1, targets[:, None])).sum()),
                 terms=TokenTerms(**{f.name: getattr(terms, f.name).cpu() for f in dataclasses.fields(terms)}),
+                base_logprob=base_logprob.cpu(),
             )
         )
 
@@ -71,28 +74,30 @@ class Totals:
             return self
         names = [f.name for f in dataclasses.fields(TokenTerms)]
         empty = TokenTerms.empty()
-        dtypes = [torch.long, torch.float64, torch.long, torch.float64, *(getattr(empty, n).dtype for n in names)]
+        dtypes = [torch.long, torch.float64, torch.long, torch.float64, torch.float64]
+        dtypes += [getattr(empty, n).dtype for n in names]
         units = [
             [
                 torch.tensor([c.batch, c.number, c.gold_masked], dtype=torch.long),
                 torch.tensor([c.kl, c.kept], dtype=torch.float64),
                 c.index,
                 c.value,
+                c.base_logprob,
                 *(getattr(c.terms, n) for n in names),
             ]
             for c in self.chunks
         ]
         merged = Totals()
         for rank_units in gather_per_rank(units, dtypes):
-            for key, scalars, index, value, *fields in rank_units:
+            for key, scalars, index, value, base_logprob, *fields in rank_units:
                 batch, number, gold = key.tolist()
                 kl, kept = scalars.tolist()
                 terms = TokenTerms(**dict(zip(names, fields, strict=True)))
-                merged.chunks.append(Chunk(batch, number, index, value, kl, kept, gold, terms))
+                merged.chunks.append(Chunk(batch, number, index, value, kl, kept, gold, terms, base_logprob))
         return merged
 
-    def merged(self, width: int) -> tuple[Tensor, float, float, int, TokenTerms]:
-        """``(Σ δ̂ [V] float64, Σ KL, Σ kept, Σ masked gold, terms)``, summed in (batch, chunk) order."""
+    def merged(self, width: int) -> tuple[Tensor, float, float, int, TokenTerms, Tensor]:
+        """``(Σ δ̂ [V] float64, Σ KL, Σ kept, Σ masked gold, terms, base gold log-probs)`` in (batch, chunk) order."""
         task_sum = torch.zeros(width, dtype=torch.float64)
         kl, kept, gold = 0.0, 0.0, 0
         ordered = sorted(self.chunks, key=lambda c: (c.batch, c.number))
@@ -101,4 +106,5 @@ class Totals:
             kl += c.kl
             kept += c.kept
             gold += c.gold_masked
-        return task_sum, kl, kept, gold, TokenTerms.cat([c.terms for c in ordered])
+        base = torch.cat([c.base_logprob for c in ordered]) if ordered else torch.zeros(0, dtype=torch.float64)
+        return task_sum, kl, kept, gold, TokenTerms.cat([c.terms for c in ordered]), base

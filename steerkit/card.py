@@ -160,7 +160,10 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
         f"tokenizer = AutoTokenizer.from_pretrained({_yaml_scalar(shown)})",
         f"model = AutoModelForCausalLM.from_pretrained({_yaml_scalar(shown)})",
     ]
-    if dynamic:
+    if dynamic and cfg.validation:
+        lines.append("steered = steerkit.attach(vector, model, tokenizer=tokenizer)  # the recommended setting (below)")
+        lines.append('# or mode="dynamic" (SVDecode, adapter in adapter/) / mode="static" (one add per step)')
+    elif dynamic:
         lines.append(
             "steered = steerkit.attach(vector, model, tokenizer=tokenizer)  # dynamic SVDecode, adapter in adapter/"
         )
@@ -205,6 +208,8 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
         )
     lines.append(f"| fit | {_fmt(cfg.mu.fit)} | | {_fmt(cfg.mu_static.fit)} | |")
     lines += _calibration_lines(cfg.calibration)
+    if cfg.validation:
+        lines += _validation_lines(cfg.validation)
     if cfg.evaluation:
         lines += _evaluation_lines(cfg.evaluation)
     lines += [
@@ -255,6 +260,31 @@ def _level(key: str) -> bool:
         return math.isfinite(float(key))
     except ValueError:
         return False
+
+
+def _validation_lines(validation: Mapping[str, Any]) -> list[str]:
+    """The cross-validated comparison: the recommendation and why, and warm plus the best candidate per mode."""
+    rec = validation["recommended"]
+    measure = "NLL per token" if validation["measure"] == "nll" else str(validation["measure"])
+    chosen = "warm alone (μ = 0)" if rec["mode"] is None else f"`{rec['setting']}` (μ = {_fmt(rec['mu'])})"
+    lines = ["", "## Recommended setting", "", f"**{chosen}**: {_cell(validation['reason'])}.", ""]
+    lines.append(
+        f"{validation['folds']}-fold cross-validation on {validation['n']} calibration {validation['unit']}s, "
+        f"held-out {measure}; Δ is the gain over warm alone with its paired 95% bootstrap interval."
+    )
+    best: dict[str, Mapping[str, Any]] = {}
+    for c in validation["candidates"]:
+        mode = c["mode"] or "warm"
+        if mode not in best or c["delta_vs_warm"] > best[mode]["delta_vs_warm"]:
+            best[mode] = c
+    lines += ["", f"| setting | μ | {measure} | Δ vs warm | 95% interval |", "|---|---|---|---|---|"]
+    for c in best.values():
+        interval = "" if c["mode"] is None else f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
+        lines.append(
+            f"| {_cell(c['setting'])} | {_fmt(c['mu'])} | {_fmt(c['estimate'])} | {_fmt(c['delta_vs_warm'])} "
+            f"| {interval} |"
+        )
+    return lines
 
 
 def _evaluation_lines(evaluation: Mapping[str, Any]) -> list[str]:

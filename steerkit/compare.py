@@ -4,7 +4,10 @@
 - ``warm``: the warm-started model φ (the vector's PEFT adapter on), no steering;
 - ``static``: φ steered with the static task vector, ``ẑ = z_φ + μ_s·(keep ⊙ v)`` (on θ when the vector carries
   no adapter: static mode works on any model with the vocabulary);
-- ``dynamic``: φ steered by SVDecode, ``ẑ = z_φ + μ̄·δ̂`` with δ̂ recomputed from θ and φ at every step.
+- ``dynamic``: φ steered by SVDecode, ``ẑ = z_φ + μ̄·δ̂`` with δ̂ recomputed from θ and φ at every step;
+- ``recommended`` (not in :data:`SETTINGS`, asked by name): what the vector's ``validation`` block recommends
+  (:func:`recommended_setting`): one of the three above at the cross-validated μ, warm alone when steering did
+  not help.
 
 :func:`evaluate_settings` scores multiple-choice items in any of them (one pass of warm and base logits serves
 them all, with each setting's paired Δ against warm) and :func:`generate_settings` generates text in any of them.
@@ -15,6 +18,7 @@ This is what ``steerkit eval`` and ``steerkit generate`` run. Nothing here draws
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,10 +27,19 @@ from steerkit.chat import prompt_ids
 from steerkit.decode import attach
 from steerkit.errors import AdapterError, InvalidOptionError
 from steerkit.evaluate import METRICS, evaluate_mc, paired_bootstrap, terms_result
+from steerkit.schema import recommended
 from steerkit.scoring import Steering, collect_setting_terms
 from steerkit.vector import SteeringVector
 
-__all__ = ["SETTINGS", "Progress", "evaluate_settings", "generate_settings", "paired_deltas", "staged"]
+__all__ = [
+    "SETTINGS",
+    "Progress",
+    "evaluate_settings",
+    "generate_settings",
+    "paired_deltas",
+    "recommended_setting",
+    "staged",
+]
 
 
 #: The four decoding settings, in the order tables show them.
@@ -38,14 +51,24 @@ Progress = Callable[[str, int, int], None]
 
 def _check_settings(settings: Sequence[str]) -> list[str]:
     chosen = list(dict.fromkeys(settings))
-    bad = [s for s in chosen if s not in SETTINGS]
+    bad = [s for s in chosen if s not in (*SETTINGS, "recommended")]
     if bad or not chosen:
         raise InvalidOptionError(
             f"unknown setting(s) {', '.join(map(repr, bad)) or '(none given)'}",
-            hint=f"choose from: {', '.join(SETTINGS)}",
+            hint=f"choose from: {', '.join(SETTINGS)}, recommended",
             got=list(settings),
         )
     return chosen
+
+
+def recommended_setting(vector: SteeringVector) -> tuple[str, float | None, str]:
+    """What the ``recommended`` setting runs: ``(setting among warm/static/dynamic, μ, label)`` from the vector's
+    ``validation`` block; a vector without one gets dynamic at its default μ (what ``attach(mode=None)`` does)."""
+    found = recommended(vector.config.validation)
+    if found is None:
+        return "dynamic", None, "dynamic (not validated)"
+    mode, mu, label = found
+    return (mode or "warm"), (None if mode is None else mu), label
 
 
 @contextlib.contextmanager
@@ -91,14 +114,17 @@ def _setting_runs(
     needs_warm = any(s in ("warm", "dynamic") for s in settings) or (
         "static" in settings and bool(vector.adapter_files)
     )
+    rec, rec_mu, _ = recommended_setting(vector)
+    if "recommended" in settings:
+        needs_warm = needs_warm or rec != "static" or bool(vector.adapter_files)
     for setting in settings:
         if setting == "base":
             with _plain(model) as plain:
                 yield setting, plain, None
     if not needs_warm:
         for setting in settings:
-            if setting == "static":  # no adapter: static steering of the base model
-                yield setting, model, Steering(vector, "static", mu_static)
+            if setting == "static" or setting == "recommended":  # no adapter: static steering of the base model
+                yield setting, model, Steering(vector, "static", mu_static if setting == "static" else rec_mu)
         return
     with _warm_model(vector, model, tokenizer=tokenizer, strict=strict) as warm:
         for setting in settings:
@@ -108,6 +134,8 @@ def _setting_runs(
                 yield setting, warm, Steering(vector, "static", mu_static)
             elif setting == "dynamic":
                 yield setting, warm, Steering(vector, "dynamic", mu)
+            elif setting == "recommended":
+                yield setting, warm, None if rec == "warm" else Steering(vector, rec, rec_mu)
 
 
 def evaluate_settings(
@@ -160,12 +188,14 @@ def evaluate_settings(
     results: dict[str, dict[str, Any]] = {}
     if vector.adapter_files or is_peft(model):
         # One pass serves every setting: warm and base logits per batch (the warm scores also give the Δs).
+        rec, rec_mu, label = recommended_setting(vector)
+        collect = [s for s in chosen if s != "recommended"] + (["warm", rec] if "recommended" in chosen else ["warm"])
         terms = collect_setting_terms(
             model,
             items,
             tokenizer=tokenizer,
             vector=vector,
-            settings=list(dict.fromkeys([*chosen, "warm"])),
+            settings=list(dict.fromkeys(collect)),
             mu=mu,
             mu_static=mu_static,
             batch_size=batch_size,
@@ -173,6 +203,10 @@ def evaluate_settings(
             progress=None if progress is None else staged(progress, "+".join(chosen)),
         )
         results = {s: terms_result(t, items) for s, t in terms.items()}
+        if "recommended" in chosen:
+            strength = 0.0 if rec == "warm" else (terms[rec].mu if rec_mu is None else rec_mu)
+            results["recommended"] = terms_result(dataclasses.replace(terms[rec], mu=strength), items)
+            results["recommended"]["steering"]["setting"] = label
     else:
         for setting, run_model, steering in _setting_runs(
             vector, model, chosen, tokenizer=tokenizer, mu=mu, mu_static=mu_static, strict=strict

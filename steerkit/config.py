@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from steerkit.errors import (
     ArtifactVersionError,
     InvalidOptionError,
 )
+from steerkit.schema import REBUILD, check_fields, finite, json_object, show, string
 from steerkit.svdecode import AGGREGATORS, CURVATURES, EPSILON
 
 __all__ = ["MuStats", "SteerConfig", "canonical_mu_name", "parse_mu_name"]
@@ -118,7 +118,7 @@ class MuStats:
         """Validate and build from the JSON form; ``where`` names the file in errors."""
         if not isinstance(data, Mapping):
             raise ArtifactValueError(
-                f"{where}: the μ statistics must be a JSON object, got {_show(data)}", hint=_REBUILD, path=where
+                f"{where}: the μ statistics must be a JSON object, got {show(data)}", hint=REBUILD, path=where
             )
         for key in ("value", "chosen_by", "paper", "exact", "fit"):
             if key not in data:
@@ -130,7 +130,7 @@ class MuStats:
             table = data[curvature]
             if not isinstance(table, Mapping):
                 raise ArtifactValueError(
-                    f"{where}: μ table '{curvature}' must be a JSON object", hint=_REBUILD, path=where
+                    f"{where}: μ table '{curvature}' must be a JSON object", hint=REBUILD, path=where
                 )
             missing = [a for a in AGGREGATORS if a not in table]
             if missing:
@@ -140,116 +140,15 @@ class MuStats:
                     path=where,
                     key=missing[0],
                 )
-            tables[curvature] = {a: _finite(table[a], f"{where}: mu.{curvature}.{a}") for a in AGGREGATORS}
+            tables[curvature] = {a: finite(table[a], f"{where}: mu.{curvature}.{a}") for a in AGGREGATORS}
         return cls(
-            value=_finite(data["value"], f"{where}: mu.value"),
-            chosen_by=str(_string(data["chosen_by"], f"{where}: mu.chosen_by")),
+            value=finite(data["value"], f"{where}: mu.value"),
+            chosen_by=str(string(data["chosen_by"], f"{where}: mu.chosen_by")),
             paper=tables["paper"],
             exact=tables["exact"],
-            fit=_finite(data["fit"], f"{where}: mu.fit"),
-            chosen_on=_string(data.get("chosen_on"), f"{where}: mu.chosen_on", optional=True),
+            fit=finite(data["fit"], f"{where}: mu.fit"),
+            chosen_on=string(data.get("chosen_on"), f"{where}: mu.chosen_on", optional=True),
         )
-
-
-def _show(value: Any) -> str:
-    """A value for a one-line message (long ones shortened)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long for str()
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _finite(value: Any, what: str) -> float:
-    """A finite JSON number (an int or a float, never a bool or a string)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArtifactValueError(f"{what} is not a number: {_show(value)}", hint="re-create the artifact")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ArtifactValueError(f"{what} is too large for a float", hint="re-create the artifact") from None
-    if not math.isfinite(number):
-        raise ArtifactValueError(f"{what} is not finite ({number})", hint="re-create the artifact", got=number)
-    return number
-
-
-def _integer(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
-        raise ArtifactValueError(f"{what} must be a non-negative integer, got {_show(value)}", hint=_REBUILD)
-    return value
-
-
-def _string(value: Any, what: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        kind = "a string or null" if optional else "a string"
-        raise ArtifactValueError(f"{what} must be {kind}, got {_show(value)}", hint=_REBUILD)
-    return value
-
-
-def _object(value: Any, what: str, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ArtifactValueError(f"{what}: '{key}' must be a JSON object, got {_show(value)}", hint=_REBUILD, key=key)
-    return value
-
-
-_REBUILD = "re-create the artifact with `steerkit build`"
-#: Typed fields of the nested objects (absent keys are allowed; extra keys are kept and ignored).
-_FIELDS: dict[str, dict[str, str]] = {
-    "tokenizer": {"class": "str?", "vocab_length": "int?", "sha256": "str?"},
-    "base_model": {"name_or_path": "str?", "revision": "str?"},
-    "adapter": {"path": "str?", "peft_type": "str?", "sha256": "str?"},
-    "calibration": {
-        "n_examples": "int",
-        "n_tokens": "int",
-        "data_sha256": "str?",
-        "kl_mean": "num",
-        "kept_mean": "num",
-        "masked_gold_fraction": "num",
-    },
-}
-
-
-def _check_fields(data: Mapping[str, Any], where: str) -> None:
-    """Type-check the fields format 1 defines inside the nested objects (tolerating extra keys)."""
-    for section, fields in _FIELDS.items():
-        table = data.get(section)
-        if table is None and section == "adapter":
-            continue
-        table = _object(table, where, section)
-        for key, kind in fields.items():
-            if key not in table:
-                continue
-            what, value = f"{where}: {section}.{key}", table[key]
-            if kind.startswith("str"):
-                _string(value, what, optional=kind.endswith("?"))
-            elif kind.startswith("int"):
-                if value is not None or not kind.endswith("?"):
-                    _integer(value, what)
-            else:
-                _finite(value, what)
-    quantiles = data["calibration"].get("mu_star_quantiles")
-    if quantiles is not None:
-        quantiles = _object(quantiles, where, "calibration.mu_star_quantiles")
-        for curvature in CURVATURES:
-            if curvature in quantiles:
-                table = _object(quantiles[curvature], where, f"calibration.mu_star_quantiles.{curvature}")
-                for level, value in table.items():
-                    if _is_level(level):
-                        _finite(value, f"{where}: calibration.mu_star_quantiles.{curvature}.{level}")
-    for name, text in _object(data["versions"], where, "versions").items():
-        _string(text, f"{where}: versions.{name}")
-    if data.get("evaluation") is not None:
-        _object(data["evaluation"], where, "evaluation")
-
-
-def _is_level(key: str) -> bool:
-    """Whether a quantile table key is a level such as ``"0.5"`` (other keys are extensions)."""
-    try:
-        return math.isfinite(float(key))
-    except ValueError:
-        return False
 
 
 _REQUIRED = (
@@ -296,6 +195,7 @@ class SteerConfig:
     steerkit_version: str = __version__
     versions: dict[str, str] = field(default_factory=_library_versions)
     evaluation: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size <= 0:
@@ -304,15 +204,16 @@ class SteerConfig:
             raise ArtifactValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``evaluation`` only when present)."""
+        """JSON-ready form (``evaluation`` and ``validation`` only when present)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, MuStats):
                 value = value.to_dict()
             out[f.name] = value
-        if out["evaluation"] is None:
-            del out["evaluation"]
+        for key in ("evaluation", "validation"):
+            if out[key] is None:
+                del out[key]
         return out
 
     def to_json(self) -> str:
@@ -338,7 +239,7 @@ class SteerConfig:
         """
         if not isinstance(data, Mapping):
             raise ArtifactCorruptError(f"{where}: the config is not a JSON object", hint="re-create the artifact")
-        check_json(data, where, hint=_REBUILD)
+        check_json(data, where, hint=REBUILD)
         if "format_version" not in data:
             raise ArtifactMissingKeyError(
                 f"{where}: key 'format_version' missing",
@@ -348,7 +249,7 @@ class SteerConfig:
             )
         version = data["format_version"]
         if not (isinstance(version, str) and _VERSION.fullmatch(version)):
-            raise ArtifactValueError(f"{where}: format_version {_show(version)} is not MAJOR.MINOR", path=where)
+            raise ArtifactValueError(f"{where}: format_version {show(version)} is not MAJOR.MINOR", path=where)
         if int(version.split(".")[0]) > constants.FORMAT_MAJOR:
             raise ArtifactVersionError(
                 f"{where}: format_version {version} is newer than this steerkit reads ({constants.FORMAT_VERSION})",
@@ -378,20 +279,20 @@ class SteerConfig:
             values = {k: data[k] for k in known if k in data}
             values["mu"] = MuStats.from_dict(data["mu"], where=where)
             values["mu_static"] = MuStats.from_dict(data["mu_static"], where=where)
-            values["alpha"] = _finite(data["alpha"], f"{where}: alpha")
-            values["epsilon"] = _finite(data["epsilon"], f"{where}: epsilon")
+            values["alpha"] = finite(data["alpha"], f"{where}: alpha")
+            values["epsilon"] = finite(data["epsilon"], f"{where}: epsilon")
             for key in ("tokenizer", "base_model", "calibration", "versions"):
-                _object(data[key], where, key)
+                json_object(data[key], where, key)
             for key in ("method", "projection", "kl", "task_vector_sha256", "steerkit_version"):
-                _string(data[key], f"{where}: {key}")
-            _check_fields(data, where)
+                string(data[key], f"{where}: {key}")
+            check_fields(data, where)
             size = data["vocab_size"]
             if isinstance(size, int) and not isinstance(size, bool) and size > _MAX_VOCAB:
-                raise ArtifactValueError(f"vocab_size {_show(size)} is larger than {_MAX_VOCAB}")
+                raise ArtifactValueError(f"vocab_size {show(size)} is larger than {_MAX_VOCAB}")
             return cls(**values)
         except ArtifactValueError as exc:  # name the file in every message
             message = exc.message if exc.message.startswith(where) else f"{where}: {exc.message}"
-            raise ArtifactValueError(message, hint=_REBUILD, **{**exc.fields, "path": where}) from None
+            raise ArtifactValueError(message, hint=REBUILD, **{**exc.fields, "path": where}) from None
 
 
 _VERSION = re.compile(r"[0-9]{1,6}\.[0-9]{1,6}")

@@ -1,7 +1,8 @@
 """Steered decoding: :func:`attach` and the :class:`Steered` handle it returns.
 
-:func:`attach` checks compatibility (:mod:`steerkit.compatibility`), loads the artifact's adapter when dynamic
-mode needs it (:mod:`steerkit.adapters`), builds the logits processor (:mod:`steerkit.processors`) and, for a
+:func:`attach` checks compatibility (:mod:`steerkit.compatibility`), loads the artifact's adapter onto a plain
+model (:mod:`steerkit.adapters`), picks the recommended setting when no mode is given (:mod:`steerkit.crossval`
+wrote it), builds the logits processor (:mod:`steerkit.processors`) and, for a
 LoRA adapter, the shared forward that runs base and warm rows in one batch (:mod:`steerkit.shared_forward`).
 :meth:`Steered.detach` leaves the model exactly as it was.
 
@@ -25,6 +26,7 @@ from steerkit.chat import prompt_ids, validate_messages
 from steerkit.compatibility import Compatibility, check_compatible
 from steerkit.errors import InvalidOptionError, SteerkitError
 from steerkit.processors import DynamicSteeringProcessor, StaticSteeringProcessor, check_mu
+from steerkit.schema import recommended
 from steerkit.shared_forward import SharedForward, shared_forward_layers
 from steerkit.vector import SteeringVector
 
@@ -44,6 +46,8 @@ class Steered:
         vector: The steering vector.
         model: The model ``generate`` runs on (in dynamic mode the ``PeftModel``, possibly the one loaded here).
         mode: ``"dynamic"`` or ``"static"``.
+        setting: What was chosen: the mode, or with ``mode=None`` the recommended setting (``"warm"``,
+            ``"static/fit"``, ...).
         mu: The strength used (a float or a ``[batch]`` tensor).
         alpha: Confidence threshold of the mask.
         filter_masked: Whether decoding sets masked tokens to ``−inf``.
@@ -71,8 +75,10 @@ class Steered:
         undo: Callable[[], None] | None = None,
         shared_forward: bool | None = None,
         tokenizer: Any | None = None,
+        setting: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.setting = setting or mode
         self.vector = vector
         self.model = model
         self.mode = mode
@@ -174,10 +180,14 @@ class Steered:
         args = () if inputs is None else (inputs,)
         if not isinstance(self.processor, DynamicSteeringProcessor):
             return self.model.generate(*args, logits_processor=processors, **kwargs)
-        self.processor.reset(attention_mask=kwargs.get("attention_mask"))
+        config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
+        # One kept token is the next token whatever the base says, for greedy decoding and sampling (not beams).
+        beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
+        search = ("penalty_alpha", "assistant_model", "prompt_lookup_num_tokens")
+        single = beams == 1 and not any(kwargs.get(k) or getattr(config, k, None) for k in search)
+        self.processor.reset(attention_mask=kwargs.get("attention_mask"), skip_single_token=single)
         if self._shared is None or not self._shared.usable(kwargs):
             return self.model.generate(*args, logits_processor=processors, **kwargs)
-        config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
         use_cache = kwargs.get("use_cache", getattr(config, "use_cache", True)) is not False
         with self._shared.active(self.processor.receive_base, use_cache=use_cache) as extra:
             return self.model.generate(*args, logits_processor=processors, **kwargs, **extra)
@@ -209,23 +219,28 @@ def attach(
     vector: SteeringVector,
     model: Any,
     *,
-    mode: Mode = "dynamic",
+    mode: Mode | None = None,
     mu: float | Tensor | None = None,
     tokenizer: Any | None = None,
     strict: bool = True,
     alpha: float | None = None,
     filter_masked: bool | None = None,
     shared_forward: bool | None = None,
+    adapter: bool = True,
 ) -> Steered:
     """Attach a steering vector to a model for steered ``generate`` (``steerkit.attach``).
 
     Args:
         vector: The steering vector.
-        model: A transformers causal LM, or a ``PeftModel``. Dynamic mode uses a ``PeftModel`` as given, and
-            loads the vector's adapter onto a plain model (undone by :meth:`Steered.detach`).
-        mode: ``"dynamic"`` (the paper's SVDecode: a base forward per step) or ``"static"`` (the stored task
-            vector: no second forward, any model with this vocabulary).
-        mu: Strength: a float or a ``[batch]`` tensor; default ``vector.mu`` (dynamic) / ``vector.mu_static``.
+        model: A transformers causal LM, or a ``PeftModel``. A ``PeftModel`` is used as given; onto a plain model
+            the vector's adapter is loaded (undone by :meth:`Steered.detach`): both modes steer the warm model,
+            which is what was calibrated and measured.
+        mode: ``"dynamic"`` (the paper's SVDecode: a base forward per step), ``"static"`` (the stored task
+            vector: no second forward), or ``None``: the setting the vector's ``validation`` block recommends
+            (:mod:`steerkit.crossval`; when steering did not help there, warm alone: static at μ = 0, no
+            filter), and dynamic for a vector without one.
+        mu: Strength: a float or a ``[batch]`` tensor; default the recommended μ (``mode=None``), else
+            ``vector.mu`` (dynamic) / ``vector.mu_static`` (static).
         tokenizer: Checked against the vector's tokenizer fingerprint.
         strict: Refuse a tokenizer mismatch (``False`` warns).
         alpha: Confidence threshold; default the vector's ``alpha``.
@@ -235,6 +250,8 @@ def attach(
             mixed-adapter batch) inside :meth:`Steered.generate`. ``None`` (default) does so when the adapter
             allows it (LoRA, unmerged, without DoRA) and ``generate`` gets no cache of its own; ``False`` always
             runs a second forward; ``True`` raises when the adapter does not allow it.
+        adapter: ``False`` (static mode only): steer ``model`` as given, without loading the vector's adapter
+            (base + static, a transfer to other models with this vocabulary).
 
     Returns:
         A :class:`Steered` handle.
@@ -250,10 +267,15 @@ def attach(
         >>> steered.generate(input_ids=ids, max_new_tokens=20)                    # doctest: +SKIP
         >>> steered.detach()                                                      # doctest: +SKIP
     """
+    setting = None
+    if mode is None:
+        mode, mu, setting = _recommended(vector, mu)
     if mode not in MODES:
         raise InvalidOptionError(
-            f"unknown steering mode {mode!r}", hint="use mode='dynamic' or mode='static'", got=mode
+            f"unknown steering mode {mode!r}", hint="use mode='dynamic', mode='static' or mode=None", got=mode
         )
+    if not adapter and mode == "dynamic":
+        raise InvalidOptionError("adapter=False is a static-mode option: dynamic mode needs the warm model")
     compat = check_compatible(vector, model, tokenizer=tokenizer, strict=strict)
     strength = check_mu(mu if mu is not None else (vector.mu if mode == "dynamic" else vector.mu_static))
     a = float(vector.config.alpha if alpha is None else alpha)
@@ -262,7 +284,7 @@ def attach(
     fm = (mode == "dynamic") if filter_masked is None else bool(filter_masked)
     undo = None
     target = model
-    if mode == "dynamic" and not is_peft(model):
+    if not is_peft(model) and (mode == "dynamic" or (adapter and vector.adapter_files)):
         target, undo = load_adapter(vector, model)
     try:
         return Steered(
@@ -276,8 +298,21 @@ def attach(
             undo=undo,
             shared_forward=shared_forward,
             tokenizer=tokenizer,
+            setting=setting or mode,
         )
     except SteerkitError:
         if undo is not None:
             undo()
         raise
+
+
+def _recommended(vector: SteeringVector, mu: float | Tensor | None) -> tuple[Mode, float | Tensor | None, str | None]:
+    """``(mode, μ, setting)`` for ``mode=None``: the validation block's recommendation (warm alone is static at
+    μ = 0), or dynamic for a vector without one. A given ``mu`` overrides the recommended strength."""
+    found = recommended(vector.config.validation)
+    if found is None:
+        return "dynamic", mu, None
+    rec_mode, rec_mu, setting = found
+    if rec_mode is None:  # steering did not help: warm alone, exactly (μ = 0, no −inf filter)
+        return ("static", 0.0, "warm") if mu is None else ("dynamic", mu, None)
+    return rec_mode, rec_mu if mu is None else mu, setting  # type: ignore[return-value]

@@ -20,7 +20,9 @@ direction δ̂ (dynamic),
 So any μ can be re-scored without a forward pass (:mod:`steerkit.tune` relies on this). No ``−inf`` filter
 unless asked: most options contain a token outside the confidence mask.
 
-Metrics: ``accuracy`` (argmax is a correct choice); for items with an MC2 set, TruthfulQA's standard ``mc1``
+Metrics: ``accuracy`` (argmax is a correct choice), ``acc_norm`` (the same with each option's log-probability
+divided by its length in UTF-8 bytes, as lm-evaluation-harness does: use it where options differ in length); for
+items with an MC2 set, TruthfulQA's standard ``mc1``
 (argmax of the MC1 choices is the correct one) and ``mc2`` (``Σ_true exp(s) / Σ_all exp(s)`` over the MC2
 choices). Each with ``n`` and a percentile-bootstrap 95% interval; per-item values are returned so callers can
 compare two settings with :func:`paired_bootstrap`.
@@ -41,7 +43,7 @@ from steerkit.vector import SteeringVector
 
 __all__ = ["METRICS", "evaluate_mc", "item_metrics", "paired_bootstrap", "summarize", "terms_result"]
 
-METRICS: tuple[str, ...] = ("accuracy", "mc1", "mc2")
+METRICS: tuple[str, ...] = ("accuracy", "acc_norm", "mc1", "mc2")
 
 
 # --- items -----------------------------------------------------------------------------------------------
@@ -71,14 +73,19 @@ def item_metrics(
         scores: Per item ``{"choices": [...], "mc2_choices": [...]}`` (as :meth:`OptionTerms.item_scores`).
 
     Returns:
-        ``{"accuracy": [...], "mc1": [...], "mc2": [...]}``: ``accuracy`` for every item; ``mc1``/``mc2``
-        ``None`` for items without an MC2 set. Ties go to the first choice.
+        ``{"accuracy": [...], "acc_norm": [...], "mc1": [...], "mc2": [...]}``: ``accuracy`` and ``acc_norm``
+        (the argmax of each option's log-probability per UTF-8 byte of its text, as lm-evaluation-harness's
+        ``acc_norm``) for every item; ``mc1``/``mc2`` ``None`` for items without an MC2 set. Ties go to the
+        first choice.
     """
-    out: dict[str, list[Any]] = {"accuracy": [], "mc1": [], "mc2": []}
+    out: dict[str, list[Any]] = {"accuracy": [], "acc_norm": [], "mc1": [], "mc2": []}
     for item, s in zip(items, scores, strict=True):
         pred = _argmax(s["choices"])
         correct = pred == item["label"] if "label" in item else item["labels"][pred] == 1
         out["accuracy"].append(float(correct))
+        lengths = [max(len(str(c).encode("utf-8")), 1) for c in item["choices"]]
+        pred_norm = _argmax([v / n for v, n in zip(s["choices"], lengths, strict=True)])
+        out["acc_norm"].append(float(pred_norm == item["label"] if "label" in item else item["labels"][pred_norm]))
         if "mc2_choices" in item:
             out["mc1"].append(float(correct))
             s2 = torch.tensor(s["mc2_choices"], dtype=torch.float64)
@@ -194,7 +201,7 @@ def evaluate_mc(
 
     Returns:
         ``{"n", "accuracy": {"value", "n", "ci_low", "ci_high"}, "mc1": {...}, "mc2": {...}, "steering":
-        {"mode", "mu", "filter_masked"}, "per_item": {"accuracy", "mc1", "mc2", "scores", "mc2_scores"}}``;
+        {"mode", "mu", "filter_masked"}, "per_item": {"accuracy", "acc_norm", "mc1", "mc2", "scores", "mc2_scores"}}``;
         ``mc1``/``mc2`` only when some item has an MC2 set.
 
     Raises:

@@ -62,6 +62,9 @@ class Steering:
         mode: ``"dynamic"`` (δ̂ from the warm and base logits) or ``"static"`` (``keep ⊙ v``).
         mu: The strength (default: the vector's ``mu`` for dynamic, ``mu_static`` for static).
         alpha: Confidence threshold of the mask (default: the vector's).
+        adapter: Static mode on a plain model: score warm + static (the vector's adapter loaded for the pass,
+            what was calibrated). ``False`` steers the model as given (a transfer to another model with this
+            vocabulary). A ``PeftModel`` is always scored as given.
 
     Example:
         >>> Steering(vector, mode="static", mu=-1.5).strength           # doctest: +SKIP
@@ -72,11 +75,16 @@ class Steering:
     mode: str = "dynamic"
     mu: float | None = None
     alpha: float | None = None
+    adapter: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("dynamic", "static"):
             raise InvalidOptionError(
                 f"unknown steering mode {self.mode!r}", hint="use mode='dynamic' or mode='static'", got=self.mode
+            )
+        if self.mode == "dynamic" and not self.adapter:
+            raise InvalidOptionError(
+                "dynamic steering needs the warm model: adapter=False is a static-mode option", got=self.mode
             )
         if self.mu is not None:
             if isinstance(self.mu, Tensor) or not isinstance(self.mu, (int, float)):
@@ -117,8 +125,9 @@ def collect_option_terms(
     """Run the forward passes once and keep, per option token, what the steered score needs.
 
     Args:
-        model: The model to score: the warm ``PeftModel``, or a plain model (dynamic steering then loads the
-            vector's adapter onto it for the pass and unloads it after; static steering scores it as is).
+        model: The model to score: the warm ``PeftModel``, or a plain model (steering then loads the vector's
+            adapter onto it for the pass and unloads it after; ``Steering(..., adapter=False)`` scores static
+            steering of the model as given; no steering scores it as given).
         items: Multiple-choice items (schema in the module docstring).
         tokenizer: The model's tokenizer.
         steering: ``None`` (unsteered) or a :class:`Steering`: dynamic takes the base logits with the adapter
@@ -146,7 +155,13 @@ def collect_option_terms(
     alpha = steering.threshold if steering is not None else 0.1
     vector = steering.vector if steering is not None else None
     with warm_and_base(
-        model, vector, need_base=mode == "dynamic", tokenizer=tokenizer, strict=strict, alpha=alpha
+        model,
+        vector,
+        need_base=mode == "dynamic",
+        need_warm=steering is not None and steering.adapter,
+        tokenizer=tokenizer,
+        strict=strict,
+        alpha=alpha,
     ) as m:
         terms = _collect(
             m,

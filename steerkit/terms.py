@@ -108,6 +108,22 @@ class TokenTerms:
             rest_lse=torch.cat([p.rest_lse for p in parts]),
         )
 
+    def subset(self, tokens: Tensor) -> TokenTerms:
+        """The terms of the tokens where the ``[T]`` bool mask ``tokens`` is true, renumbered in order."""
+        keep = tokens.to(torch.bool)
+        renumber = keep.long().cumsum(0) - 1
+        entry = keep[self.token]
+        return TokenTerms(
+            token=renumber[self.token[entry]],
+            index=self.index[entry],
+            logits=self.logits[entry],
+            delta=self.delta[entry],
+            gold=self.gold[keep],
+            gold_logit=self.gold_logit[keep],
+            gold_kept=self.gold_kept[keep],
+            rest_lse=self.rest_lse[keep],
+        )
+
     def with_direction(self, vector: Tensor) -> TokenTerms:
         """The same tokens and masks with direction ``keep_t ⊙ vector`` (the static task vector)."""
         v = vector.double().to(self.index.device)

@@ -16,15 +16,17 @@ from typing import Any, Literal
 
 import torch
 
+from steerkit._hf import is_peft
+from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_items, group_keys
 from steerkit.data import data_sha256
 from steerkit.errors import InvalidOptionError
 from steerkit.evaluate import METRICS, item_metrics
-from steerkit.scoring import OptionTerms, Steering, collect_option_terms
+from steerkit.scoring import OptionTerms, Steering, collect_option_terms, collect_setting_terms
 from steerkit.vector import SteeringVector
 
-__all__ = ["MuSearch", "default_grid", "metric_at", "search_mu", "search_terms", "tune_mu"]
+__all__ = ["MuSearch", "default_grid", "metric_at", "search_mu", "search_terms", "tune_and_validate", "tune_mu"]
 
-Metric = Literal["mc2", "mc1", "accuracy"]
+Metric = Literal["mc2", "mc1", "accuracy", "acc_norm"]
 REFINE_POINTS = 17
 REFINE_ROUNDS = 2
 
@@ -69,10 +71,19 @@ class MuSearch:
         )
 
 
-def metric_at(terms: OptionTerms, items: Sequence[Mapping[str, Any]], mu: float, metric: str) -> float:
-    """The mean of ``metric`` over the items at strength ``mu``, from cached option terms (no forward pass)."""
-    values = [v for v in item_metrics(items, terms.item_scores(mu))[metric] if v is not None]
-    return float(sum(values) / len(values))
+def metric_at(
+    terms: OptionTerms,
+    items: Sequence[Mapping[str, Any]],
+    mu: float,
+    metric: str,
+    subset: Sequence[int] | None = None,
+) -> float:
+    """The mean of ``metric`` over the items (or the items at ``subset``) at strength ``mu``, from cached option
+    terms (no forward pass)."""
+    values = item_metrics(items, terms.item_scores(mu))[metric]
+    chosen = [values[i] for i in subset] if subset is not None else values
+    kept = [v for v in chosen if v is not None]
+    return float(sum(kept) / len(kept))
 
 
 def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -158,6 +169,7 @@ def search_terms(
     metric: Metric = "mc2",
     grid: Sequence[float] | None = None,
     refine: bool = True,
+    subset: Sequence[int] | None = None,
 ) -> MuSearch:
     """The μ search of :func:`search_mu` on option terms already collected (no forward pass).
 
@@ -167,6 +179,7 @@ def search_terms(
         metric: ``"mc2"``, ``"mc1"`` or ``"accuracy"``.
         grid: Strengths to try first (default :func:`default_grid`).
         refine: Refine around the best grid point.
+        subset: Search on the items at these indices only (a cross-validation training fold).
 
     Returns:
         A :class:`MuSearch`.
@@ -178,7 +191,7 @@ def search_terms(
     points = sorted({float(g) for g in (default_grid() if grid is None else grid)})
     if not points:
         raise InvalidOptionError("the μ grid is empty", hint="give at least one strength, or grid=None")
-    table = [(mu, metric_at(terms, items, mu, metric)) for mu in points]
+    table = [(mu, metric_at(terms, items, mu, metric, subset)) for mu in points]
     best = _best(table)
     refined: list[tuple[float, float]] = []
     if refine and len(points) > 1:
@@ -192,24 +205,99 @@ def search_terms(
             lo, hi = lo_hi[max(i - 1, 0)], lo_hi[min(i + 1, len(lo_hi) - 1)]
             local = torch.linspace(lo, hi, REFINE_POINTS, dtype=torch.float64).tolist()
             seen = {p for p, _ in table} | {p for p, _ in refined}
-            new = [(mu, metric_at(terms, items, mu, metric)) for mu in local if mu not in seen]
+            new = [(mu, metric_at(terms, items, mu, metric, subset)) for mu in local if mu not in seen]
             refined.extend(new)
             best = _best([best, *new])
             lo_hi = sorted({*local, best[0]})
+    used = items if subset is None else [items[i] for i in subset]
     return MuSearch(
-        best=best[0], value=best[1], metric=metric, grid=table, refined=refined, data_sha256=data_sha256(items)
+        best=best[0], value=best[1], metric=metric, grid=table, refined=refined, data_sha256=data_sha256(used)
     )
 
 
-def tune_mu(vector: SteeringVector, model: Any, items: Sequence[Mapping[str, Any]], **kwargs: Any) -> SteeringVector:
-    """Choose μ for a task metric on calibration items (never the test set): ``search_mu(...).apply(vector)``.
+def tune_mu(
+    vector: SteeringVector,
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    metric: Metric = "mc2",
+    mode: Literal["dynamic", "static"] = "dynamic",
+    folds: int = 5,
+    grid: Sequence[float] | None = None,
+    refine: bool = True,
+    batch_size: int = 8,
+    strict: bool = True,
+) -> SteeringVector:
+    """Choose μ for a task metric on calibration items (never the test set), and cross-validate every setting.
 
-    Takes the arguments of :func:`search_mu`. Returns a vector whose default μ (μ_s for ``mode="static"``) is the
-    choice, with ``chosen_by="search:<metric>"`` and ``chosen_on`` the items' sha256.
+    One pass of warm and base logits over the items serves both: the μ search of :func:`search_mu` (its result
+    becomes the vector's default μ, or μ_s for ``mode="static"``, with ``chosen_by="search:<metric>"``), and the
+    K-fold comparison of warm alone, static and dynamic under every stored rule and the search (searched on the
+    training folds only) that becomes ``config.validation`` (:func:`steerkit.crossval.cross_validate_items`;
+    skipped with ``folds=0``, fewer than ``2·K`` distinct prompts, or a plain model and a vector without adapter).
+
+    Returns:
+        The tuned vector.
 
     Example:
         >>> tuned = tune_mu(vector, model, calibration_items, tokenizer=tok, metric="mc2")   # doctest: +SKIP
-        >>> tuned.config.mu.chosen_by                                                       # doctest: +SKIP
-        'search:mc2'
+        >>> tuned.config.mu.chosen_by, tuned.config.validation["recommended"]["setting"]    # doctest: +SKIP
+        ('search:mc2', 'static/trimmed/exact')
     """
-    return search_mu(vector, model, items, **kwargs).apply(vector)
+    return tune_and_validate(
+        vector, model, items, tokenizer=tokenizer, metric=metric, mode=mode, folds=folds, grid=grid, refine=refine,
+        batch_size=batch_size, strict=strict,
+    )[1]  # fmt: skip
+
+
+def tune_and_validate(
+    vector: SteeringVector,
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    metric: Metric = "mc2",
+    mode: Literal["dynamic", "static"] = "dynamic",
+    folds: int = 5,
+    grid: Sequence[float] | None = None,
+    refine: bool = True,
+    batch_size: int = 8,
+    strict: bool = True,
+) -> tuple[MuSearch, SteeringVector]:
+    """:func:`tune_mu` returning the :class:`MuSearch` too: ``(search, tuned vector)``."""
+    _check_metric(metric, items)
+    if not isinstance(folds, int) or folds < 0 or folds == 1:
+        raise InvalidOptionError(f"folds must be 0 or at least 2, got {folds!r}", got=folds)
+    keys = group_keys(items)
+    can_validate = folds and len(set(keys)) >= folds * MIN_UNITS_PER_FOLD and (is_peft(model) or vector.adapter_files)
+    if not can_validate:
+        found = search_mu(
+            vector, model, items, tokenizer=tokenizer, metric=metric, mode=mode, grid=grid, refine=refine,
+            batch_size=batch_size, strict=strict,
+        )  # fmt: skip
+        return found, found.apply(vector)
+    terms = collect_setting_terms(
+        model,
+        items,
+        tokenizer=tokenizer,
+        vector=vector,
+        settings=("base", "warm", "static", "dynamic"),
+        batch_size=batch_size,
+        strict=strict,
+    )
+    found = dataclasses.replace(search_terms(terms[mode], items, metric=metric, grid=grid, refine=refine), mode=mode)
+
+    def search(t: OptionTerms, subset: Sequence[int]) -> float:
+        return search_terms(t, items, metric=metric, grid=grid, refine=refine, subset=subset).best
+
+    validation = cross_validate_items(
+        terms,
+        items,
+        metric=metric,
+        strengths={"static": vector.config.mu_static, "dynamic": vector.config.mu},
+        search=search,
+        folds=folds,
+    )
+    tuned = found.apply(vector)
+    return found, dataclasses.replace(tuned, config=dataclasses.replace(tuned.config, validation=validation))

@@ -195,6 +195,7 @@ def test_build_json_and_artifact_equal_library(work: Path, vector_dir: Path, tin
         "mu": expected.config.mu.to_dict(),
         "mu_static": expected.config.mu_static.to_dict(),
         "task_vector_sha256": expected.config.task_vector_sha256,
+        "validation": None,  # 8 pairs: too few for 5-fold cross-validation
     }
     saved = SteeringVector.load(vector_dir)
     assert torch.equal(saved.task_vector, expected.task_vector)
@@ -279,7 +280,8 @@ def test_generate_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[
     vector = SteeringVector.load(vector_dir)
     rows = generate_settings(vector, model, ["abc=", "dog="], tokenizer=tokenizer, max_new_tokens=4, num_beams=1,
                              do_sample=False)  # fmt: skip
-    assert data == {"mode": "compare", "mu": {"dynamic": vector.mu, "static": vector.mu_static}, "outputs": rows}
+    mu = {"dynamic": vector.mu, "static": vector.mu_static}
+    assert data == {"mode": "compare", "mu": mu, "recommended": None, "outputs": rows}
     assert list(rows[0]) == ["prompt", "base", "warm", "static", "dynamic"]
     # off is the plain base model
     plain = model.generate(**tokenizer("abc=", return_tensors="pt"), max_new_tokens=4, do_sample=False,
@@ -333,7 +335,7 @@ def test_eval_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any,
     from steerkit.readers import load_items
 
     expected = evaluate_settings(vector, model, load_items(work / "test.jsonl"), tokenizer=tokenizer)
-    assert data == {"n": 6, "metrics": ["accuracy"], "results": json.loads(json.dumps(expected))}
+    assert data == {"n": 6, "metrics": ["accuracy", "acc_norm"], "results": json.loads(json.dumps(expected))}
     assert list(data["results"]) == ["base", "warm", "static", "dynamic"]
     for res in data["results"].values():
         acc = res["accuracy"]
@@ -377,6 +379,7 @@ def test_tune_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any,
         "chosen_by": "search:accuracy",
         "chosen_on": found.data_sha256,
         "n": 6,
+        "validation": None,  # 6 items: too few for 5-fold cross-validation
     }
     tuned = SteeringVector.load(out)
     assert tuned.mu_static == found.best and tuned.mu == vector.mu

@@ -23,6 +23,7 @@ __all__ = [
     "plot_eval",
     "plot_vector",
     "render_table",
+    "render_validation",
     "require_matplotlib",
     "table",
 ]
@@ -57,6 +58,36 @@ def fmt_delta(delta: dict[str, Any] | None) -> str:
     return f"{delta['difference']:+.3f} [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}]"
 
 
+def render_validation(console: Any, validation: dict[str, Any] | None, *, full: bool = False) -> None:
+    """The cross-validated comparison of a ``validation`` block: a table (the best candidate per mode, or every
+    candidate with ``full``), then the recommendation and why, in plain words."""
+    if not validation:
+        console.print("Not cross-validated (too few calibration prompts): steering is unchecked on this data.")
+        return
+    measure = "NLL/token" if validation["measure"] == "nll" else validation["measure"]
+    title = f"Cross-validation: {validation['folds']}-fold, {validation['n']} {validation['unit']}s, held-out {measure}"
+    t = table("setting", "μ", measure, "Δ vs warm [95% CI]", title=title)
+    candidates = validation["candidates"]
+    shown = candidates
+    if not full:
+        best: dict[str, dict[str, Any]] = {}
+        for c in candidates:
+            mode = c["mode"] or "warm"
+            if mode not in best or c["delta_vs_warm"] > best[mode]["delta_vs_warm"]:
+                best[mode] = c
+        chosen = validation["recommended"]["setting"]
+        shown = [c for c in candidates if c in best.values() or c["setting"] == chosen]
+    for c in shown:
+        delta = "-" if c["mode"] is None else f"{c['delta_vs_warm']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+        t.add_row(c["setting"], fmt_float(c["mu"]), f"{c['estimate']:.4f}", delta)
+    console.print(t)
+    rec = validation["recommended"]
+    if rec["mode"] is None:
+        console.print(f"[bold]Recommended: warm alone (μ = 0).[/] {validation['reason']}")
+    else:
+        console.print(f"[bold]Recommended: {rec['setting']} (μ = {fmt_float(rec['mu'])}).[/] {validation['reason']}")
+
+
 def render_table(results: dict[str, dict[str, Any]], metrics: Sequence[str], *, title: str | None = None) -> Table:
     """The evaluation table: one row per setting, ``value [ci_low, ci_high]`` per metric, μ and n; then, when the
     warm model was scored, the paired ``Δ vs warm [95% CI]`` per metric."""
@@ -68,7 +99,7 @@ def render_table(results: dict[str, dict[str, Any]], metrics: Sequence[str], *, 
         mu = "-" if steering.get("mode", "none") == "none" else f"{steering.get('mu'):.4g}"
         delta = res.get("delta_vs_warm") or {}
         t.add_row(
-            setting,
+            f"{setting} ({steering['setting']})" if steering.get("setting") else setting,
             mu,
             *(fmt_ci(res[m]) for m in metrics),
             *(fmt_delta(delta.get(m)) for m in shown),

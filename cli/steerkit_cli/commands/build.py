@@ -21,7 +21,7 @@ from steerkit_cli.options import (
     examples,
 )
 from steerkit_cli.output import Output
-from steerkit_cli.render import fmt_float, table
+from steerkit_cli.render import fmt_float, render_validation, table
 from steerkit_cli.resolve import check_out, load_data, load_model_for
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ def build(
     batch_size: BatchSizeOpt = 8,
     max_examples: MaxExamplesOpt = None,
     max_length: MaxLengthOpt = 512,
+    folds: Annotated[
+        int, typer.Option(min=0, help="K of the cross-validation that picks the recommended setting (0: none).")
+    ] = 5,
     force: ForceOpt = False,
     model_revision: ModelRevisionOpt = None,
     token: TokenOpt = None,
@@ -66,6 +69,7 @@ def build(
             mu_aggregator=mu_aggregator,
             batch_size=batch_size,
             max_length=max_length,
+            folds=folds,
             progress=task("build"),
         )
     from steerkit.distributed import is_main
@@ -81,6 +85,7 @@ def build(
         "mu": config.mu.to_dict(),
         "mu_static": config.mu_static.to_dict(),
         "task_vector_sha256": config.task_vector_sha256,
+        "validation": config.validation,
     }
     out.result(result, lambda console: _render_build(console, result, config))
 
@@ -94,6 +99,7 @@ def _render_build(console: Console, result: dict[str, Any], config: Any) -> None
     t.add_row(f"default ({config.mu.chosen_by})", fmt_float(config.mu.value), fmt_float(config.mu_static.value))
     t.add_row("fit", fmt_float(config.mu.fit), fmt_float(config.mu_static.fit))
     console.print(t)
+    render_validation(console, config.validation)
     console.print(f"Saved to [bold]{result['out']}[/]")
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 SETTINGS = ("base", "warm", "static", "dynamic")
-METRICS = ("accuracy", "mc1", "mc2")
+METRICS = ("accuracy", "acc_norm", "mc1", "mc2")
 
 
 @command
@@ -41,8 +41,13 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Multiple-choice items: .jsonl, BIG-bench task.json or TruthfulQA.")],
     model_spec: ModelOpt = None,
     modes: Annotated[
-        str, typer.Option(help="Comma-separated settings among base, warm, static, dynamic.")
-    ] = "base,warm,static,dynamic",
+        str | None,
+        typer.Option(
+            help="Comma-separated settings among base, warm, static, dynamic, recommended \\[default: all four, "
+            "and recommended when the vector was cross-validated].",
+            show_default=False,
+        ),
+    ] = None,
     mu: Annotated[
         float | None, typer.Option(help="Dynamic strength \\[default: the vector's μ].", show_default=False)
     ] = None,
@@ -67,7 +72,7 @@ def evaluate(
     out: Output,
 ) -> None:
     """Evaluate multiple-choice items: accuracy (MC1/MC2 for TruthfulQA) with n and 95% bootstrap intervals."""
-    settings = _parse_modes(modes)
+    settings = _parse_modes(modes or ",".join(SETTINGS))
     if plot is not None:
         require_matplotlib()
     items = load_data(data, items=True, max_examples=max_examples)
@@ -78,6 +83,9 @@ def evaluate(
         out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
     )
     from steerkit.compare import evaluate_settings
+
+    if modes is None and vector.config.validation:
+        settings.append("recommended")
 
     with out.progress() as task:
         results = evaluate_settings(
@@ -108,11 +116,11 @@ def _parse_modes(modes: str) -> list[str]:
         CliError: An entry is not a setting, or there is none.
     """
     settings = [m.strip() for m in modes.split(",") if m.strip()]
-    unknown = [m for m in settings if m not in SETTINGS]
+    unknown = [m for m in settings if m not in (*SETTINGS, "recommended")]
     if unknown or not settings:
         raise CliError(
             f"unknown --modes entry {', '.join(map(repr, unknown)) or '(none)'}",
-            hint=f"use a comma-separated list of: {', '.join(SETTINGS)}",
+            hint=f"use a comma-separated list of: {', '.join(SETTINGS)}, recommended",
         )
     return settings
 

@@ -34,6 +34,7 @@ MODES: dict[str, tuple[str, ...]] = {
     "warm": ("warm",),
     "off": ("base",),
     "compare": ("base", "warm", "static", "dynamic"),
+    "recommended": ("recommended",),
 }
 
 
@@ -46,12 +47,14 @@ def generate(
     ],
     model_spec: ModelOpt = None,
     mode: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="dynamic (SVDecode), static (task vector), warm (adapter only), off (base model), "
-            "or compare (all four side by side)."
+            help="dynamic (SVDecode), static (task vector), warm (adapter only), off (base model), compare (all "
+            "four side by side), or recommended (the vector's cross-validated setting) \\[default: recommended; "
+            "dynamic with --mu].",
+            show_default=False,
         ),
-    ] = "dynamic",
+    ] = None,
     mu: Annotated[
         float | None,
         typer.Option(
@@ -88,6 +91,7 @@ def generate(
 ) -> None:
     """Generate text steered by a vector; --mode compare shows unsteered and steered outputs side by side."""
     sampling: dict[str, Any] = {"top_k": top_k, "top_p": top_p, "temperature": temperature}
+    mode = mode or ("recommended" if mu is None else "dynamic")
     _check_options(mode, mu=mu, do_sample=do_sample, sampling=sampling)
     _check_prompts(prompt)
     vector = load_vector(
@@ -96,7 +100,7 @@ def generate(
     model, tokenizer = load_model_for(
         out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
     )
-    from steerkit.compare import generate_settings
+    from steerkit.compare import generate_settings, recommended_setting
 
     settings = MODES[mode]
     with out.progress() as task:
@@ -116,11 +120,20 @@ def generate(
             do_sample=do_sample,
             **sampling,
         )
+    rec, rec_mu, label = recommended_setting(vector)
     result = {
         "mode": mode,
         "mu": {"dynamic": vector.mu if mu is None else mu, "static": vector.mu_static if mu is None else mu},
+        "recommended": {"setting": label, "mode": rec, "mu": rec_mu} if mode == "recommended" else None,
         "outputs": rows,
     }
+    if mode == "recommended":
+        note = (
+            "steering did not help on the vector's calibration data: generating with the warm model (μ = 0)"
+            if rec == "warm"
+            else f"recommended setting: {label}"
+        )
+        out.log(note)
 
     out.result(result, lambda console: _render_generate(console, rows, settings))
 
@@ -140,7 +153,7 @@ def _check_options(mode: str, *, mu: float | None, do_sample: bool, sampling: di
     """Refuse, before any model is loaded, an unknown --mode and options that do not go together."""
     if mode not in MODES:
         raise CliError(f"unknown --mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
-    if mu is not None and mode in ("off", "warm"):
+    if mu is not None and mode in ("off", "warm", "recommended"):
         raise CliError(
             f"--mu and --mode {mode} are mutually exclusive: mode {mode} does not steer",
             hint="drop --mu, or use --mode dynamic / static / compare",

@@ -20,7 +20,7 @@ from steerkit_cli.options import (
     examples,
 )
 from steerkit_cli.output import Output
-from steerkit_cli.render import fmt_float, plot_vector, require_matplotlib, table
+from steerkit_cli.render import fmt_float, plot_vector, render_validation, require_matplotlib, table
 from steerkit_cli.resolve import load_vector, token_decoder
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ def _render_inspect(console: Console, result: dict[str, Any], vector: Any, *, k:
         f"default μ = {fmt_float(config.mu.value)} ({config.mu.chosen_by}), "
         f"μ_s = {fmt_float(config.mu_static.value)} ({config.mu_static.chosen_by})"
     )
+    render_validation(console, config.validation, full=True)
     tokens = table("promoted", "v", "suppressed", "v", title=f"Top {k} tokens of the static vector (non-zero entries)")
     ups, downs = result["top_promoted"], result["top_suppressed"]
     for j in range(max(len(ups), len(downs))):

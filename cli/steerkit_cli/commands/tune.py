@@ -26,6 +26,7 @@ from steerkit_cli.options import (
     examples,
 )
 from steerkit_cli.output import Output
+from steerkit_cli.render import render_validation
 from steerkit_cli.resolve import check_out, load_data, load_model_for, load_vector
 
 if TYPE_CHECKING:
@@ -40,11 +41,15 @@ def tune(
     metric: Annotated[
         str | None,
         typer.Option(
-            help="mc2, mc1 or accuracy \\[default: mc2 for TruthfulQA items, else accuracy].", show_default=False
+            help="mc2, mc1, accuracy or acc_norm \\[default: mc2 for TruthfulQA items, else accuracy].",
+            show_default=False,
         ),
     ] = None,
     mode: Annotated[str, typer.Option(help="Which strength to tune: dynamic (μ) or static (μ_s).")] = "dynamic",
     model_spec: ModelOpt = None,
+    folds: Annotated[
+        int, typer.Option(min=0, help="K of the cross-validation that picks the recommended setting (0: none).")
+    ] = 5,
     batch_size: BatchSizeOpt = 8,
     max_examples: MaxExamplesOpt = None,
     force: ForceOpt = False,
@@ -71,20 +76,20 @@ def tune(
     model, tokenizer = load_model_for(
         out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
     )
-    from steerkit.tune import search_mu
+    from steerkit.tune import tune_and_validate
 
-    with out.status(f"scoring {len(items)} items and searching μ for {chosen_metric}"):
-        found = search_mu(
+    with out.status(f"scoring {len(items)} items, searching μ and cross-validating for {chosen_metric}"):
+        found, tuned = tune_and_validate(
             vector,
             model,
             items,
             tokenizer=tokenizer,
             metric=chosen_metric,  # type: ignore[arg-type]
             mode=mode,  # type: ignore[arg-type]
+            folds=folds,
             batch_size=batch_size,
             strict=strict,
         )
-    tuned = found.apply(vector)
     tuned.save(out_dir, overwrite=force)
     before = vector.mu_static if mode == "static" else vector.mu
     at_zero = dict(found.grid).get(0.0)
@@ -99,6 +104,7 @@ def tune(
         "chosen_by": f"search:{chosen_metric}",
         "chosen_on": found.data_sha256,
         "n": len(items),
+        "validation": tuned.config.validation,
     }
 
     out.result(result, lambda console: _render_tune(console, result))
@@ -111,6 +117,7 @@ def _render_tune(console: Console, result: dict[str, Any]) -> None:
         f"{result['value']:.3f} (at {name} = 0: {result['value_at_zero']:.3f}; "
         f"previous {name} = {result['previous_mu']:.4g})"
     )
+    render_validation(console, result["validation"])
     console.print(f"Saved the tuned vector to [bold]{result['out']}[/]")
 
 

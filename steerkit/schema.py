@@ -1,0 +1,163 @@
+"""Type checks of the JSON values in ``steer_config.json``: the format-1 fields and the additive ``validation`` block.
+
+:mod:`steerkit.config` runs these while it reads a config; every refusal is an
+:class:`~steerkit.errors.ArtifactValueError` naming the file, the key and the value. :func:`recommended` reads the
+setting the ``validation`` block recommends (:mod:`steerkit.crossval` writes it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from steerkit.errors import ArtifactValueError
+from steerkit.svdecode import CURVATURES
+
+__all__ = [
+    "FIELDS",
+    "REBUILD",
+    "check_fields",
+    "check_validation",
+    "finite",
+    "integer",
+    "json_object",
+    "recommended",
+    "show",
+    "string",
+]
+
+
+def show(value: Any) -> str:
+    """A value for a one-line message (long ones shortened)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def finite(value: Any, what: str) -> float:
+    """A finite JSON number (an int or a float, never a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArtifactValueError(f"{what} is not a number: {show(value)}", hint="re-create the artifact")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ArtifactValueError(f"{what} is too large for a float", hint="re-create the artifact") from None
+    if not math.isfinite(number):
+        raise ArtifactValueError(f"{what} is not finite ({number})", hint="re-create the artifact", got=number)
+    return number
+
+
+def integer(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise ArtifactValueError(f"{what} must be a non-negative integer, got {show(value)}", hint=REBUILD)
+    return value
+
+
+def string(value: Any, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        kind = "a string or null" if optional else "a string"
+        raise ArtifactValueError(f"{what} must be {kind}, got {show(value)}", hint=REBUILD)
+    return value
+
+
+def json_object(value: Any, what: str, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ArtifactValueError(f"{what}: '{key}' must be a JSON object, got {show(value)}", hint=REBUILD, key=key)
+    return value
+
+
+REBUILD = "re-create the artifact with `steerkit build`"
+#: Typed fields of the nested objects (absent keys are allowed; extra keys are kept and ignored).
+FIELDS: dict[str, dict[str, str]] = {
+    "tokenizer": {"class": "str?", "vocab_length": "int?", "sha256": "str?"},
+    "base_model": {"name_or_path": "str?", "revision": "str?"},
+    "adapter": {"path": "str?", "peft_type": "str?", "sha256": "str?"},
+    "calibration": {
+        "n_examples": "int",
+        "n_tokens": "int",
+        "data_sha256": "str?",
+        "kl_mean": "num",
+        "kept_mean": "num",
+        "masked_gold_fraction": "num",
+    },
+}
+
+
+def check_fields(data: Mapping[str, Any], where: str) -> None:
+    """Type-check the fields format 1 defines inside the nested objects (tolerating extra keys)."""
+    for section, fields in FIELDS.items():
+        table = data.get(section)
+        if table is None and section == "adapter":
+            continue
+        table = json_object(table, where, section)
+        for key, kind in fields.items():
+            if key not in table:
+                continue
+            what, value = f"{where}: {section}.{key}", table[key]
+            if kind.startswith("str"):
+                string(value, what, optional=kind.endswith("?"))
+            elif kind.startswith("int"):
+                if value is not None or not kind.endswith("?"):
+                    integer(value, what)
+            else:
+                finite(value, what)
+    quantiles = data["calibration"].get("mu_star_quantiles")
+    if quantiles is not None:
+        quantiles = json_object(quantiles, where, "calibration.mu_star_quantiles")
+        for curvature in CURVATURES:
+            if curvature in quantiles:
+                table = json_object(quantiles[curvature], where, f"calibration.mu_star_quantiles.{curvature}")
+                for level, value in table.items():
+                    if _is_level(level):
+                        finite(value, f"{where}: calibration.mu_star_quantiles.{curvature}.{level}")
+    for name, text in json_object(data["versions"], where, "versions").items():
+        string(text, f"{where}: versions.{name}")
+    for key in ("evaluation", "validation"):
+        if data.get(key) is not None:
+            json_object(data[key], where, key)
+    if data.get("validation") is not None:
+        check_validation(data["validation"], where)
+
+
+def _is_level(key: str) -> bool:
+    """Whether a quantile table key is a level such as ``"0.5"`` (other keys are extensions)."""
+    try:
+        return math.isfinite(float(key))
+    except ValueError:
+        return False
+
+
+def check_validation(block: Any, where: str) -> None:
+    """Type-check the ``validation`` block: its recommendation strictly (attach uses it), candidates' numbers."""
+    block = json_object(block, where, "validation")
+    rec = json_object(block.get("recommended"), where, "validation.recommended")
+    _check_setting(rec, f"{where}: validation.recommended")
+    string(block.get("reason"), f"{where}: validation.reason")
+    candidates = block.get("candidates", [])
+    if not isinstance(candidates, list):
+        raise ArtifactValueError(f"{where}: validation.candidates must be a list, got {show(candidates)}")
+    for i, entry in enumerate(candidates):
+        entry = json_object(entry, where, f"validation.candidates[{i}]")
+        _check_setting(entry, f"{where}: validation.candidates[{i}]")
+        for key in ("estimate", "delta_vs_warm", "ci_low", "ci_high"):
+            finite(entry.get(key), f"{where}: validation.candidates[{i}].{key}")
+
+
+def _check_setting(entry: Mapping[str, Any], what: str) -> None:
+    string(entry.get("setting"), f"{what}.setting")
+    if entry.get("mode") not in (None, "static", "dynamic"):
+        raise ArtifactValueError(f"{what}.mode must be null, 'static' or 'dynamic', got {show(entry.get('mode'))}")
+    finite(entry.get("mu"), f"{what}.mu")
+
+
+def recommended(validation: Mapping[str, Any] | None) -> tuple[str | None, float, str] | None:
+    """``(mode, μ, setting)`` the ``validation`` block recommends (mode ``None``: warm alone, μ = 0), or ``None``."""
+    if not validation:
+        return None
+    rec = validation["recommended"]
+    return rec["mode"], float(rec["mu"]), str(rec["setting"])
