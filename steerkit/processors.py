@@ -8,7 +8,10 @@ before them, e.g. a repetition penalty: those warm scores are ``z_φ``):
 - dynamic (the paper's SVDecode): at every step the base-model logits for the same rows (the PEFT adapter
   disabled, its own KV cache advanced by the new tokens only, rows reordered when beam search reorders them), or
   the base half of a shared forward (:mod:`steerkit.shared_forward`), then ``ẑ = z_φ + μ̄·δ̂`` with the ``−inf``
-  filter on masked tokens by default.
+  filter on masked tokens by default. With the filter on, a step whose mask keeps at most one token in every row
+  can skip the base forward (that token is the next one whatever the base says; the base cache catches up in one
+  multi-token forward at the next step that needs it): :meth:`DynamicSteeringProcessor.reset` turns it on per
+  ``generate`` call, for greedy decoding and sampling only.
 
 Rows past the tokenizer length in a padded vocabulary are never steered (zero direction, outside the mask).
 """
@@ -25,6 +28,8 @@ from transformers import LogitsProcessor
 from steerkit._hf import AdapterSwitch, all_ids, cache_arg, first_id, new_cache
 from steerkit.errors import InvalidOptionError
 from steerkit.svdecode import confidence_mask, steer, steering_direction
+
+NEG_INF = float("-inf")
 
 
 def row_mu(mu: float | Tensor, batch: int) -> float | Tensor:
@@ -139,6 +144,12 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         n_tokens: Real-token rows (the rest is vocabulary padding and is never steered).
         filter_masked: Set masked tokens to ``−inf`` (the paper's λ = −∞; on by default).
         use_cache: Keep a KV cache for the base model (``False`` recomputes the full base forward every step).
+        skip_single_token: Skip the base forward at steps where the filter leaves at most one token in every row
+            (off by default; :meth:`reset` overrides it per ``generate`` call). Exact for greedy decoding and
+            sampling: the kept token is the only one with non-zero probability whatever the base logits are. Not
+            for beam search, whose beam scores add the kept token's processed score. At a skipped step the
+            processed score of the kept token is its warm score ``z_φ`` instead of ``z_φ + μ̄·δ̂`` (the same
+            log-softmax: 0 there, ``−inf`` elsewhere); that is what ``output_scores=True`` returns for the step.
     """
 
     def __init__(
@@ -150,6 +161,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         n_tokens: int | None = None,
         filter_masked: bool = True,
         use_cache: bool = True,
+        skip_single_token: bool = False,
     ) -> None:
         self.peft_model = peft_model
         self.mu = check_mu(mu)
@@ -157,6 +169,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self.n_tokens = n_tokens
         self.filter_masked = filter_masked
         self.use_cache = use_cache
+        self.skip_single_token = skip_single_token
         base = peft_model.get_base_model()
         self._base = base
         self._switch = AdapterSwitch(peft_model)
@@ -170,15 +183,19 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self.reorders = 0  # steps at which the cache rows were reordered (beam search)
         self.shared_base: Tensor | None = None  # base logits of this step from a shared forward (Steered.generate)
         self.shared_steps = 0  # steps served by a shared forward instead of a base forward of its own
+        self.skipped_steps = 0  # steps whose mask kept one token per row: no base logits needed
         self.reset()
 
-    def reset(self, attention_mask: Tensor | None = None) -> None:
+    def reset(self, attention_mask: Tensor | None = None, *, skip_single_token: bool | None = None) -> None:
         """Forget the cache; the next call runs its whole input.
 
         Args:
             attention_mask: The prompt's attention mask ``[b, P]`` (as given to ``generate``), used for the
                 prompt part of rows; ``None`` infers it from pad tokens.
+            skip_single_token: Skip base forwards at single-token steps until the next reset (``None``: the
+                constructor's setting). Only for greedy decoding and sampling (see the class docstring).
         """
+        self._skip = self.skip_single_token if skip_single_token is None else bool(skip_single_token)
         self._cache: Any = None
         self._seen: Tensor | None = None
         self._mask: Tensor | None = None
@@ -287,6 +304,20 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self._cache, self._seen, self._mask = cache, input_ids.clone(), mask
         return logits
 
+    def single_token_scores(self, scores: Tensor) -> Tensor | None:
+        """The filtered scores of a step whose mask keeps at most one token in every row, else ``None``.
+
+        The mask is computed exactly as :func:`~steerkit.svdecode.steering_delta` computes it (from the
+        log-softmax of the scores), so it is the mask the full step would use. Kept tokens keep their warm score.
+        """
+        z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+        keep = confidence_mask(torch.log_softmax(z, dim=-1), alpha=self.alpha)
+        if self.n_tokens is not None and self.n_tokens < z.shape[-1]:
+            keep[..., self.n_tokens :] = False
+        if not bool((keep.sum(dim=-1) <= 1).all()):
+            return None
+        return z.masked_fill(~keep, NEG_INF)
+
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         """Steer one step's scores ``[batch, V]`` with the dynamic direction."""
         shared, self.shared_base = self.shared_base, None
@@ -294,6 +325,11 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
             base = shared.to(scores.device)  # this step's forward already ran the base rows
             self.shared_steps += 1
         else:
+            if self._skip and self.filter_masked and self._seen is not None:  # the prompt step always runs
+                single = self.single_token_scores(scores)
+                if single is not None:
+                    self.skipped_steps += 1
+                    return single
             base = self.base_logits(input_ids).to(scores.device)
         direction, keep = steering_direction(scores, base_logits=base, alpha=self.alpha, n_tokens=self.n_tokens)
         return steer(scores, direction, keep, row_mu(self.mu, scores.shape[0]), filter_masked=self.filter_masked)

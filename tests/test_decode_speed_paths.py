@@ -3,6 +3,9 @@
 - LoRA slicing (:func:`steerkit.shared_forward.sliced_lora_forward`): the shared forward adds the LoRA update to
   the warm half by slicing instead of peft's mixed-adapter gather/scatter; same numbers, bit for bit, and peft's
   path wherever slicing would not be what peft computes.
+- Skipped base forwards (``DynamicSteeringProcessor(skip_single_token=...)``): with the ``−inf`` filter, a step
+  whose mask keeps one token in every row needs no base logits; greedy decoding and seeded sampling give the
+  tokens of the path that never skips, beam search never skips, and the returned scores differ only as documented.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from test_decode import PROMPTS, hand_vector, left_batch, sharp_pair
-from tiny import tiny_tokenizer
+from test_decode import PROMPTS, FullRecomputeProcessor, hand_vector, left_batch, reference_greedy, sharp_pair
+from tiny import tiny_llama, tiny_lora, tiny_tokenizer
+from transformers import LogitsProcessorList
 
 from steerkit.decode import attach
+from steerkit.processors import DynamicSteeringProcessor
 from steerkit.shared_forward import shared_forward_layers, sliceable
 
 
@@ -69,3 +74,96 @@ def test_slicing_steps_aside_where_it_would_not_be_what_peft_computes(peft: Any,
     assert not sliceable(layer, "default")
     del layer.lora_variant["default"]
     assert sliceable(layer, "default")
+
+
+# --- skipping the base forward at single-token steps ------------------------------------------------------
+
+
+@pytest.fixture
+def sharper() -> Any:
+    """Logits sharp enough that some steps keep one token per row and others keep several."""
+    return tiny_lora(tiny_llama(sharpness=200))
+
+
+def _no_skip(steered: Any, batch: dict[str, torch.Tensor], **kw: Any) -> Any:
+    """The same processor through plain ``generate``, never skipping (the reference path)."""
+    proc = steered.processor
+    proc.reset(attention_mask=batch["attention_mask"], skip_single_token=False)
+    return steered.model.generate(**batch, logits_processor=LogitsProcessorList([proc]), **kw)
+
+
+def _single_steps(scores: tuple[torch.Tensor, ...]) -> int:
+    """Steps after the first whose filtered scores keep at most one finite entry in every row."""
+    return sum(bool((torch.isfinite(s).sum(-1) <= 1).all()) for s in scores[1:])
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["batch1", "left-padded-batch3"])
+def test_greedy_with_skipped_base_forwards_gives_the_tokens_of_the_no_skip_path(
+    sharper: Any, tok: Any, prompts: list[str]
+) -> None:
+    vector = hand_vector(sharper, tok)
+    batch = left_batch(tok, prompts)
+    steered = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=False)
+    kw = dict(max_new_tokens=14, do_sample=False, return_dict_in_generate=True)
+    got = steered.generate(**batch, output_scores=True, output_logits=True, **kw)
+    proc = steered.processor
+    assert isinstance(proc, DynamicSteeringProcessor)
+    skipped, calls, recomputes = proc.skipped_steps, proc.calls, proc.recomputes
+    ref = _no_skip(steered, batch, output_scores=True, **kw)
+    assert proc.skipped_steps == skipped  # the reference path never skipped
+    assert torch.equal(got.sequences, ref.sequences)
+    full = reference_greedy(sharper, batch["input_ids"], batch["attention_mask"], mu=-40.0, steps=14)
+    assert torch.equal(got.sequences, full[:, : got.sequences.shape[1]])
+    steps = len(got.scores)
+    assert 0 < skipped == _single_steps(ref.scores) < steps  # exactly the single-token steps were skipped
+    assert calls == steps - skipped and recomputes == 1  # one (catch-up) forward per step that needed base
+    for warm, a, b in zip(got.logits, got.scores, ref.scores, strict=True):
+        assert torch.equal(torch.isfinite(a), torch.isfinite(b))  # the same kept tokens
+        torch.testing.assert_close(torch.log_softmax(a, -1), torch.log_softmax(b, -1), rtol=1e-4, atol=1e-4)
+        if bool((torch.isfinite(a).sum(-1) <= 1).all()) and not torch.equal(a, b):
+            # a skipped step: the kept token keeps its warm score, log-softmax is 0 there either way
+            kept = torch.isfinite(a)
+            assert torch.equal(a[kept], warm.float()[kept])
+            assert torch.equal(torch.log_softmax(a, -1), torch.log_softmax(b, -1))
+
+
+def test_seeded_sampling_with_skipped_base_forwards_matches_the_reference(sharper: Any, tok: Any) -> None:
+    vector = hand_vector(sharper, tok)
+    batch = left_batch(tok, PROMPTS)
+    steered = attach(vector, sharper, tokenizer=tok, mu=-20.0, shared_forward=False)
+    kw = dict(max_new_tokens=12, do_sample=True, top_k=8, top_p=0.9, temperature=0.7, num_return_sequences=2)
+    torch.manual_seed(0)
+    got = steered.generate(**batch, **kw)
+    assert steered.processor.skipped_steps > 0
+    torch.manual_seed(0)
+    ref_proc = FullRecomputeProcessor(sharper, batch["attention_mask"], -20.0)
+    ref = sharper.generate(**batch, **kw, logits_processor=LogitsProcessorList([ref_proc]))
+    assert torch.equal(got, ref)  # the sampler drew at every step: the random stream stayed aligned
+    torch.manual_seed(0)
+    assert torch.equal(_no_skip(steered, batch, **kw), got)
+
+
+def test_beam_search_never_skips_and_matches_the_reference(sharper: Any, tok: Any) -> None:
+    """Beam scores add the kept token's processed score, which needs the base logits: no skipping there."""
+    vector = hand_vector(sharper, tok)
+    batch = left_batch(tok, PROMPTS)
+    steered = attach(vector, sharper, tokenizer=tok, mu=-30.0, shared_forward=False)
+    kw = dict(max_new_tokens=8, num_beams=3, do_sample=False, num_return_sequences=2)
+    out = steered.generate(**batch, **kw)
+    ref_proc = FullRecomputeProcessor(sharper, batch["attention_mask"], -30.0)
+    assert torch.equal(out, sharper.generate(**batch, **kw, logits_processor=LogitsProcessorList([ref_proc])))
+    assert steered.processor.skipped_steps == 0 and steered.processor.calls == 8
+    greedy = steered.generate(**batch, max_new_tokens=8, do_sample=False)
+    assert steered.processor.skipped_steps > 0  # the same handle does skip when decoding greedily
+    assert greedy.shape[0] == 3
+
+
+def test_the_bare_processor_and_the_unfiltered_rule_never_skip(sharper: Any, tok: Any) -> None:
+    vector = hand_vector(sharper, tok)
+    batch = left_batch(tok, PROMPTS)
+    steered = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=False)
+    sharper.generate(**batch, max_new_tokens=8, do_sample=False, logits_processor=steered.logits_processor())
+    assert steered.processor.skipped_steps == 0  # pipelines may run beam search: off unless asked for
+    unfiltered = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=False, filter_masked=False)
+    unfiltered.generate(**batch, max_new_tokens=8, do_sample=False)
+    assert unfiltered.processor.skipped_steps == 0  # without the filter every token stays possible
