@@ -1,4 +1,4 @@
-"""Write ``docs/results.md`` and its plots from ``benchmarks/results/{reproduce,speed}.json``.
+"""Write ``docs/results.md`` and its plots from ``benchmarks/results/{reproduce,speed,vllm}.json``.
 
 Every figure on that page comes from those files; nothing is typed in by hand except the paper's own numbers,
 quoted for comparison. Usage::
@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from report_sections import open_ended_section, recommendation_section, vllm_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -339,7 +341,12 @@ def dynamic_speed_notes(speed: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render(reproduce: Mapping[str, Any] | None, speed: Mapping[str, Any] | None, assets: Path) -> str:
+def render(
+    reproduce: Mapping[str, Any] | None,
+    speed: Mapping[str, Any] | None,
+    assets: Path,
+    vllm: Mapping[str, Any] | None = None,
+) -> str:
     out = [
         "# Results",
         "",
@@ -406,6 +413,8 @@ def render(reproduce: Mapping[str, Any] | None, speed: Mapping[str, Any] | None,
                 "",
             ]
         out += [*observations(rows, default), ""]
+        out += recommendation_section(rows)
+        out += open_ended_section(rows)
         out += [
             "### Where it helps and where it fails",
             "",
@@ -485,6 +494,7 @@ def render(reproduce: Mapping[str, Any] | None, speed: Mapping[str, Any] | None,
             "",
         ]
         out += dynamic_speed_notes(speed)
+        out += vllm_section(vllm)
         if speed.get("notes"):
             out += [speed["notes"], ""]
     return "\n".join(out).rstrip() + "\n"
@@ -500,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = args.results / name
         return json.loads(path.read_text()) if path.is_file() else None
 
-    text = render(load("reproduce.json"), load("speed.json"), args.docs / "assets" / "results")
+    text = render(load("reproduce.json"), load("speed.json"), args.docs / "assets" / "results", load("vllm.json"))
     (args.docs / "results.md").write_text(text)
     print(f"wrote {args.docs / 'results.md'}")
     return 0

@@ -180,7 +180,16 @@ def choose_lr(task: str, method: str, data: Mapping[str, Any]) -> tuple[float, A
 
 
 def evaluate_config(
-    task: str, method: str, lr: float, lr_label: str, warm: Any, tokenizer: Any, data: Mapping[str, Any], base: Any
+    task: str,
+    method: str,
+    lr: float,
+    lr_label: str,
+    warm: Any,
+    tokenizer: Any,
+    data: Mapping[str, Any],
+    base: Any,
+    *,
+    open_ended: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows for one warm-started adapter: warm, static and dynamic under every way of choosing μ."""
     from steerkit import build
@@ -259,6 +268,8 @@ def evaluate_config(
                          "mu": rec["mu"], "metric": metric, **interval(values[metric]),
                          "delta_vs_warm": d["difference"], "delta_ci_low": d["ci_low"],
                          "delta_ci_high": d["ci_high"]})  # fmt: skip
+    if open_ended:
+        rows += open_ended_rows(common, vector, warm, tokenizer, test_items)
     diagnostics = {
         **common,
         "validation": {k: {key: v[key] for key in VALIDATION_KEYS} for k, v in validations.items()},
@@ -272,6 +283,38 @@ def evaluate_config(
         "seconds": {"build": build_s, "evaluate": eval_s},
     }
     return rows, diagnostics
+
+
+def open_ended_rows(
+    common: Mapping[str, Any], vector: Any, warm: Any, tokenizer: Any, test_items: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """TruthfulQA generation: greedy answers (≤ 50 new tokens, first line, the MC prompts' QA primer) in every
+    setting, scored by BLEU-acc and ROUGE-L-acc (:mod:`steerkit.openended`), with paired Δ against warm."""
+    from steerkit.evaluate import paired_bootstrap
+    from steerkit.openended import GENERATION_METRICS, evaluate_generation
+
+    settings = ["base", "warm", "static", "dynamic", "recommended"]
+    found = evaluate_generation(vector, warm, test_items, tokenizer=tokenizer, settings=settings, max_new_tokens=50,
+                                n_bootstrap=N_BOOTSTRAP)  # fmt: skip
+    rows = []
+    rules = {"static": vector.config.mu_static.chosen_by, "dynamic": vector.config.mu.chosen_by}
+    mus = {
+        "static": vector.mu_static,
+        "dynamic": vector.mu,
+        "recommended": vector.config.validation["recommended"]["mu"],
+    }
+    for setting in settings:
+        values = found["per_item"][setting]
+        for metric in GENERATION_METRICS:
+            row = {**common, "mode": setting, "aggregator": rules.get(setting), "mu": mus.get(setting, 0.0),
+                   "metric": metric, **interval(values[metric])}  # fmt: skip
+            if setting == "recommended":
+                row |= {"aggregator": "recommended", "setting": vector.config.validation["recommended"]["setting"]}
+            if setting != "warm":
+                d = paired_bootstrap(values[metric], found["per_item"]["warm"][metric], n_bootstrap=N_BOOTSTRAP, seed=0)
+                row |= {"delta_vs_warm": d["difference"], "delta_ci_low": d["ci_low"], "delta_ci_high": d["ci_high"]}
+            rows.append(row)
+    return rows
 
 
 def write(out: Path, result: Mapping[str, Any]) -> None:
@@ -290,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="keep finished configurations of an earlier run")
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N of every split (smoke test)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "reproduce.json")
+    parser.add_argument(
+        "--open-ended", action="store_true", help="TruthfulQA: also generate answers and score BLEU-acc / ROUGE-L-acc"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     from steerkit.scoring import collect_option_terms
@@ -328,11 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for lr_label in args.lrs.split(","):
                 key = f"{task}/{method}/{lr_label}"
                 same = (task, method, lr_label)
-                has_rec = any(
-                    (r["task"], r["peft_method"], r["lr_label"]) == same and r["mode"] == "recommended"
-                    for r in result["rows"]
+                mine = [r for r in result["rows"] if (r["task"], r["peft_method"], r["lr_label"]) == same]
+                wanted = any(r["mode"] == "recommended" for r in mine) and (
+                    not (args.open_ended and task == "truthfulqa") or any(r["metric"] == "bleu_acc" for r in mine)
                 )
-                if key in result["configs_done"] and has_rec:
+                if key in result["configs_done"] and wanted:
                     log(f"{key}: done in an earlier run, skipped")
                     continue
                 started = time.perf_counter()
@@ -342,7 +388,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     lr_scores = None
                 else:
                     lr, warm, tokenizer, lr_scores = choose_lr(task, method, data)
-                rows, diagnostics = evaluate_config(task, method, lr, lr_label, warm, tokenizer, data, base)
+                rows, diagnostics = evaluate_config(
+                    task,
+                    method,
+                    lr,
+                    lr_label,
+                    warm,
+                    tokenizer,
+                    data,
+                    base,
+                    open_ended=args.open_ended and task == "truthfulqa",
+                )
                 diagnostics["lr_calibration_scores"] = lr_scores
                 diagnostics["seconds"]["total"] = time.perf_counter() - started
                 result["rows"] = [r for r in result["rows"] if (r["task"], r["peft_method"], r["lr_label"])

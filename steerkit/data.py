@@ -6,7 +6,8 @@ Two record shapes, plain dicts:
   :func:`steerkit.build` calibrates on (the completion is the teacher-forced gold text);
 - a **multiple-choice item** ``{"prompt": str, "choices": list[str], "label": int}`` (one correct choice) or
   ``{"prompt", "choices", "labels": list[int]}`` (0/1 per choice, several may be true). TruthfulQA items also
-  carry ``"mc2_choices"``, ``"mc2_labels"`` (true answers 1, false 0) and ``"category"``; their
+  carry ``"mc2_choices"``, ``"mc2_labels"`` (true answers 1, false 0) and ``"category"`` (any item may carry
+  ``"true_answers"`` and ``"false_answers"``, reference lists for open-ended scoring); their
   ``choices``/``label`` are the MC1 set. A choice is scored as the continuation of ``prompt + choice``.
 
 :func:`as_pairs` / :func:`as_items` validate records from any iterable; the file readers (JSONL, BIG-bench,
@@ -31,7 +32,9 @@ Record = dict[str, Any]
 R = TypeVar("R", bound=Mapping[str, Any])
 
 PAIR_KEYS = ("prompt", "completion")
-ITEM_KEYS = ("prompt", "choices", "label", "labels", "mc2_choices", "mc2_labels", "category")
+ITEM_KEYS = (
+    "prompt", "choices", "label", "labels", "mc2_choices", "mc2_labels", "category", "true_answers", "false_answers",
+)  # fmt: skip
 
 
 # --- public entry points ---------------------------------------------------------------------------------
@@ -243,6 +246,9 @@ def validate_record(record: Any, where: str, **fields: Any) -> Record:
                 raise bad('"mc2_choices" must be strings and "mc2_labels" 0/1 for each', "fix the MC2 lists")
         if "category" in item and not isinstance(item["category"], str):
             raise bad('"category" must be a string', "give the category as a string")
+        for key in ("true_answers", "false_answers"):  # references for open-ended scoring (steerkit.openended)
+            if key in item and not is_str_list(item[key]):
+                raise bad(f'"{key}" must be a list of strings', "give the reference answers as strings")
         return item
     if "messages" in record:
         return {"messages": validate_messages(record["messages"], where)}

@@ -288,6 +288,7 @@ def run_demo(
         warm,
         items,
         tokenizer=tokenizer,
+        settings=["base", "warm", "static", "dynamic", *(["recommended"] if vector.config.validation else [])],
         batch_size=16,
         progress=None if progress is None else (lambda stage, s, t: progress(f"eval {stage}", s, t)),
     )

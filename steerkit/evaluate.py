@@ -117,14 +117,20 @@ def _interval(values: Sequence[float], n_bootstrap: int, seed: int) -> dict[str,
     return out
 
 
-def summarize(per_item: Mapping[str, Sequence[Any]], *, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+def summarize(
+    per_item: Mapping[str, Sequence[Any]],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, Any]:
     """Metric values with bootstrap 95% intervals from per-item values (``None`` entries skipped).
 
     Returns:
-        ``{metric: {"value", "n", "ci_low", "ci_high"}}`` for each metric with at least one value.
+        ``{metric: {"value", "n", "ci_low", "ci_high"}}`` for each of ``metrics`` with at least one value.
     """
     out: dict[str, Any] = {}
-    for metric in METRICS:
+    for metric in metrics:
         values = [v for v in per_item.get(metric, []) if v is not None]
         if values:
             out[metric] = _interval(values, n_bootstrap, seed)

@@ -342,6 +342,24 @@ def test_eval_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any,
         assert acc["n"] == 6 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
 
 
+def test_eval_generate_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    from steerkit.openended import evaluate_generation
+
+    items = [{"prompt": f"{w}=", "choices": [w[::-1], w], "label": 0, "true_answers": [w[::-1]], "false_answers": [w]}
+             for w in WORDS[:4]]  # fmt: skip
+    (tmp_path / "open.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    args = ("eval", vector_dir, tmp_path / "open.jsonl", "--generate", "--max-new-tokens", "4", "--modes")
+    data = data_of(invoke(*args, "warm,static", "--json"))
+    model, tokenizer = tiny
+    vector = SteeringVector.load(vector_dir)
+    expected = evaluate_generation(vector, model, items, tokenizer=tokenizer, settings=["warm", "static"],
+                                   max_new_tokens=4)  # fmt: skip
+    assert data == json.loads(json.dumps({"n": 4, "metrics": ["bleu_acc", "rouge_acc"], "results": expected["results"],
+                                          "answers": expected["answers"]}))  # fmt: skip
+    err = error_of(invoke("eval", vector_dir, work / "test.jsonl", "--generate", "--json"))
+    assert err["message"] == "item 0 has no reference answers for open-ended scoring"
+
+
 def test_eval_modes_mu_and_table(work: Path, vector_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     data = data_of(invoke("eval", vector_dir, work / "test.jsonl", "--modes", "static", "--mu-static", "0", "--json"))

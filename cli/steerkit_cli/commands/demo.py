@@ -112,7 +112,13 @@ def _render_demo(console: Console, res: Any) -> None:
     n = next(iter(res.evaluation.values()))["n"]
     title = f"Held-out {res.task} items (n = {n}; all metrics in --json)"
     console.print(render_table(res.evaluation, [res.metric], title=title))
-    for setting in ("static", "dynamic"):
+    if vector.config.validation:
+        rec = vector.config.validation["recommended"]
+        console.print(
+            f"Recommended by cross-validation on the calibration pairs: [bold]{rec['setting']}[/] "
+            f"(μ = {rec['mu']:.4g}). {vector.config.validation['reason']}"
+        )
+    for setting in ("static", "dynamic", "recommended"):
         delta = res.evaluation.get(setting, {}).get("delta_vs_warm", {}).get(res.metric)
         if delta is None:
             continue

@@ -58,6 +58,15 @@ def evaluate(
         Path | None,
         typer.Option("--plot", help="Write a PNG bar chart with the intervals (needs matplotlib).", show_default=False),
     ] = None,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate",
+            help="Open-ended: generate an answer per item (greedy, first line) and score it with TruthfulQA's "
+            "BLEU-acc and ROUGE-L-acc against the item's true and false references (needs sacrebleu, rouge-score).",
+        ),
+    ] = False,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="With --generate: most new tokens per answer.")] = 50,
     batch_size: BatchSizeOpt = 8,
     max_examples: MaxExamplesOpt = None,
     strict: StrictOpt = True,
@@ -86,6 +95,10 @@ def evaluate(
 
     if modes is None and vector.config.validation:
         settings.append("recommended")
+    if generate:
+        _evaluate_generation(out, vector, model, items, tokenizer, settings, data=data, plot=plot,
+                             max_new_tokens=max_new_tokens, mu=mu, mu_static=mu_static, strict=strict)  # fmt: skip
+        return
 
     with out.progress() as task:
         results = evaluate_settings(
@@ -107,6 +120,38 @@ def evaluate(
         result["plot"] = str(plot)
     title = f"{data} (n = {len(items)})"
     out.result(result, lambda console: _render_eval(console, results, metrics, title=title, plot=plot))
+
+
+def _evaluate_generation(
+    out: Output,
+    vector: Any,
+    model: Any,
+    items: list[dict[str, Any]],
+    tokenizer: Any,
+    settings: list[str],
+    *,
+    data: Path,
+    plot: Path | None,
+    **options: Any,
+) -> None:
+    """``eval --generate``: answers in every setting, BLEU-acc and ROUGE-L-acc with intervals and paired Δs."""
+    from steerkit.openended import GENERATION_METRICS, evaluate_generation, references
+
+    for i, item in enumerate(items):
+        references(item, i)  # refuse items without references before loading anything else
+    with out.progress() as task:
+        found = evaluate_generation(
+            vector, model, items, tokenizer=tokenizer, settings=settings,
+            progress=lambda stage, step, total: task(stage)(step, total), **options,
+        )  # fmt: skip
+    metrics = list(GENERATION_METRICS)
+    result: dict[str, Any] = {"n": len(items), "metrics": metrics, "results": found["results"],
+                              "answers": found["answers"]}  # fmt: skip
+    if plot is not None:
+        plot_eval(plot, found["results"], metrics)
+        result["plot"] = str(plot)
+    title = f"{data}: open-ended answers (n = {len(items)})"
+    out.result(result, lambda console: _render_eval(console, found["results"], metrics, title=title, plot=plot))
 
 
 def _parse_modes(modes: str) -> list[str]:
@@ -141,5 +186,6 @@ def register(app: typer.Typer) -> None:
             "steerkit eval my-vector test.jsonl",
             "steerkit eval user/my-vector ../data/truthful_qa --modes base,dynamic --plot eval.png",
             "steerkit eval my-vector test.jsonl --modes static --mu-static -0.8 --json",
+            "steerkit eval my-vector steerkit/resources/bigbench/truthful_qa --generate --max-examples 20",
         ),
     )(evaluate)
