@@ -21,8 +21,13 @@ interfaces of vLLM 0.32: Model Runner V2 (the default; ``add_request(slot, param
   request's ``lora_request=lora_request("NAME")``: the artifact's ``adapter/`` folder loads as it is.
 
 Dynamic mode cannot be a vLLM logits processor: it needs the base model's logits at every step, which no logits
-processor receives. Register the plugin with the ``vllm.logits_processors`` entry point, or pass
-``logits_processors=["steerkit.vllm:SteeringLogitsProcessor"]`` to ``LLM``/``vllm serve``.
+processor receives.
+
+**Loading.** Installing steerkit registers the processor in the ``vllm.logits_processors`` entry-point group, which
+vLLM loads into every engine of the environment, with no option to pass. Do not also name it in
+``logits_processors=[...]``/``--logits-processors``: vLLM 0.32 loads both without deduplicating. Should that happen
+(or the name be passed where steerkit's metadata is missing), only the first instance built for an engine steers;
+the others are inert and log a warning.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import weakref
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +111,12 @@ def parse_spec(spec: str) -> list[tuple[str, str, str | None]]:
 
 
 _SERVED: dict[str, dict[str, ServedVector]] = {}
+
+# id(vllm_config) → the processor that steers for that engine. vLLM 0.32 builds every class of the entry-point group
+# plus every class named in ``logits_processors`` with the same config object, without deduplicating: a second
+# instance for the same config would steer each request again. Each instance keeps its config alive, so an id here
+# cannot be reused by another engine's config while its processor lives.
+_STEERING: dict[int, weakref.ref[SteeringLogitsProcessor]] = {}
 
 
 def served(spec: str | None = None) -> dict[str, ServedVector]:
@@ -200,6 +212,10 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
     against the served model and keeps one ``[K, V]`` table of task vectors on the device; per request slot it
     keeps the vector index, μ and α. Rows of unsteered requests are never touched.
 
+    Only the first instance built for an engine (its ``vllm_config``) steers: a second one, from naming the class
+    in ``logits_processors`` on top of the entry point, is inert (``duplicate`` is true) so no request is steered
+    twice.
+
     Raises:
         IncompatibleModelError: At engine start, a vector whose ``vocab_size`` differs from the model's logits
             width, or whose tokenizer fingerprint differs from the served tokenizer's.
@@ -211,7 +227,21 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
         else:  # V1: (vllm_config, device, is_pin_memory)
             device, slots = args[0], vllm_config.scheduler_config.max_num_seqs
             width = int(vllm_config.model_config.get_vocab_size())
-        self.table = served()
+        self._vllm_config = vllm_config  # keeps id(vllm_config) unique in _STEERING while this instance lives
+        for key in [key for key, ref in _STEERING.items() if ref() is None]:
+            del _STEERING[key]
+        first = _STEERING.get(id(vllm_config))
+        self.duplicate = first is not None and first() is not None
+        if self.duplicate:
+            logger.warning(
+                "steerkit: SteeringLogitsProcessor is loaded more than once into this engine (the "
+                "vllm.logits_processors entry point and logits_processors=[...]?); only the first instance steers. "
+                "Drop it from logits_processors: the entry point loads it."
+            )
+            slots, self.table = 0, {}
+        else:
+            _STEERING[id(vllm_config)] = weakref.ref(self)
+            self.table = served()
         self.names = list(self.table)
         for item in self.table.values():
             _check_model(item, vllm_config.model_config, width)
@@ -242,6 +272,8 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
         """(Re)initialise slot ``req_idx`` for a new request; whether it is steered (V2 interface)."""
+        if self.duplicate:
+            return False
         self.vec[req_idx], self.mu[req_idx], self.alpha[req_idx] = -1, 0.0, 0.0
         try:
             choice = request_steering(sampling_params, self.table)
@@ -258,7 +290,7 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         """Follow the V1 runner's persistent batch: removed, then added, then moved rows."""
-        if batch_update is None:
+        if batch_update is None or self.duplicate:
             return
         for index in batch_update.removed:
             self.vec[index] = -1
@@ -278,6 +310,8 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
 
     def apply(self, logits: Tensor, ctx: Any = None) -> Tensor:
         """Steer the rows of steered requests in ``logits`` ``[rows, V]`` float32; other rows are left alone."""
+        if self.duplicate:
+            return logits
         if ctx is None:  # V1: row i is persistent batch index i
             slots = np.arange(logits.shape[0])
         elif logits.shape[0] == len(ctx.idx_mapping_np):

@@ -59,7 +59,17 @@ def test_wheel_holds_exactly_the_two_packages(wheel: zipfile.ZipFile) -> None:
 def test_wheel_entry_point_and_metadata(wheel: zipfile.ZipFile) -> None:
     info = dist_info(wheel)
     entry_points = wheel.read(f"{info}/entry_points.txt").decode()
-    assert entry_points.split() == ["[console_scripts]", "steerkit", "=", "steerkit_cli.app:main"]
+    # Exactly the console script and the vLLM logits-processor plugin (vLLM loads the group into every engine).
+    assert entry_points.split() == [
+        "[console_scripts]",
+        "steerkit",
+        "=",
+        "steerkit_cli.app:main",
+        "[vllm.logits_processors]",
+        "steerkit",
+        "=",
+        "steerkit.vllm:SteeringLogitsProcessor",
+    ]
     meta = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
     assert meta["Name"] == "steerkit"
     from steerkit import __version__
@@ -86,8 +96,10 @@ def test_editable_install_imports_both_packages_from_anywhere(tmp_path: Path) ->
     dist = metadata.distribution("steerkit")
     direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
     assert direct_url.get("dir_info", {}).get("editable") is True
-    (script,) = [e for e in dist.entry_points if e.group == "console_scripts"]
-    assert (script.name, script.value) == ("steerkit", "steerkit_cli.app:main")
+    assert sorted((e.group, e.name, e.value) for e in dist.entry_points) == [
+        ("console_scripts", "steerkit", "steerkit_cli.app:main"),
+        ("vllm.logits_processors", "steerkit", "steerkit.vllm:SteeringLogitsProcessor"),
+    ]
 
 
 def test_steerkit_never_imports_the_cli_stack(tmp_path: Path) -> None:

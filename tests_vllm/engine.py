@@ -2,7 +2,9 @@
 
 The engine is created under ``if __name__ == "__main__"`` (vLLM spawns its engine process), serves the two
 artifacts as ``tqa`` and ``flip`` through ``$STEERKIT_VLLM_VECTORS``, and writes what the tests check: greedy
-tokens for each setting, batched and alone, the refusals, and the full processed logits of a few contexts.
+tokens for each setting, batched and alone, the refusals, and the full processed logits of a few contexts. It names
+no logits processor: steerkit's ``vllm.logits_processors`` entry point loads it, so every steered result here also
+checks that the entry point is registered and used.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ def main(artifact: str, flipped: str, out: str) -> None:
         enable_prefix_caching=False,  # every context is computed the same way in every run
         logprobs_mode="processed_logits",
         max_logprobs=-1,
-        logits_processors=["steerkit.vllm:SteeringLogitsProcessor"],
         seed=0,
     )
     result: dict[str, object] = {"engine_start_s": time.perf_counter() - started}

@@ -1,4 +1,7 @@
-"""The Python example of docs/serve-vllm.md runs as written, on the test artifact and the local SmolLM2 folder."""
+"""The Python example of docs/serve-vllm.md runs as written, on the test artifact and the local SmolLM2 folder.
+
+It names no logits processor: steerkit's ``vllm.logits_processors`` entry point is what loads it.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,12 @@ HUB_ID = '"HuggingFaceTB/SmolLM2-135M-Instruct"'
 def test_the_serve_page_python_example_runs(artifacts: tuple[Path, Path], tmp_path: Path) -> None:
     from steerkit.models import default_model_dir
 
-    (code,) = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S)
+    page = PAGE.read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     assert code.count(HUB_ID) == 1
+    # the entry point loads the processor: naming it as well would build it twice (vLLM does not deduplicate)
+    commands = "".join(re.findall(r"```(?:python|bash)\n(.*?)```", page, flags=re.S))
+    assert "logits_processors=" not in commands and "--logits-processors" not in commands
     script = tmp_path / "serve_example.py"
     script.write_text(code.replace(HUB_ID, repr(str(default_model_dir()))), encoding="utf-8")
     shutil.copytree(artifacts[0], tmp_path / "my-vector")

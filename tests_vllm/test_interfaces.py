@@ -14,14 +14,20 @@ import numpy as np
 import pytest
 import torch
 from vllm import SamplingParams
-from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
-from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, LogitsProcRequestState
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality, build_logitsprocs
+from vllm.v1.worker.gpu.sample.logits_processor import (
+    LogitsContext,
+    LogitsProcRequestState,
+    build_custom_logits_processors,
+)
 
 from steerkit.errors import IncompatibleModelError, InvalidOptionError
 from steerkit.models import default_model_dir
 from steerkit.processors import StaticSteeringProcessor
 from steerkit.vector import SteeringVector
 from steerkit.vllm import ENV_VECTORS, SteeringLogitsProcessor, lora_request, parse_spec, steer
+
+NAMED = "steerkit.vllm:SteeringLogitsProcessor"
 
 V = 49152
 
@@ -36,7 +42,9 @@ def _config(width: int = V) -> Any:
     model = SimpleNamespace(
         tokenizer=str(default_model_dir()), tokenizer_revision=None, model=None, get_vocab_size=lambda: width
     )
-    return SimpleNamespace(model_config=model, scheduler_config=SimpleNamespace(max_num_seqs=4))
+    return SimpleNamespace(
+        model_config=model, scheduler_config=SimpleNamespace(max_num_seqs=4), speculative_config=None
+    )
 
 
 def _v2(width: int = V) -> SteeringLogitsProcessor:
@@ -141,3 +149,74 @@ def test_validate_params_and_spec(vectors: dict[str, SteeringVector], artifacts:
     request = lora_request("tqa")
     assert request.lora_name == "tqa" and Path(request.lora_path) == artifacts[0] / "adapter"
     assert lora_request("tqa").lora_int_id == request.lora_int_id != lora_request("flip").lora_int_id
+
+
+# --- loading: the vllm.logits_processors entry point, through vLLM's own builders ---------------------------------
+
+
+def test_the_entry_point_is_installed_and_is_what_vllm_loads() -> None:
+    from importlib.metadata import entry_points
+
+    from vllm.v1.sample.logits_processor import _load_logitsprocs_plugins
+    from vllm.v1.worker.gpu.sample.logits_processor.loader import _load_v2_logitsprocs_plugins
+
+    ours = [e for e in entry_points(group="vllm.logits_processors") if e.value == NAMED]
+    assert [(e.name, e.dist.name if e.dist else None) for e in ours] == [("steerkit", "steerkit")]
+    assert _load_logitsprocs_plugins().count(SteeringLogitsProcessor) == 1  # V1 runner
+    assert _load_v2_logitsprocs_plugins().count(SteeringLogitsProcessor) == 1  # Model Runner V2
+
+
+def _v1_built(config: Any, named: list[str]) -> list[SteeringLogitsProcessor]:
+    procs = build_logitsprocs(config, torch.device("cpu"), False, False, named)
+    return [p for p in procs.all if isinstance(p, SteeringLogitsProcessor)]
+
+
+def _v2_built(config: Any, named: list[str]) -> list[SteeringLogitsProcessor]:
+    state = SimpleNamespace(
+        device=torch.device("cpu"), max_num_reqs=4, vocab_size=V, all_token_ids=None, prompt_len=None,
+        prefill_len=None, total_len=None,
+    )  # fmt: skip
+    procs = build_custom_logits_processors(config, state, False, named)
+    return [p for p in procs if isinstance(p, SteeringLogitsProcessor)]
+
+
+@pytest.mark.parametrize("runner", ["v1", "v2"])
+def test_vllm_builds_it_from_the_entry_point_and_never_steers_twice(
+    vectors: dict[str, SteeringVector], runner: str
+) -> None:
+    logits = _logits(vectors["tqa"], 2, 3)
+    once = _rule(vectors["tqa"], -2.0, logits[0])
+    twice = _rule(vectors["tqa"], -2.0, once)
+    assert not torch.equal(once, twice)  # applying the rule twice is visible
+
+    def run(procs: list[SteeringLogitsProcessor]) -> torch.Tensor:
+        steered, plain = SamplingParams(extra_args=steer("tqa", mu=-2.0)), SamplingParams()
+        out = logits.clone()
+        for proc in procs:  # vLLM applies every processor in turn
+            if runner == "v1":
+                proc.update_state(
+                    BatchUpdate(2, removed=[], added=[(0, steered, None, []), (1, plain, None, [])], moved=[])
+                )
+                out = proc.apply(out)
+            else:
+                proc.add_request(0, steered)
+                proc.add_request(1, plain)
+                out = proc.apply(out, _ctx([0, 1]))
+        return out
+
+    build = _v1_built if runner == "v1" else _v2_built
+    config = _config()
+    (alone,) = build(config, [])  # the entry point alone: one processor, no name passed
+    out = run([alone])
+    assert torch.equal(out[0], once) and torch.equal(out[1], logits[1])
+    # the entry point and the class named too: vLLM builds two; the second one for the same engine is inert
+    other = _config()
+    first, second = build(other, [NAMED])
+    out = run([first, second])
+    assert torch.equal(out[0], once) and torch.equal(out[1], logits[1])
+    assert (first.duplicate, second.duplicate) == (False, True)
+    # another engine in the same process still steers, and so does a rebuilt one once the old is gone
+    assert alone.duplicate is False and not build(_config(), [])[0].duplicate
+    del first, second
+    (rebuilt,) = build(other, [])
+    assert rebuilt.duplicate is False and torch.equal(run([rebuilt])[0], once)
