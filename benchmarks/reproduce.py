@@ -317,6 +317,20 @@ def open_ended_rows(
     return rows
 
 
+def merge_open_ended(source: Path, out: Path) -> int:
+    """Replace ``out``'s open-ended rows of the configurations ``source`` has with ``source``'s."""
+    theirs = [r for r in json.loads(source.read_text())["rows"] if r["metric"] in ("bleu_acc", "rouge_acc")]
+    result = json.loads(out.read_text())
+    keys = {(r["task"], r["peft_method"], r["lr_label"]) for r in theirs}
+    open_ended = ("bleu_acc", "rouge_acc")
+    kept = [r for r in result["rows"]
+            if r["metric"] not in open_ended or (r["task"], r["peft_method"], r["lr_label"]) not in keys]  # fmt: skip
+    result["rows"] = kept + theirs
+    write(out, result)
+    log(f"merged {len(theirs)} open-ended rows from {source} into {out}")
+    return 0
+
+
 def write(out: Path, result: Mapping[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
@@ -336,8 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--open-ended", action="store_true", help="TruthfulQA: also generate answers and score BLEU-acc / ROUGE-L-acc"
     )
+    parser.add_argument(
+        "--merge-from",
+        type=Path,
+        default=None,
+        help="copy the open-ended rows of another run's result file into --out (no other work), so two runs can "
+        "proceed side by side",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.merge_from is not None:
+        return merge_open_ended(args.merge_from, args.out)
     from steerkit.scoring import collect_option_terms
 
     result: dict[str, Any] = {"rows": [], "diagnostics": [], "configs_done": []}

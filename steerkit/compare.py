@@ -22,8 +22,8 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from steerkit._generation import NewlineStop, check_context, encoded, encoded_batch
 from steerkit._hf import is_peft, pad_id
-from steerkit.chat import prompt_ids
 from steerkit.decode import attach
 from steerkit.errors import AdapterError, InvalidOptionError
 from steerkit.evaluate import METRICS, evaluate_mc, paired_bootstrap, terms_result
@@ -262,12 +262,14 @@ def generate_settings(
     seed: int = 0,
     first_line: bool = False,
     progress: Progress | None = None,
+    batch_size: int = 1,
     **generate_kwargs: Any,
 ) -> list[dict[str, str]]:
     """Generate a continuation of each prompt in several settings (greedy unless ``do_sample=True``).
 
-    Each generation runs on its own (batch 1), with ``torch.manual_seed(seed)`` before it, so sampled outputs
-    are reproducible and do not depend on the other settings.
+    Each generation runs on its own (batch 1) by default, with ``torch.manual_seed(seed)`` before it, so sampled
+    outputs are reproducible and do not depend on the other settings. ``batch_size > 1`` (greedy only) runs
+    left-padded batches: several times faster, and the same tokens up to float rounding on near-ties.
 
     Args:
         vector: The steering vector.
@@ -282,6 +284,7 @@ def generate_settings(
         seed: Seed set before every generation.
         first_line: Stop at the first newline after some text, and keep that first line (a QA answer).
         progress: Called as ``progress("generate", done, total)``.
+        batch_size: Prompts per ``generate`` call (greedy decoding only).
         **generate_kwargs: Passed to ``generate`` (``max_new_tokens``, ``num_beams``, ``do_sample``, ``top_k``,
             ``top_p``, ``temperature``, ...).
 
@@ -303,7 +306,15 @@ def generate_settings(
     from transformers import StoppingCriteriaList
 
     chosen = _check_settings(settings)
-    _check_context(model, tokenizer, prompts, generate_kwargs.get("max_new_tokens"))
+    check_context(model, tokenizer, prompts, generate_kwargs.get("max_new_tokens"))
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidOptionError(f"batch_size must be an integer ≥ 1, got {batch_size!r}", got=batch_size)
+    if batch_size > 1 and (generate_kwargs.get("do_sample") or (generate_kwargs.get("num_beams") or 1) > 1):
+        raise InvalidOptionError(
+            "batch_size > 1 is for greedy generation only (sampling and beam search run one prompt at a time)",
+            hint="leave batch_size=1 with do_sample or num_beams",
+        )
+    step = batch_size
     rows: list[dict[str, Any]] = [{"prompt": p} for p in prompts]
     total, done = len(chosen) * len(prompts), 0
     pad = pad_id(tokenizer)
@@ -317,71 +328,33 @@ def generate_settings(
                 steering.vector, run_model, mode=steering.mode, mu=steering.mu, tokenizer=tokenizer, strict=strict
             )
         try:
-            for row in rows:
-                enc = _encoded(tokenizer, row["prompt"])
+            for lo in range(0, len(rows), step):
+                chunk = rows[lo : lo + step]
+                enc = (
+                    encoded(tokenizer, chunk[0]["prompt"])
+                    if step == 1
+                    else encoded_batch(tokenizer, [r["prompt"] for r in chunk], pad)
+                )
                 n_prompt = enc["input_ids"].shape[1]
                 call = dict(kwargs)
                 if first_line:
-                    call["stopping_criteria"] = StoppingCriteriaList([_NewlineStop(tokenizer, n_prompt)])
+                    call["stopping_criteria"] = StoppingCriteriaList([NewlineStop(tokenizer, n_prompt)])
                 torch.manual_seed(seed)
                 with torch.no_grad():
                     if handle is not None:
                         ids = handle.generate(**enc, **call)
                     else:
                         ids = run_model.generate(**enc, **call)
-                text = tokenizer.decode(ids[0, n_prompt:], skip_special_tokens=True)
-                row[setting] = text.lstrip("\n").split("\n")[0] if first_line else text
-                done += 1
+                for k, row in enumerate(chunk):
+                    text = tokenizer.decode(ids[k, n_prompt:], skip_special_tokens=True)
+                    row[setting] = text.lstrip("\n").split("\n")[0] if first_line else text
+                done += len(chunk)
                 if progress is not None:
                     progress("generate", done, total)
         finally:
             if handle is not None:
                 handle.detach()
     return [{"prompt": r["prompt"], **{s: r[s] for s in chosen}} for r in rows]
-
-
-def _check_context(model: Any, tokenizer: Any, prompts: Sequence[Any], max_new_tokens: Any) -> None:
-    """Refuse ``max_new_tokens`` that with the longest prompt exceeds the model's context, before any generation."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    context = getattr(getattr(inner, "config", None), "max_position_embeddings", None)
-    if not isinstance(max_new_tokens, int) or not isinstance(context, int) or not prompts:
-        return
-    longest = max(int(_encoded(tokenizer, p)["input_ids"].shape[1]) for p in prompts)
-    # a prompt already past the context is the caller's (rotary models extrapolate): only new tokens are refused
-    if longest + max_new_tokens > context and (longest <= context or max_new_tokens > context):
-        raise InvalidOptionError(
-            f"max_new_tokens={max_new_tokens} with a prompt of {longest} tokens exceeds the model's context of "
-            f"{context} tokens",
-            hint=f"pass max_new_tokens of at most {max(context - longest, 0)} (CLI: --max-new-tokens), or a shorter "
-            "prompt",
-            got=max_new_tokens,
-        )
-
-
-def _encoded(tokenizer: Any, prompt: str | list[dict[str, str]]) -> dict[str, Any]:
-    """``input_ids`` / ``attention_mask`` of a text prompt, or of messages through the chat template."""
-    import torch
-
-    if isinstance(prompt, str):
-        return dict(tokenizer(prompt, return_tensors="pt"))
-    ids = torch.tensor([prompt_ids(tokenizer, prompt)])
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
-class _NewlineStop:
-    """Stops a batch-1 generation once its new text holds a newline after some non-blank text."""
-
-    def __init__(self, tokenizer: Any, n_prompt: int) -> None:
-        self.tokenizer, self.n_prompt = tokenizer, n_prompt
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        done = []
-        for row in input_ids:
-            text = self.tokenizer.decode(row[self.n_prompt :], skip_special_tokens=True).lstrip("\n")
-            done.append("\n" in text)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def staged(progress: Progress, stage: str) -> Callable[[int, int], None]:

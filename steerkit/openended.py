@@ -111,6 +111,7 @@ def evaluate_generation(
     mu_static: float | None = None,
     strict: bool = True,
     n_bootstrap: int = 1000,
+    batch_size: int = 8,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Generate an answer to every item in each setting and score it with BLEU-acc and ROUGE-L-acc.
@@ -126,6 +127,7 @@ def evaluate_generation(
         mu_static: Static strength (default the vector's).
         strict: Refuse a tokenizer that differs from the vector's.
         n_bootstrap: Bootstrap resamples for the intervals.
+        batch_size: Prompts per ``generate`` call (left-padded greedy batches; 1 generates one by one).
         progress: Called as ``progress("generate", done, total)``.
 
     Returns:
@@ -150,6 +152,7 @@ def evaluate_generation(
         strict=strict,
         first_line=True,
         progress=progress,
+        batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         do_sample=False,
     )

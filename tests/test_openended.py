@@ -50,16 +50,25 @@ def test_an_answer_is_true_when_its_best_true_similarity_beats_its_best_false_on
 def test_evaluate_generation_scores_the_first_line_of_each_setting(tokenizer: Any) -> None:
     pairs = [{"prompt": f"q {i}", "completion": " yes no"} for i in range(6)]
     vector = steerkit.build(tiny_lora(tiny_llama()), None, pairs, tokenizer=tokenizer)
-    items = [ITEM | {"prompt": f"q {i} cat"} for i in range(4)]
+    items = [ITEM | {"prompt": f"q {i} cat" + " dog" * i} for i in range(4)]  # prompts of different lengths
     model = tiny_lora(tiny_llama())
     out = evaluate_generation(vector, model, items, tokenizer=tokenizer, settings=["warm", "static"], max_new_tokens=5)
     prompts = [it["prompt"] for it in items]
     answers = generate_settings(vector, model, prompts, tokenizer=tokenizer, settings=["warm", "static"],
                                 first_line=True, max_new_tokens=5, do_sample=False)  # fmt: skip
-    assert out["answers"] == answers
+    assert out["answers"] == answers  # batches of 8 (left-padded) give the answers of one-by-one generation
     for setting in ("warm", "static"):
         expected = [score_answer(row[setting], *references(ITEM)) for row in answers]
         assert out["per_item"][setting]["bleu_acc"] == [e["bleu_acc"] for e in expected]
         assert out["results"][setting]["rouge_acc"]["n"] == 4
     assert set(out["results"]["static"]["delta_vs_warm"]) == {"bleu_acc", "rouge_acc"}
     assert "delta_vs_warm" not in out["results"]["warm"]
+
+
+def test_batched_greedy_generation_is_for_greedy_only(tokenizer: Any) -> None:
+    from steerkit.errors import InvalidOptionError
+
+    vector = steerkit.build(tiny_lora(tiny_llama()), None, [{"prompt": "q", "completion": " a b"}], tokenizer=tokenizer)
+    with pytest.raises(InvalidOptionError, match="batch_size > 1 is for greedy generation only"):
+        generate_settings(vector, tiny_llama(), ["q"], tokenizer=tokenizer, settings=["warm"], batch_size=2,
+                          do_sample=True)  # fmt: skip
