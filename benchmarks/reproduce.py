@@ -317,17 +317,23 @@ def open_ended_rows(
     return rows
 
 
-def merge_open_ended(source: Path, out: Path) -> int:
-    """Replace ``out``'s open-ended rows of the configurations ``source`` has with ``source``'s."""
-    theirs = [r for r in json.loads(source.read_text())["rows"] if r["metric"] in ("bleu_acc", "rouge_acc")]
+def merge_configs(source: Path, out: Path) -> int:
+    """Replace ``out``'s rows and diagnostics of every configuration ``source`` ran with ``source``'s."""
+    theirs = json.loads(source.read_text())
     result = json.loads(out.read_text())
-    keys = {(r["task"], r["peft_method"], r["lr_label"]) for r in theirs}
-    open_ended = ("bleu_acc", "rouge_acc")
-    kept = [r for r in result["rows"]
-            if r["metric"] not in open_ended or (r["task"], r["peft_method"], r["lr_label"]) not in keys]  # fmt: skip
-    result["rows"] = kept + theirs
+
+    def key(entry: Mapping[str, Any]) -> tuple[str, str, str]:
+        return entry["task"], entry["peft_method"], entry["lr_label"]
+
+    keys = {key(r) for r in theirs["rows"]}
+    result["rows"] = [r for r in result["rows"] if key(r) not in keys] + theirs["rows"]
+    result["diagnostics"] = [d for d in result["diagnostics"] if key(d) not in keys] + theirs["diagnostics"]
+    done = set(theirs["configs_done"])
+    result["configs_done"] = [k for k in result["configs_done"] if k not in done] + theirs["configs_done"]
+    for task, values in theirs.get("base_per_item", {}).items():
+        result.setdefault("base_per_item", {})[task] = values
     write(out, result)
-    log(f"merged {len(theirs)} open-ended rows from {source} into {out}")
+    log(f"merged {len(keys)} configurations ({len(theirs['rows'])} rows) from {source} into {out}")
     return 0
 
 
@@ -354,13 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--merge-from",
         type=Path,
         default=None,
-        help="copy the open-ended rows of another run's result file into --out (no other work), so two runs can "
+        help="copy the configurations of another run's result file into --out (no other work), so runs can "
         "proceed side by side",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     if args.merge_from is not None:
-        return merge_open_ended(args.merge_from, args.out)
+        return merge_configs(args.merge_from, args.out)
     from steerkit.scoring import collect_option_terms
 
     result: dict[str, Any] = {"rows": [], "diagnostics": [], "configs_done": []}
