@@ -127,7 +127,7 @@ def sliced_lora_forward(layer: Any, adapter: str, rows: list[int]) -> Callable[.
     def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         n = rows[0]
         if not n or kwargs or layer.disable_adapters or x.shape[0] != 2 * n or adapter not in layer.lora_A:
-            if n and x.shape[0] == 2 * n:
+            if n:  # peft's mixed batch (which refuses a batch of another size, as it did before slicing)
                 kwargs["adapter_names"] = [adapter] * n + ["__base__"] * n
             return Linear.forward(layer, x, *args, **kwargs)  # type: ignore[no-any-return]
         result: Tensor = layer.base_layer(x, *args)

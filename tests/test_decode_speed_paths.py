@@ -76,6 +76,32 @@ def test_slicing_steps_aside_where_it_would_not_be_what_peft_computes(peft: Any,
     assert sliceable(layer, "default")
 
 
+def test_a_sliced_layer_computes_what_peft_computes_for_every_call(peft: Any) -> None:
+    from peft.tuners.lora.layer import Linear
+
+    from steerkit.shared_forward import sliced_lora_forward
+
+    layer = next(m for m in shared_forward_layers(peft) or [] if isinstance(m, Linear))
+    rows = [0]
+    forward = sliced_lora_forward(layer, "default", rows)
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, layer.in_features)
+    with torch.no_grad():
+        assert torch.equal(forward(x), layer(x))  # outside a shared forward: peft's own (adapter on every row)
+        rows[0] = 2
+        mixed = Linear.forward(layer, x, adapter_names=["default", "default", "__base__", "__base__"])
+        assert torch.equal(forward(x), mixed)
+        base = layer.base_layer(x)
+        assert torch.equal(mixed[2:], base[2:]) and not torch.allclose(mixed[:2], base[:2])  # warm half only
+        with pytest.raises(ValueError, match="adapter_names"):
+            forward(x[:3])  # a batch that is not [warm; base]: peft refuses it, as before slicing
+        layer._disable_adapters = True
+        try:
+            assert torch.equal(forward(x), layer.base_layer(x))
+        finally:
+            layer._disable_adapters = False
+
+
 # --- skipping the base forward at single-token steps ------------------------------------------------------
 
 
