@@ -98,8 +98,10 @@ def render_table(results: dict[str, dict[str, Any]], metrics: Sequence[str], *, 
         steering = res.get("steering") or {}
         mu = "-" if steering.get("mode", "none") == "none" else f"{steering.get('mu'):.4g}"
         delta = res.get("delta_vs_warm") or {}
+        if steering.get("setting"):
+            t.caption = f"{setting} = {steering['setting']}, cross-validated on the vector's calibration data"
         t.add_row(
-            f"{setting} ({steering['setting']})" if steering.get("setting") else setting,
+            setting,
             mu,
             *(fmt_ci(res[m]) for m in metrics),
             *(fmt_delta(delta.get(m)) for m in shown),

@@ -113,7 +113,7 @@ def evaluate(
             strict=strict,
             progress=lambda stage, step, total: task(f"eval {stage}")(step, total),
         )
-    metrics = [m for m in METRICS if m in next(iter(results.values()))]
+    metrics = [m for m in METRICS if m in next(iter(results.values())) and (m != "acc_norm" or _lengths_differ(items))]
     result: dict[str, Any] = {"n": len(items), "metrics": metrics, "results": results}
     if plot is not None:
         plot_eval(plot, results, metrics)
@@ -152,6 +152,11 @@ def _evaluate_generation(
         result["plot"] = str(plot)
     title = f"{data}: open-ended answers (n = {len(items)})"
     out.result(result, lambda console: _render_eval(console, found["results"], metrics, title=title, plot=plot))
+
+
+def _lengths_differ(items: list[dict[str, Any]]) -> bool:
+    """Whether some item's choices differ in length (in UTF-8 bytes): then ``acc_norm`` is shown beside accuracy."""
+    return any(len({len(str(c).encode("utf-8")) for c in item["choices"]}) > 1 for item in items)
 
 
 def _parse_modes(modes: str) -> list[str]:
