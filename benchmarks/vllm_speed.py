@@ -71,8 +71,7 @@ def measure(*, reps: int, tokens: int) -> dict[str, Any]:
         gpu_memory_utilization=0.15,
         max_model_len=512,
         enable_lora=True,
-        max_lora_rank=8,
-        logits_processors=["steerkit.vllm:SteeringLogitsProcessor"],
+        max_lora_rank=8,  # the processor comes from steerkit's vllm.logits_processors entry point
         seed=0,
     )
     warm = lora_request("bench")
