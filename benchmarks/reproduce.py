@@ -265,8 +265,12 @@ def evaluate_config(
                 key = spec["select"]
                 categories[f"{mode}/{aggregator}"] = category_deltas(test_items, values[key], warm_items[key])
     # The recommendation: cross-validated on the calibration data only, never on a test item or statistic.
+    # (--limit smoke runs may have too few calibration prompts for 5 folds: then that choice is left out)
+    from steerkit.crossval import MIN_UNITS_PER_FOLD, group_keys
+
+    enough = len(set(group_keys(cal_items))) >= 5 * MIN_UNITS_PER_FOLD
     item_validation = {}
-    for metric in spec["searches"]:
+    for metric in spec["searches"] if enough else []:
 
         def search(t: Any, subset: Sequence[int], metric: str = metric) -> float:
             return search_terms(t, cal_items, metric=metric, subset=subset).best  # type: ignore[arg-type]
@@ -279,7 +283,7 @@ def evaluate_config(
             search=search,
         )
     validations = {
-        "recommended": vector.config.validation,
+        **({"recommended": vector.config.validation} if vector.config.validation else {}),
         **{f"recommended:{m}": v for m, v in item_validation.items()},
     }
     for aggregator, validation in validations.items():
@@ -316,23 +320,20 @@ def open_ended_rows(
     from steerkit.evaluate import paired_bootstrap
     from steerkit.openended import GENERATION_METRICS, evaluate_generation
 
-    settings = ["base", "warm", "static", "dynamic", "recommended"]
+    rec = (vector.config.validation or {}).get("recommended")
+    settings = ["base", "warm", "static", "dynamic", *(["recommended"] if rec else [])]
     found = evaluate_generation(vector, warm, test_items, tokenizer=tokenizer, settings=settings, max_new_tokens=50,
                                 n_bootstrap=N_BOOTSTRAP)  # fmt: skip
     rows = []
     rules = {"static": vector.config.mu_static.chosen_by, "dynamic": vector.config.mu.chosen_by}
-    mus = {
-        "static": vector.mu_static,
-        "dynamic": vector.mu,
-        "recommended": vector.config.validation["recommended"]["mu"],
-    }
+    mus = {"static": vector.mu_static, "dynamic": vector.mu, "recommended": rec["mu"] if rec else 0.0}
     for setting in settings:
         values = found["per_item"][setting]
         for metric in GENERATION_METRICS:
             row = {**common, "mode": setting, "aggregator": rules.get(setting), "mu": mus.get(setting, 0.0),
                    "metric": metric, **interval(values[metric])}  # fmt: skip
             if setting == "recommended":
-                row |= {"aggregator": "recommended", "setting": vector.config.validation["recommended"]["setting"]}
+                row |= {"aggregator": "recommended", "setting": rec["setting"]}
             if setting != "warm":
                 d = paired_bootstrap(values[metric], found["per_item"]["warm"][metric], n_bootstrap=N_BOOTSTRAP, seed=0)
                 row |= {"delta_vs_warm": d["difference"], "delta_ci_low": d["ci_low"], "delta_ci_high": d["ci_high"]}
