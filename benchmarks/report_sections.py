@@ -117,6 +117,12 @@ def recommendation_section(
                 f"- **{label}**: picked {chosen} in {len(s)} configurations; significantly better than warm in "
                 f"{s.count(1)}, significantly worse in {s.count(-1)}."
             )
+    total = len(_configs(rows))
+    if len(configs) < total:
+        out.append(
+            f"- Rerun with the recommendation so far: {len(configs)} of {total} configurations; the others need "
+            "`python benchmarks/reproduce.py --resume` (it reruns every configuration that lacks these rows)."
+        )
     f = signs["fixed"]
     out += [
         f"- **static `trimmed/exact` (fixed rule)**: significantly better in {f.count(1)}, significantly worse in "
