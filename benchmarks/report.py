@@ -18,41 +18,25 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from report_sections import DEFAULT_MODEL, by_model, open_ended_section, recommendation_section, vllm_section
+from report_sections import (
+    DEFAULT_MODEL,
+    HEADLINE,
+    METHOD_NAMES,
+    TASK_NAMES,
+    by_model,
+    delta_ci,
+    find,
+    open_ended_section,
+    recommendation_section,
+    signed,
+    value_ci,
+    vllm_section,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-METHOD_NAMES = {"lora": "LoRA", "ia3": "IA3", "prompt_tuning": "prompt tuning"}
-TASK_NAMES = {"truthfulqa": "TruthfulQA", "social_iqa": "Social-IQa"}
 METRIC_NAMES = {"mc1": "MC1", "mc2": "MC2", "accuracy": "accuracy"}
-HEADLINE = {"truthfulqa": "mc2", "social_iqa": "accuracy"}  # the metric each task is judged on
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
-def signed(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:+.1f}"
-
-
-def value_ci(row: Mapping[str, Any]) -> str:
-    return f"{pct(row['value'])} [{pct(row['ci_low'])}, {pct(row['ci_high'])}]"
-
-
-def delta_ci(row: Mapping[str, Any]) -> str:
-    if row.get("delta_vs_warm") is None:
-        return "–"
-    mark = " \\*" if row["delta_ci_low"] > 0 or row["delta_ci_high"] < 0 else ""
-    return f"{signed(row['delta_vs_warm'])} [{signed(row['delta_ci_low'])}, {signed(row['delta_ci_high'])}]{mark}"
-
-
-def find(rows: Sequence[Mapping[str, Any]], **where: Any) -> Mapping[str, Any] | None:
-    for r in rows:
-        if all(r.get(k) == v for k, v in where.items()):
-            return r
-    return None
 
 
 def configs(rows: Sequence[Mapping[str, Any]], task: str) -> list[tuple[str, str, float]]:

@@ -30,19 +30,24 @@ def by_model(entries: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str
     return out
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def _signed(x: float | None) -> str:
+def signed(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:+.1f}"
 
 
-def _delta(row: Mapping[str, Any] | None) -> str:
+def value_ci(row: Mapping[str, Any]) -> str:
+    return f"{pct(row['value'])} [{pct(row['ci_low'])}, {pct(row['ci_high'])}]"
+
+
+def delta_ci(row: Mapping[str, Any] | None) -> str:
+    """``Δ [low, high]`` in points, marked \\* when the interval excludes 0 (``–`` without a Δ)."""
     if row is None or row.get("delta_vs_warm") is None:
         return "–"
     mark = " \\*" if row["delta_ci_low"] > 0 or row["delta_ci_high"] < 0 else ""
-    return f"{_signed(row['delta_vs_warm'])} [{_signed(row['delta_ci_low'])}, {_signed(row['delta_ci_high'])}]{mark}"
+    return f"{signed(row['delta_vs_warm'])} [{signed(row['delta_ci_low'])}, {signed(row['delta_ci_high'])}]{mark}"
 
 
 def _sign(row: Mapping[str, Any] | None) -> int:
@@ -51,7 +56,7 @@ def _sign(row: Mapping[str, Any] | None) -> int:
     return 1 if row["delta_ci_low"] > 0 else -1 if row["delta_ci_high"] < 0 else 0
 
 
-def _find(rows: Sequence[Mapping[str, Any]], **where: Any) -> Mapping[str, Any] | None:
+def find(rows: Sequence[Mapping[str, Any]], **where: Any) -> Mapping[str, Any] | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in where.items())), None)
 
 
@@ -71,7 +76,7 @@ def recommendation_section(
     heading: str = "## The recommended setting (cross-validated, no-regression gate) {#recommended}",
 ) -> list[str]:
     """Per configuration: what cross-validation on the calibration data picked, and its test Δ vs warm."""
-    configs = [c for c in _configs(rows) if _find(rows, task=c[0], peft_method=c[1], lr_label=c[2], mode="recommended")]
+    configs = [c for c in _configs(rows) if find(rows, task=c[0], peft_method=c[1], lr_label=c[2], mode="recommended")]
     if not configs:
         return []
     out = [
@@ -92,9 +97,9 @@ def recommendation_section(
     for task, method, label, lr in configs:
         metric = HEADLINE[task]
         key = {"task": task, "peft_method": method, "lr_label": label, "metric": metric}
-        build_row = _find(rows, mode="recommended", aggregator="recommended", **key)
-        tune_row = _find(rows, mode="recommended", aggregator=f"recommended:{metric}", **key)
-        fixed = _find(rows, mode=BEST_FIXED[0], aggregator=BEST_FIXED[1], **key)
+        build_row = find(rows, mode="recommended", aggregator="recommended", **key)
+        tune_row = find(rows, mode="recommended", aggregator=f"recommended:{metric}", **key)
+        fixed = find(rows, mode=BEST_FIXED[0], aggregator=BEST_FIXED[1], **key)
         for name, row in (("recommended", build_row), ("items", tune_row)):
             if row is not None:
                 picks[name][str(row["setting"]).split("/")[0]] += 1
@@ -106,7 +111,7 @@ def recommendation_section(
 
         out.append(
             f"| {TASK_NAMES.get(task, task)} | {METHOD_NAMES.get(method, method)} | {label} {lr:g} | {pick(build_row)} "
-            f"| {_delta(build_row)} | {pick(tune_row)} | {_delta(tune_row)} | {_delta(fixed)} |"
+            f"| {delta_ci(build_row)} | {pick(tune_row)} | {delta_ci(tune_row)} | {delta_ci(fixed)} |"
         )
     out.append("")
     for name, label in (("recommended", "build (pairs, NLL)"), ("items", "tune (items, task metric)")):
@@ -156,13 +161,13 @@ def open_ended_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             "|---|---|---|---|---|---|",
         ]
         for setting in ("base", "warm", "static", "dynamic", "recommended"):
-            b = _find(found, mode=setting, metric="bleu_acc", **key)
-            r = _find(found, mode=setting, metric="rouge_acc", **key)
+            b = find(found, mode=setting, metric="bleu_acc", **key)
+            r = find(found, mode=setting, metric="rouge_acc", **key)
             if b is None or r is None:
                 continue
             name = f"recommended (`{b['setting']}`)" if setting == "recommended" else setting
-            cells = [f"{_pct(x['value'])} [{_pct(x['ci_low'])}, {_pct(x['ci_high'])}]" for x in (b, r)]
-            out.append(f"| {name} | {cells[0]} | {_delta(b)} | {cells[1]} | {_delta(r)} | {b['n']} |")
+            cells = [f"{pct(x['value'])} [{pct(x['ci_low'])}, {pct(x['ci_high'])}]" for x in (b, r)]
+            out.append(f"| {name} | {cells[0]} | {delta_ci(b)} | {cells[1]} | {delta_ci(r)} | {b['n']} |")
         out.append("")
     out += [
         "Beside the paper: it reports about +2 points of open-ended truthfulness with SVDecode, on 1.5B–8B models,",
