@@ -18,6 +18,7 @@ from typing import Any
 
 from steerkit import constants as C
 from steerkit.config import SteerConfig
+from steerkit.schema import best_per_mode
 
 __all__ = ["CARD_TAGS", "hub_model_id", "render_card"]
 
@@ -272,13 +273,8 @@ def _validation_lines(validation: Mapping[str, Any]) -> list[str]:
         f"{validation['folds']}-fold cross-validation on {validation['n']} calibration {validation['unit']}s, "
         f"held-out {measure}; Δ is the gain over warm alone with its paired 95% bootstrap interval."
     )
-    best: dict[str, Mapping[str, Any]] = {}
-    for c in validation["candidates"]:
-        mode = c["mode"] or "warm"
-        if mode not in best or c["delta_vs_warm"] > best[mode]["delta_vs_warm"]:
-            best[mode] = c
     lines += ["", f"| setting | μ | {measure} | Δ vs warm | 95% interval |", "|---|---|---|---|---|"]
-    for c in best.values():
+    for c in best_per_mode(validation):
         interval = "" if c["mode"] is None else f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
         lines.append(
             f"| {_cell(c['setting'])} | {_fmt(c['mu'])} | {_fmt(c['estimate'])} | {_fmt(c['delta_vs_warm'])} "

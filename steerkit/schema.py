@@ -2,7 +2,8 @@
 
 :mod:`steerkit.config` runs these while it reads a config; every refusal is an
 :class:`~steerkit.errors.ArtifactValueError` naming the file, the key and the value. :func:`recommended` reads the
-setting the ``validation`` block recommends (:mod:`steerkit.crossval` writes it).
+setting the ``validation`` block recommends (:mod:`steerkit.crossval` writes it), :func:`best_per_mode` its
+shortest summary.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from steerkit.svdecode import CURVATURES
 __all__ = [
     "FIELDS",
     "REBUILD",
+    "best_per_mode",
     "check_fields",
     "check_validation",
     "finite",
@@ -161,3 +163,14 @@ def recommended(validation: Mapping[str, Any] | None) -> tuple[str | None, float
         return None
     rec = validation["recommended"]
     return rec["mode"], float(rec["mu"]), str(rec["setting"])
+
+
+def best_per_mode(validation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The ``validation`` block's warm candidate and, per mode, the candidate with the largest Δ vs warm (the first
+    of equals), in table order: what the card and the CLI show when they do not list every candidate."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for c in validation["candidates"]:
+        mode = c["mode"] or "warm"
+        if mode not in best or c["delta_vs_warm"] > best[mode]["delta_vs_warm"]:
+            best[mode] = c
+    return list(best.values())

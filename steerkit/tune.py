@@ -215,27 +215,16 @@ def search_terms(
     )
 
 
-def tune_mu(
-    vector: SteeringVector,
-    model: Any,
-    items: Sequence[Mapping[str, Any]],
-    *,
-    tokenizer: Any,
-    metric: Metric = "mc2",
-    mode: Literal["dynamic", "static"] = "dynamic",
-    folds: int = 5,
-    grid: Sequence[float] | None = None,
-    refine: bool = True,
-    batch_size: int = 8,
-    strict: bool = True,
-) -> SteeringVector:
+def tune_mu(vector: SteeringVector, model: Any, items: Sequence[Mapping[str, Any]], **kwargs: Any) -> SteeringVector:
     """Choose μ for a task metric on calibration items (never the test set), and cross-validate every setting.
 
-    One pass of warm and base logits over the items serves both: the μ search of :func:`search_mu` (its result
-    becomes the vector's default μ, or μ_s for ``mode="static"``, with ``chosen_by="search:<metric>"``), and the
-    K-fold comparison of warm alone, static and dynamic under every stored rule and the search (searched on the
-    training folds only) that becomes ``config.validation`` (:func:`steerkit.crossval.cross_validate_items`;
-    skipped with ``folds=0``, fewer than ``2·K`` distinct prompts, or a plain model and a vector without adapter).
+    Takes the arguments of :func:`tune_and_validate` (``tokenizer``, ``metric``, ``mode``, ``folds``, ``grid``,
+    ``refine``, ``batch_size``, ``strict``). One pass of warm and base logits over the items serves both: the μ
+    search of :func:`search_mu` (its result becomes the vector's default μ, or μ_s for ``mode="static"``, with
+    ``chosen_by="search:<metric>"``), and the K-fold comparison of warm alone, static and dynamic under every stored
+    rule and the search (searched on the training folds only) that becomes ``config.validation``
+    (:func:`steerkit.crossval.cross_validate_items`; skipped with ``folds=0``, fewer than ``2·K`` distinct prompts,
+    or a plain model and a vector without adapter).
 
     Returns:
         The tuned vector.
@@ -245,10 +234,7 @@ def tune_mu(
         >>> tuned.config.mu.chosen_by, tuned.config.validation["recommended"]["setting"]    # doctest: +SKIP
         ('search:mc2', 'static/trimmed/exact')
     """
-    return tune_and_validate(
-        vector, model, items, tokenizer=tokenizer, metric=metric, mode=mode, folds=folds, grid=grid, refine=refine,
-        batch_size=batch_size, strict=strict,
-    )[1]  # fmt: skip
+    return tune_and_validate(vector, model, items, **kwargs)[1]
 
 
 def tune_and_validate(

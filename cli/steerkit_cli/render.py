@@ -70,13 +70,11 @@ def render_validation(console: Any, validation: dict[str, Any] | None, *, full: 
     candidates = validation["candidates"]
     shown = candidates
     if not full:
-        best: dict[str, dict[str, Any]] = {}
-        for c in candidates:
-            mode = c["mode"] or "warm"
-            if mode not in best or c["delta_vs_warm"] > best[mode]["delta_vs_warm"]:
-                best[mode] = c
+        from steerkit.schema import best_per_mode
+
+        best = best_per_mode(validation)
         chosen = validation["recommended"]["setting"]
-        shown = [c for c in candidates if c in best.values() or c["setting"] == chosen]
+        shown = [c for c in candidates if c in best or c["setting"] == chosen]
     for c in shown:
         delta = "-" if c["mode"] is None else f"{c['delta_vs_warm']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
         t.add_row(c["setting"], fmt_float(c["mu"]), f"{c['estimate']:.4f}", delta)
