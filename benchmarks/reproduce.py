@@ -181,12 +181,25 @@ def train(method: str, lr: float, data: Mapping[str, Any], model_name: str = DEF
 
 
 def choose_lr(
-    task: str, method: str, data: Mapping[str, Any], model_name: str = DEFAULT_MODEL
+    task: str,
+    method: str,
+    data: Mapping[str, Any],
+    model_name: str = DEFAULT_MODEL,
+    earlier: Mapping[str, float] | None = None,
 ) -> tuple[float, Any, Any, dict[str, float]]:
-    """Train each candidate, keep the one whose warm model scores best on the calibration items."""
+    """Train each candidate, keep the one whose warm model scores best on the calibration items.
+
+    ``earlier``: the calibration scores of an earlier run of this configuration (same data, seed and
+    candidates); only its winner is trained again, and the scores are kept as they were.
+    """
     metric = TASKS[task]["select"]
     best: tuple[float, float, Any, Any] | None = None
     scores: dict[str, float] = {}
+    if earlier:
+        lr_text = max(earlier, key=lambda k: earlier[k])
+        warm, tokenizer, seconds = train(method, float(lr_text), data, model_name)
+        log(f"{task}/{method}: lr {lr_text} (the earlier run's calibration choice) trained in {seconds:.0f} s")
+        return float(lr_text), warm, tokenizer, dict(earlier)
     for lr in LR_CANDIDATES[method]:
         warm, tokenizer, seconds = train(method, lr, data, model_name)
         score = warm_calibration_score(warm, tokenizer, data["cal_items"], metric)
@@ -387,8 +400,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="copy the configurations of another run's result file into --out (no other work), so runs can "
         "proceed side by side",
     )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--lr-from",
+        type=Path,
+        default=None,
+        help="chosen lr: take the calibration scores of the learning-rate candidates from this earlier result file "
+        "and train only the winner again (the choice depends on the calibration data alone)",
+    )
     args = parser.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     if args.merge_from is not None:
         return merge_configs(args.merge_from, args.out)
     from steerkit.scoring import collect_option_terms
@@ -396,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {"rows": [], "diagnostics": [], "configs_done": []}
     if args.resume and args.out.is_file():
         result = json.loads(args.out.read_text())
+    earlier_lr: dict[tuple[str, str, str, str], dict[str, float]] = {}
+    if args.lr_from is not None:
+        for d in json.loads(args.lr_from.read_text())["diagnostics"]:
+            if d.get("lr_calibration_scores"):
+                earlier_lr[config_of(d)] = d["lr_calibration_scores"]
     models = {**result.get("setup", {}).get("models", {}), args.model: PACKAGED_MODELS[args.model][1]}
     result["setup"] = {
         "model": PACKAGED_MODELS[DEFAULT_MODEL][1],  # the model of rows without a "model" field
@@ -443,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     warm, tokenizer, _ = train(method, lr, data, args.model)
                     lr_scores = None
                 else:
-                    lr, warm, tokenizer, lr_scores = choose_lr(task, method, data, args.model)
+                    lr, warm, tokenizer, lr_scores = choose_lr(task, method, data, args.model, earlier_lr.get(same))
                 rows, diagnostics = evaluate_config(
                     task,
                     method,
@@ -457,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     model_name=args.model,
                 )
                 diagnostics["lr_calibration_scores"] = lr_scores
+                if same in earlier_lr:
+                    diagnostics["lr_calibration_scores_from"] = "an earlier run (--lr-from)"
                 diagnostics["seconds"]["total"] = time.perf_counter() - started
                 result["rows"] = [r for r in result["rows"] if config_of(r) != same] + rows
                 kept = [d for d in result["diagnostics"] if config_of(d) != same]
