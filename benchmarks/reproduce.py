@@ -35,13 +35,15 @@ configurations live side by side in one file and a resume of one never skips or 
 Usage::
 
     .venv/bin/python benchmarks/reproduce.py [--tasks truthfulqa,social_iqa] [--methods lora,ia3,prompt_tuning]
-        [--resume] [--out benchmarks/results/reproduce.json] [--model gemma-3-270m]
+        [--resume] [--out benchmarks/results/reproduce.json] [--model gemma-3-270m] [--threads N]
+        [--lr-from earlier.json] [--adapter-cache .cache/adapters] [--open-ended]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -168,16 +170,38 @@ def warm_calibration_score(warm: Any, tokenizer: Any, items: Sequence[Mapping[st
     return float(sum(values) / len(values))
 
 
-def train(method: str, lr: float, data: Mapping[str, Any], model_name: str = DEFAULT_MODEL) -> tuple[Any, Any, float]:
+def train(
+    method: str, lr: float, data: Mapping[str, Any], model_name: str = DEFAULT_MODEL, cache: Path | None = None
+) -> tuple[Any, Any, float]:
+    """One warm start (seconds: its training time).
+
+    With a ``cache`` folder (``--adapter-cache``) a trained adapter is saved under a key of everything it depends on
+    (model, method, lr, epochs, batch size, seed, the training pairs), and a later run loads it instead of training
+    again, so a long configuration can span several runs."""
     from steerkit import warm_start
 
     model, tokenizer = fresh_model(model_name)
+    settings = {"model": model_name, "method": method, "lr": lr, "epochs": 1, "batch_size": BATCH_SIZE, "seed": 0}
+    blob = json.dumps([settings, list(data["train_pairs"])], sort_keys=True).encode()
+    folder = None if cache is None else cache / hashlib.sha256(blob).hexdigest()[:16]
+    if folder is not None and (folder / "trained.json").is_file():
+        from peft import PeftModel
+
+        warm = PeftModel.from_pretrained(model, folder)
+        seconds = float(json.loads((folder / "trained.json").read_text())["seconds"])
+        log(f"{model_name} {method} lr {lr:g}: warm start loaded from {folder} (trained in {seconds:.0f} s)")
+        warm.eval()
+        return warm, tokenizer, seconds
     started = time.perf_counter()
     warm = warm_start(
         model, data["train_pairs"], tokenizer=tokenizer, method=method, lr=lr, epochs=1, batch_size=BATCH_SIZE, seed=0
     )
     warm.eval()
-    return warm, tokenizer, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if folder is not None:
+        warm.save_pretrained(folder)  # safetensors; trained.json last, so a half-written folder is never loaded
+        (folder / "trained.json").write_text(json.dumps({**settings, "seconds": seconds}) + "\n")
+    return warm, tokenizer, seconds
 
 
 def choose_lr(
@@ -186,6 +210,7 @@ def choose_lr(
     data: Mapping[str, Any],
     model_name: str = DEFAULT_MODEL,
     earlier: Mapping[str, float] | None = None,
+    cache: Path | None = None,
 ) -> tuple[float, Any, Any, dict[str, float]]:
     """Train each candidate, keep the one whose warm model scores best on the calibration items.
 
@@ -197,11 +222,11 @@ def choose_lr(
     scores: dict[str, float] = {}
     if earlier:
         lr_text = max(earlier, key=lambda k: earlier[k])
-        warm, tokenizer, seconds = train(method, float(lr_text), data, model_name)
+        warm, tokenizer, seconds = train(method, float(lr_text), data, model_name, cache)
         log(f"{task}/{method}: lr {lr_text} (the earlier run's calibration choice) trained in {seconds:.0f} s")
         return float(lr_text), warm, tokenizer, dict(earlier)
     for lr in LR_CANDIDATES[method]:
-        warm, tokenizer, seconds = train(method, lr, data, model_name)
+        warm, tokenizer, seconds = train(method, lr, data, model_name, cache)
         score = warm_calibration_score(warm, tokenizer, data["cal_items"], metric)
         scores[f"{lr:g}"] = score
         log(f"{task}/{method}: lr {lr:g} trained in {seconds:.0f} s, calibration {metric} {score:.4f}")
@@ -408,6 +433,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="chosen lr: take the calibration scores of the learning-rate candidates from this earlier result file "
         "and train only the winner again (the choice depends on the calibration data alone)",
     )
+    parser.add_argument(
+        "--adapter-cache",
+        type=Path,
+        default=None,
+        help="keep every trained warm start in this folder and reuse it in later runs (a configuration then spans "
+        "runs: Gemma's take hours here)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.merge_from is not None:
@@ -466,10 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started = time.perf_counter()
                 if lr_label == "paper":
                     lr = PAPER_LR
-                    warm, tokenizer, _ = train(method, lr, data, args.model)
+                    warm, tokenizer, _ = train(method, lr, data, args.model, args.adapter_cache)
                     lr_scores = None
                 else:
-                    lr, warm, tokenizer, lr_scores = choose_lr(task, method, data, args.model, earlier_lr.get(same))
+                    lr, warm, tokenizer, lr_scores = choose_lr(
+                        task, method, data, args.model, earlier_lr.get(same), args.adapter_cache
+                    )
                 rows, diagnostics = evaluate_config(
                     task,
                     method,
