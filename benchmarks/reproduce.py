@@ -396,7 +396,16 @@ def merge_configs(source: Path, out: Path) -> int:
     return 0
 
 
+def _order(entry: Mapping[str, Any]) -> tuple[bool, str, int, int, int]:
+    """Configurations in the order of a full run, whatever order resumed and merged runs finished them in."""
+    methods, labels = ["lora", "ia3", "prompt_tuning"], ["paper", "chosen"]
+    model, task, method, label = config_of(entry)
+    rank = list(TASKS).index
+    return model != DEFAULT_MODEL, model, rank(task), methods.index(method), labels.index(label)
+
+
 def write(out: Path, result: Mapping[str, Any]) -> None:
+    result = {**result, **{k: sorted(result[k], key=_order) for k in ("rows", "diagnostics") if k in result}}
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
         json.dump(result, f, indent=1)
