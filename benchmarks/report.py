@@ -145,6 +145,23 @@ def main_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, defaul
     return lines
 
 
+TABLE_METRICS = (("truthfulqa", ("mc2", "mc1")), ("social_iqa", ("accuracy",)))
+
+
+def task_tables(rows: Sequence[Mapping[str, Any]], default: str, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Per task that has rows: its headline metric and the main table of each metric, under ``### <prefix>…``."""
+    out: list[tuple[str, list[str]]] = []
+    for task, metrics in TABLE_METRICS:
+        if not any(r["task"] == task for r in rows):
+            continue
+        lines: list[str] = []
+        for metric in metrics:
+            lines += [f"### {prefix}{TASK_NAMES[task]} {METRIC_NAMES[metric]} (test)", ""]
+            lines += [*main_table(rows, task, metric, default), ""]
+        out.append((task, lines))
+    return out
+
+
 def aggregator_table(rows: Sequence[Mapping[str, Any]], task: str, metric: str, mode: str) -> list[str]:
     """Δ vs warm of every way of choosing μ (columns: configurations)."""
     cfgs = configs(rows, task)
@@ -387,14 +404,10 @@ def model_section(
             f"{memory['build_over_forward_rss']:.2f}× (DESIGN §6 asks ≤ 1.3×).",
             "",
         ]
-    for task, metrics in (("truthfulqa", ["mc2", "mc1"]), ("social_iqa", ["accuracy"])):
-        if not any(r["task"] == task for r in rows):
-            continue
-        for metric in metrics:
-            out += [f"### {name}: {TASK_NAMES[task]} {METRIC_NAMES[metric]} (test)", ""]
-            out += [*main_table(rows, task, metric, default), ""]
+    for task, tables in task_tables(rows, default, prefix=f"{name}: "):
         headline = HEADLINE[task]
         out += [
+            *tables,
             f"{name}, every way of choosing μ̄, dynamic mode, Δ {METRIC_NAMES[headline]} vs warm:",
             "",
             *aggregator_table(rows, task, headline, "dynamic"),
@@ -443,14 +456,10 @@ def render(
             + ".",
             "",
         ]
-        for task, metrics in (("truthfulqa", ["mc2", "mc1"]), ("social_iqa", ["accuracy"])):
-            if not any(r["task"] == task for r in rows):
-                continue
-            for metric in metrics:
-                out += [f"### {TASK_NAMES[task]} {METRIC_NAMES[metric]} (test)", ""]
-                out += [*main_table(rows, task, metric, default), ""]
+        for task, tables in task_tables(rows, default):
             headline = HEADLINE[task]
             out += [
+                *tables,
                 f"Every way of choosing μ̄, dynamic mode, Δ {METRIC_NAMES[headline]} vs warm:",
                 "",
                 *aggregator_table(rows, task, headline, "dynamic"),
