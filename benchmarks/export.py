@@ -69,14 +69,14 @@ def log(message: str) -> None:
 
 
 def interval(values: Sequence[float]) -> dict[str, Any]:
-    from steerkit.evaluate import summarize
+    from steerkit.stats import summarize
 
     s = summarize({"mc2": list(values)}, n_bootstrap=N_BOOTSTRAP, seed=0)["mc2"]
     return {"n": s["n"], "value": s["value"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]}
 
 
 def mc2(terms: Any, items: Sequence[Mapping[str, Any]], mu: float) -> list[float]:
-    from steerkit.evaluate import item_metrics
+    from steerkit.stats import item_metrics
 
     return [float(v) for v in item_metrics(items, terms.item_scores(mu))["mc2"]]
 
@@ -126,11 +126,12 @@ def exported_bias_mask() -> Iterator[None]:
 def run(train_pairs: int = TRAIN_PAIRS, cal_pairs: int | None = None, test_items: int | None = None) -> dict[str, Any]:
     from steerkit import build, warm_start
     from steerkit.data import split
-    from steerkit.evaluate import paired_bootstrap
     from steerkit.export import export_bias
     from steerkit.models import default_model_dir, load_model
     from steerkit.readers import load_items, load_pairs
-    from steerkit.scoring import Steering, collect_option_terms
+    from steerkit.scoring import collect_option_terms
+    from steerkit.stats import paired_bootstrap
+    from steerkit.steering import Steering
 
     timings: dict[str, float] = {}
     pairs, items = load_pairs(SOURCE), load_items(SOURCE)

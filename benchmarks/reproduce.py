@@ -128,13 +128,13 @@ def keyed(model: str, key: str) -> str:
 
 
 def per_item(terms: Any, items: Sequence[Mapping[str, Any]], mu: float) -> dict[str, list[Any]]:
-    from steerkit.evaluate import item_metrics
+    from steerkit.stats import item_metrics
 
     return item_metrics(items, terms.item_scores(mu))
 
 
 def interval(values: Sequence[float]) -> dict[str, Any]:
-    from steerkit.evaluate import summarize
+    from steerkit.stats import summarize
 
     s = summarize({"accuracy": list(values)}, n_bootstrap=N_BOOTSTRAP, seed=0)["accuracy"]
     return {"n": s["n"], "value": s["value"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]}
@@ -255,8 +255,8 @@ def evaluate_config(
     """Rows for one warm-started adapter: warm, static and dynamic under every way of choosing μ."""
     from steerkit import build
     from steerkit.crossval import cross_validate_items
-    from steerkit.evaluate import paired_bootstrap
     from steerkit.scoring import collect_setting_terms
+    from steerkit.stats import paired_bootstrap
     from steerkit.tune import search_terms
 
     spec = TASKS[task]
@@ -355,8 +355,8 @@ def open_ended_rows(
 ) -> list[dict[str, Any]]:
     """TruthfulQA generation: greedy answers (≤ 50 new tokens, first line, the MC prompts' QA primer) in every
     setting, scored by BLEU-acc and ROUGE-L-acc (:mod:`steerkit.openended`), with paired Δ against warm."""
-    from steerkit.evaluate import paired_bootstrap
     from steerkit.openended import GENERATION_METRICS, evaluate_generation
+    from steerkit.stats import paired_bootstrap
 
     rec = (vector.config.validation or {}).get("recommended")
     settings = ["base", "warm", "static", "dynamic", *(["recommended"] if rec else [])]

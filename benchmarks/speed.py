@@ -4,7 +4,7 @@
   base and the warm model, logits at completion positions only, no steering maths);
 - decode: tokens/s of plain warm ``generate`` vs static vs dynamic steering, greedy, batch 1 and 8, 64 new
   tokens (``min_new_tokens`` = ``max_new_tokens`` so every mode generates the same number of tokens); dynamic
-  is measured both ways ``Steered.generate`` runs it: a second forward of the base model per step (its own KV
+  is measured both ways ``SteeredModel.generate`` runs it: a second forward of the base model per step (its own KV
   cache, ``shared_forward=False``, skipping the base forward at single-token steps) and base and warm rows in one
   forward (``shared_forward=True``, the default for LoRA, the LoRA update added to the warm half by slicing);
   and, to show what each lever buys, the second forward that never skips and the shared forward through peft's

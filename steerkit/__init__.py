@@ -15,6 +15,7 @@ from its own module.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from steerkit._version import __version__
@@ -22,12 +23,12 @@ from steerkit._version import __version__
 if TYPE_CHECKING:
     from steerkit.builder import build
     from steerkit.config import MuStats, SteerConfig
-    from steerkit.decode import Steered, attach
+    from steerkit.decode import SteeredModel, attach
     from steerkit.errors import SteerkitError
     from steerkit.evaluate import evaluate_mc
     from steerkit.format import read_config
     from steerkit.hub import list_local
-    from steerkit.scoring import Steering
+    from steerkit.steering import Steering
     from steerkit.tune import tune_mu
     from steerkit.vector import SteeringVector, load, push_to_hub
     from steerkit.warmstart import warm_start
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MuStats",
     "SteerConfig",
-    "Steered",
+    "SteeredModel",
     "Steering",
     "SteeringVector",
     "SteerkitError",
@@ -54,9 +55,9 @@ __all__ = [
 _LAZY = {
     "MuStats": "steerkit.config",
     "SteerConfig": "steerkit.config",
-    "Steered": "steerkit.decode",
+    "SteeredModel": "steerkit.decode",
     "SteerkitError": "steerkit.errors",
-    "Steering": "steerkit.scoring",
+    "Steering": "steerkit.steering",
     "SteeringVector": "steerkit.vector",
     "attach": "steerkit.decode",
     "build": "steerkit.builder",
@@ -71,6 +72,11 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Steered":  # the handle's old name: one release of grace
+        warnings.warn(
+            "steerkit.Steered is deprecated: it is now steerkit.SteeredModel", DeprecationWarning, stacklevel=2
+        )
+        return importlib.import_module("steerkit.decode").SteeredModel
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -28,16 +28,7 @@ from steerkit.errors import (
     SteerkitError,
 )
 
-__all__ = [
-    "DEADLINE_ENV",
-    "DEFAULT_BRANCH",
-    "Context",
-    "deadline",
-    "progress_bars",
-    "quiet_tqdm",
-    "translated",
-    "within",
-]
+__all__ = ["DEFAULT_BRANCH", "Context", "deadline", "progress_bars", "quiet_tqdm", "translated", "within"]
 
 DEFAULT_BRANCH = "main"
 
@@ -174,22 +165,35 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+_LOGIN = "pass token=... (CLI: --token) or run `hf auth login`"
+
+
 def _translate(exc: BaseException, ctx: Context) -> HubError | None:
-    from huggingface_hub import constants
+    """The steerkit error for a huggingface_hub or network error: the first translator of the ordered table that
+    knows the exception wins (``None``: not a Hub error)."""
+    for translator in (_repo_error, _http_error, _offline_error):
+        found = translator(exc, ctx)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields(ctx: Context) -> dict[str, Any]:
+    return {"repo_id": ctx.repo_id, "revision": ctx.shown_revision, "endpoint": ctx.shown_endpoint}
+
+
+def _repo_error(exc: BaseException, ctx: Context) -> HubError | None:
+    """Token, revision, gated repo, missing repo, missing file."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
-        HfHubHTTPError,
         LocalEntryNotFoundError,
         LocalTokenNotFoundError,
-        OfflineModeIsEnabled,
         RepositoryNotFoundError,
     )
     from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
 
-    repo, rev, where = ctx.repo_id, ctx.shown_revision, ctx.shown_endpoint
-    fields: dict[str, Any] = {"repo_id": repo, "revision": rev, "endpoint": where}
-    login = "pass token=... (CLI: --token) or run `hf auth login`"
+    repo, rev, where, fields, login = ctx.repo_id, ctx.shown_revision, ctx.shown_endpoint, _fields(ctx), _LOGIN
     if isinstance(exc, LocalTokenNotFoundError):
         return HubAuthError(
             f"no Hub token found to {ctx.action} '{repo}'",
@@ -224,6 +228,14 @@ def _translate(exc: BaseException, ctx: Context) -> HubError | None:
             filename=name,
             **fields,
         )
+    return None
+
+
+def _http_error(exc: BaseException, ctx: Context) -> HubError | None:
+    """Any other HTTP status: 401, 403, 5xx, the rest."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo, where, fields, login = ctx.repo_id, ctx.shown_endpoint, _fields(ctx), _LOGIN
     if isinstance(exc, HfHubHTTPError):
         status = _status(exc)
         detail = ctx.redact(str(exc.server_message or "").strip().rstrip("."))
@@ -257,6 +269,15 @@ def _translate(exc: BaseException, ctx: Context) -> HubError | None:
             status=status,
             **fields,
         )
+    return None
+
+
+def _offline_error(exc: BaseException, ctx: Context) -> HubError | None:
+    """Nothing cached and no way to download: offline mode, an unreachable Hub, a transport error."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    repo, rev, where, fields = ctx.repo_id, ctx.shown_revision, ctx.shown_endpoint, _fields(ctx)
     if isinstance(exc, LocalEntryNotFoundError):
         cause = exc.__cause__
         if cause is not None and not isinstance(cause, (OfflineModeIsEnabled, LocalEntryNotFoundError)):

@@ -25,8 +25,6 @@ from steerkit.errors import DataFormatError, EmptyDataError
 
 __all__ = [
     "CommonPrefix",
-    "VirtualPrompt",
-    "bad_item",
     "encode_options",
     "is_prompt_learning",
     "length_batches",

@@ -30,7 +30,7 @@ from steerkit._hf import pad_id, trim_heap
 from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
 from steerkit.calibration import Totals
 from steerkit.chat import template_sha256
-from steerkit.config import SteerConfig, parse_mu_name
+from steerkit.config import MuStats, SteerConfig, parse_mu_name
 from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_pairs, fit_strengths, group_keys
 from steerkit.data import as_pairs, data_sha256, encode_pair
 from steerkit.distributed import shard
@@ -38,11 +38,11 @@ from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, tokenizer_fingerprint
 from steerkit.readers import load_pairs
-from steerkit.svdecode import CURVATURES, mu_star
+from steerkit.svdecode import CURVATURES, check_alpha, mu_star
 from steerkit.terms import TokenTerms
 from steerkit.vector import SteeringVector
 
-__all__ = ["MU_QUANTILES", "build"]
+__all__ = ["build"]
 
 #: Levels of the μ* quantiles stored in ``calibration["mu_star_quantiles"]``.
 MU_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
@@ -100,8 +100,7 @@ def build(
     """
     how, curvature = parse_mu_name(mu_aggregator)
     label = "fit" if curvature is None else f"{how}/{curvature}"
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise InvalidOptionError(f"alpha must be in [0, 1], got {alpha!r}", hint="the default is 0.1", got=alpha)
+    check_alpha(alpha)
     for name, value, least in (("batch_size", batch_size, 1), ("max_length", max_length, 2), ("folds", folds, 0)):
         if not isinstance(value, int) or value < least:
             raise InvalidOptionError(f"{name} must be an integer ≥ {least}, got {value!r}", got=value)
@@ -253,7 +252,6 @@ def _build(
             got=method,
         )
     transformer = peft_model.get_base_model()
-    device = next(transformer.parameters()).device
     encoded = [encode_pair(tokenizer, p["prompt"], p["completion"], max_length=max_length) for p in pairs]
     used_index = [i for i, (ids, start) in enumerate(encoded) if len(ids) > max(start, 1)]
     used = [(encoded[i][0], max(encoded[i][1], 1)) for i in used_index]
@@ -262,9 +260,86 @@ def _build(
             "no completion tokens to calibrate on (every completion is empty after tokenization)",
             hint="give pairs with non-empty completions",
         )
-    pad = pad_id(tokenizer)
-    left = getattr(tokenizer, "padding_side", "right") == "left"
     width = logits_width(transformer)
+    totals = _calibrate(
+        peft_model,
+        used,
+        tokenizer=tokenizer,
+        alpha=alpha,
+        batch_size=batch_size,
+        prompt_learning=prompt_learning,
+        show_progress=show_progress,
+        progress=progress,
+    )
+    task_sum, kl_sum, kept_sum, gold_masked, terms, base_logprob = totals.gathered().merged(width)
+    n_tokens = terms.n_tokens
+    task_vector = (task_sum / n_tokens).to(torch.float32).cpu()
+    mu, quantiles = fit_strengths(terms, label), _quantiles(terms)
+    mu_static = fit_strengths(terms.with_direction(task_vector), label)
+    keys = group_keys([pairs[i] for i in used_index])
+    validation = _validation(terms, used, keys, base_logprob, folds=folds, full=(mu, mu_static))
+    files = adapter_files_of(peft_model)
+    name = getattr(transformer.config, "_name_or_path", "") or getattr(transformer, "name_or_path", "") or None
+    revision = getattr(transformer.config, "_commit_hash", None)
+    config = SteerConfig(
+        vocab_size=width,
+        mu=mu,
+        mu_static=mu_static,
+        tokenizer=tokenizer_fingerprint(tokenizer),
+        base_model={"name_or_path": name, "revision": revision if isinstance(revision, str) else None},
+        calibration={
+            "n_examples": len(used),
+            "n_tokens": n_tokens,
+            "data_sha256": data_sha256(pairs),
+            "kl_mean": kl_sum / n_tokens,
+            "kept_mean": kept_sum / n_tokens,
+            "masked_gold_fraction": gold_masked / n_tokens,
+            "mu_star_quantiles": quantiles,
+            **_chat_record(pairs, tokenizer),
+        },
+        adapter={"path": source, "peft_type": method, "sha256": adapter_sha256(files)},
+        alpha=alpha,
+        validation=validation,
+    )
+    return SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
+
+
+def _validation(
+    terms: TokenTerms,
+    used: list[tuple[list[int], int]],
+    keys: list[str],
+    base_logprob: Tensor,
+    *,
+    folds: int,
+    full: tuple[MuStats, MuStats],
+) -> dict[str, Any] | None:
+    """The cross-validated comparison of settings (the ``validation`` block), or ``None`` when ``folds`` is 0 or
+    the data have too few distinct prompts for ``folds`` folds."""
+    if not folds or len(set(keys)) < folds * MIN_UNITS_PER_FOLD:
+        return None
+    counts = torch.tensor([len(ids) - start for ids, start in used], dtype=torch.long)
+    example = torch.repeat_interleave(torch.arange(len(used)), counts)
+    return cross_validate_pairs(terms, example, keys, base_logprob=base_logprob, folds=folds, full=full)
+
+
+def _calibrate(
+    peft_model: Any,
+    used: list[tuple[list[int], int]],
+    *,
+    tokenizer: Any,
+    alpha: float,
+    batch_size: int,
+    prompt_learning: bool,
+    show_progress: bool,
+    progress: Callable[[int, int], None] | None,
+) -> Totals:
+    """The two forward passes per calibration token (warm, then base), in ``[chunk, V]`` blocks: this process's
+    share of the batches, their totals kept per (batch, chunk) so any process count merges to the same bytes."""
+    transformer = peft_model.get_base_model()
+    device = next(transformer.parameters()).device
+    pad = pad_id(tokenizer)
+    width = logits_width(transformer)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
     chunk = max(16, CHUNK_ELEMENTS // width)
     shared_head = prompt_learning or not _head_has_adapter(transformer)
     n_batches = -(-len(used) // batch_size)
@@ -296,47 +371,7 @@ def _build(
             if progress is not None:
                 progress(done, len(mine))
 
-    task_sum, kl_sum, kept_sum, gold_masked, terms, base_logprob = totals.gathered().merged(width)
-    n_tokens = terms.n_tokens
-    task_vector = (task_sum / n_tokens).to(torch.float32).cpu()
-    mu, quantiles = fit_strengths(terms, label), _quantiles(terms)
-    mu_static = fit_strengths(terms.with_direction(task_vector), label)
-    validation = None
-    keys = group_keys([pairs[i] for i in used_index])
-    if folds and len(set(keys)) >= folds * MIN_UNITS_PER_FOLD:
-        counts = torch.tensor([len(ids) - start for ids, start in used], dtype=torch.long)
-        validation = cross_validate_pairs(
-            terms,
-            torch.repeat_interleave(torch.arange(len(used)), counts),
-            keys,
-            base_logprob=base_logprob,
-            folds=folds,
-            full=(mu, mu_static),
-        )
-    files = adapter_files_of(peft_model)
-    name = getattr(transformer.config, "_name_or_path", "") or getattr(transformer, "name_or_path", "") or None
-    revision = getattr(transformer.config, "_commit_hash", None)
-    config = SteerConfig(
-        vocab_size=width,
-        mu=mu,
-        mu_static=mu_static,
-        tokenizer=tokenizer_fingerprint(tokenizer),
-        base_model={"name_or_path": name, "revision": revision if isinstance(revision, str) else None},
-        calibration={
-            "n_examples": len(used),
-            "n_tokens": n_tokens,
-            "data_sha256": data_sha256(pairs),
-            "kl_mean": kl_sum / n_tokens,
-            "kept_mean": kept_sum / n_tokens,
-            "masked_gold_fraction": gold_masked / n_tokens,
-            "mu_star_quantiles": quantiles,
-            **_chat_record(pairs, tokenizer),
-        },
-        adapter={"path": source, "peft_type": method, "sha256": adapter_sha256(files)},
-        alpha=alpha,
-        validation=validation,
-    )
-    return SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
+    return totals
 
 
 def _quantiles(terms: TokenTerms) -> dict[str, dict[str, float]]:

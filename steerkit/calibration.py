@@ -18,7 +18,7 @@ from steerkit.distributed import gather_per_rank, world
 from steerkit.svdecode import LOGPROB_FLOOR, steering_delta
 from steerkit.terms import TokenTerms
 
-__all__ = ["Chunk", "Totals"]
+__all__ = ["Totals"]
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from steerkit import constants as C
 from steerkit.config import SteerConfig
 from steerkit.schema import best_per_mode
 
-__all__ = ["CARD_TAGS", "hub_model_id", "render_card"]
+__all__ = ["CARD_TAGS", "render_card"]
 
 #: Tags every card carries.
 CARD_TAGS = ("steerkit", "steering-vector", "svdecode")
@@ -105,7 +105,6 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
         library_name: steerkit
     """
     cfg = config
-    tok = cfg.tokenizer
     base = str(cfg.base_model.get("name_or_path") or "unknown")
     base_id = hub_model_id(base)
     shown = base_id or base
@@ -117,8 +116,21 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
         "mu_static": cfg.mu_static.value,
         "format": C.FORMAT_TAG,
     }
-    lines = _front_matter(base_id, summary)
-    lines += [
+    lines = _front_matter(base_id, summary) + _intro_lines(cfg, base, shown, dynamic)
+    lines += _usage_lines(cfg, where, shown, dynamic) + _strength_lines(cfg)
+    lines += _calibration_lines(cfg.calibration)
+    if cfg.validation:
+        lines += _validation_lines(cfg.validation)
+    if cfg.evaluation:
+        lines += _evaluation_lines(cfg.evaluation)
+    lines += _provenance_lines(cfg)
+    return "\n".join(lines)
+
+
+def _intro_lines(cfg: SteerConfig, base: str, shown: str, dynamic: bool) -> list[str]:
+    """The title, what the vector is, and the table of its base model, tokenizer, adapter and files."""
+    tok = cfg.tokenizer
+    lines = [
         f"# SVDecode steering vector for `{shown}`",
         "",
         f"A task steering vector in the [steerkit](https://pypi.org/project/steerkit/) format (`{C.FORMAT_TAG}`), "
@@ -147,6 +159,13 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
         f"| files | `{C.STEERING_FILE}` (task vector + config), `{C.CONFIG_FILE}`"
         + (f", `{C.ADAPTER_DIR}/`" if dynamic else "")
         + " |",
+    ]
+    return lines
+
+
+def _usage_lines(cfg: SteerConfig, where: str, shown: str, dynamic: bool) -> list[str]:
+    """Python and command-line usage, with the attach line that fits the artifact."""
+    lines = [
         "",
         "## Usage",
         "",
@@ -185,6 +204,13 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
         f'steerkit generate {where} --model {shown} --prompt "Q: ..." --mode compare',
         f"steerkit eval {where} items.jsonl --model {shown}",
         "```",
+    ]
+    return lines
+
+
+def _strength_lines(cfg: SteerConfig) -> list[str]:
+    """The default strengths and every alternative computed at build time."""
+    lines = [
         "",
         "## Strength μ",
         "",
@@ -208,12 +234,12 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
             f"{_fmt(cfg.mu_static.paper[how])} | {_fmt(cfg.mu_static.exact[how])} |"
         )
     lines.append(f"| fit | {_fmt(cfg.mu.fit)} | | {_fmt(cfg.mu_static.fit)} | |")
-    lines += _calibration_lines(cfg.calibration)
-    if cfg.validation:
-        lines += _validation_lines(cfg.validation)
-    if cfg.evaluation:
-        lines += _evaluation_lines(cfg.evaluation)
-    lines += [
+    return lines
+
+
+def _provenance_lines(cfg: SteerConfig) -> list[str]:
+    """Method, checksums and the library versions that built the vector."""
+    return [
         "",
         "## Provenance",
         "",
@@ -223,7 +249,6 @@ def render_card(config: SteerConfig, *, has_adapter: bool, repo_id: str | None =
         f"- steerkit {cfg.steerkit_version}; " + ", ".join(f"{k} {v}" for k, v in sorted(cfg.versions.items())),
         "",
     ]
-    return "\n".join(lines)
 
 
 def _calibration_lines(cal: Mapping[str, Any]) -> list[str]:

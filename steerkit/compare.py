@@ -24,22 +24,17 @@ from typing import Any
 
 from steerkit._generation import NewlineStop, check_context, encoded, encoded_batch
 from steerkit._hf import is_peft, pad_id
+from steerkit.adapters import load_adapter
+from steerkit.compatibility import check_compatible
 from steerkit.decode import attach
 from steerkit.errors import AdapterError, InvalidOptionError
-from steerkit.evaluate import METRICS, evaluate_mc, paired_bootstrap, terms_result
-from steerkit.schema import recommended
-from steerkit.scoring import Steering, collect_setting_terms
+from steerkit.evaluate import evaluate_mc, terms_result
+from steerkit.scoring import collect_setting_terms
+from steerkit.stats import METRICS, paired_bootstrap
+from steerkit.steering import Steering
 from steerkit.vector import SteeringVector
 
-__all__ = [
-    "SETTINGS",
-    "Progress",
-    "evaluate_settings",
-    "generate_settings",
-    "paired_deltas",
-    "recommended_setting",
-    "staged",
-]
+__all__ = ["SETTINGS", "Progress", "evaluate_settings", "generate_settings", "recommended_setting", "staged"]
 
 
 #: The four decoding settings, in the order tables show them.
@@ -62,21 +57,20 @@ def _check_settings(settings: Sequence[str]) -> list[str]:
 
 
 def recommended_setting(vector: SteeringVector) -> tuple[str, float | None, str]:
-    """What the ``recommended`` setting runs: ``(setting among warm/static/dynamic, μ, label)`` from the vector's
-    ``validation`` block; a vector without one gets dynamic at its default μ (what ``attach(mode=None)`` does)."""
-    found = recommended(vector.config.validation)
-    if found is None:
+    """What the ``recommended`` setting runs: ``(setting among warm/static/dynamic, μ, label)``, from
+    :meth:`Steering.recommended <steerkit.steering.Steering.recommended>` (what ``attach(mode=None)`` runs)."""
+    spec = Steering.recommended(vector)
+    if vector.config.recommendation is None:
         return "dynamic", None, "dynamic (not validated)"
-    mode, mu, label = found
-    return (mode or "warm"), (None if mode is None else mu), label
+    if spec.is_warm_alone:
+        return "warm", None, "warm"
+    return spec.mode, float(spec.strength), str(spec.setting)
 
 
 @contextlib.contextmanager
 def _warm_model(vector: SteeringVector, model: Any, *, tokenizer: Any, strict: bool) -> Iterator[Any]:
     """The warm model φ for the ``with`` block: ``model`` itself if it is a PeftModel, else ``model`` with the
     vector's adapter loaded (unloaded again on exit, leaving ``model`` as it was)."""
-    from steerkit.decode import attach
-
     if is_peft(model):
         yield model
         return
@@ -85,9 +79,12 @@ def _warm_model(vector: SteeringVector, model: Any, *, tokenizer: Any, strict: b
             "this steering vector carries no adapter, so the warm and dynamic settings are unavailable",
             hint="use the base and static settings, or a vector built with its adapter",
         )
-    # attach() in dynamic mode loads the vector's adapter onto a plain model and detach() removes it again.
-    with attach(vector, model, mode="dynamic", mu=0.0, tokenizer=tokenizer, strict=strict) as handle:
-        yield handle.model
+    check_compatible(vector, model, tokenizer=tokenizer, strict=strict)
+    warm, undo = load_adapter(vector, model)
+    try:
+        yield warm
+    finally:
+        undo()
 
 
 @contextlib.contextmanager
@@ -235,7 +232,7 @@ def paired_deltas(per_item: Mapping[str, Sequence[Any]], reference: Mapping[str,
 
     Returns:
         ``{metric: {"difference", "ci_low", "ci_high", "n", "p_le_zero"}}`` (see
-        :func:`steerkit.evaluate.paired_bootstrap`) for every metric with values.
+        :func:`steerkit.stats.paired_bootstrap`) for every metric with values.
     """
     out: dict[str, Any] = {}
     for metric in METRICS:
@@ -324,9 +321,7 @@ def generate_settings(
     ):
         handle = None
         if steering is not None:
-            handle = attach(
-                steering.vector, run_model, mode=steering.mode, mu=steering.mu, tokenizer=tokenizer, strict=strict
-            )
+            handle = attach(steering, run_model, tokenizer=tokenizer, strict=strict)
         try:
             for lo in range(0, len(rows), step):
                 chunk = rows[lo : lo + step]

@@ -30,9 +30,9 @@ from steerkit.errors import (
     InvalidOptionError,
 )
 from steerkit.schema import REBUILD, check_fields, finite, json_object, show, string
-from steerkit.svdecode import AGGREGATORS, CURVATURES, EPSILON
+from steerkit.svdecode import AGGREGATORS, CURVATURES, EPSILON, check_alpha
 
-__all__ = ["MuStats", "SteerConfig", "canonical_mu_name", "parse_mu_name"]
+__all__ = ["MuStats", "Recommendation", "SteerConfig", "canonical_mu_name", "parse_mu_name"]
 
 _warned_keys: set[str] = set()
 
@@ -172,6 +172,32 @@ _REQUIRED = (
 
 
 @dataclass(frozen=True)
+class Recommendation:
+    """The setting a config's ``validation`` block recommends: the block's one typed reader
+    (:meth:`steerkit.Steering.recommended` turns it into a steering spec).
+
+    Attributes:
+        setting: ``"warm"`` (warm alone), ``"static/fit"``, ``"dynamic/ratio/exact"``, ...
+        mode: ``"static"``, ``"dynamic"``, or ``None`` for warm alone (μ = 0).
+        mu: The recommended strength (0 for warm alone).
+        reason: Why, in one sentence.
+    """
+
+    setting: str
+    mode: str | None
+    mu: float
+    reason: str
+
+    @classmethod
+    def from_validation(cls, block: Mapping[str, Any] | None) -> Recommendation | None:
+        """The recommendation of a ``validation`` block (type-checked when the config was read), or ``None``."""
+        if not block:
+            return None
+        rec = block["recommended"]
+        return cls(str(rec["setting"]), rec["mode"], float(rec["mu"]), str(block.get("reason", "")))
+
+
+@dataclass(frozen=True)
 class SteerConfig:
     """Everything ``steer_config.json`` holds (DESIGN §2); see the artifact-format page for each key.
 
@@ -200,8 +226,15 @@ class SteerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size <= 0:
             raise ArtifactValueError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ArtifactValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
+        try:
+            check_alpha(self.alpha)
+        except InvalidOptionError as exc:  # a stored value: the artifact is at fault, not an argument
+            raise ArtifactValueError(exc.message, hint=REBUILD) from None
+
+    @property
+    def recommendation(self) -> Recommendation | None:
+        """What the ``validation`` block recommends, typed; ``None`` for a vector built without cross-validation."""
+        return Recommendation.from_validation(self.validation)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``evaluation`` and ``validation`` only when present)."""

@@ -31,19 +31,11 @@ from torch import Tensor
 
 from steerkit.config import MuStats
 from steerkit.errors import InvalidOptionError
-from steerkit.evaluate import item_metrics, paired_bootstrap
+from steerkit.stats import item_metrics, paired_bootstrap
 from steerkit.svdecode import AGGREGATORS, CURVATURES, aggregate_mu
 from steerkit.terms import OptionTerms, TokenTerms, fit_mu
 
-__all__ = [
-    "MIN_UNITS_PER_FOLD",
-    "RULES",
-    "cross_validate_items",
-    "cross_validate_pairs",
-    "fit_strengths",
-    "folds_of",
-    "group_keys",
-]
+__all__ = ["MIN_UNITS_PER_FOLD", "cross_validate_items", "cross_validate_pairs", "fit_strengths", "group_keys"]
 
 #: The stored strength rules every steered candidate is tried with, in table order.
 RULES: tuple[str, ...] = (*(f"{a}/{c}" for c in CURVATURES for a in AGGREGATORS), "fit")

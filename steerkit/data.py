@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from steerkit.chat import encode_chat, fit_length, is_conversation, turns, validate_messages
 from steerkit.errors import DataFormatError, EmptyDataError, InvalidOptionError
 
-__all__ = ["as_items", "as_pairs", "data_sha256", "encode_pair", "split", "to_pairs", "validate_record"]
+__all__ = ["as_pairs", "data_sha256", "encode_pair", "split", "to_pairs", "validate_record"]
 
 Record = dict[str, Any]
 R = TypeVar("R", bound=Mapping[str, Any])

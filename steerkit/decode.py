@@ -1,18 +1,16 @@
-"""Steered decoding: :func:`attach` and the :class:`Steered` handle it returns.
+"""Steered decoding: :func:`attach` and the :class:`SteeredModel` handle it returns.
 
-:func:`attach` checks compatibility (:mod:`steerkit.compatibility`), loads the artifact's adapter onto a plain
-model (:mod:`steerkit.adapters`), picks the recommended setting when no mode is given (:mod:`steerkit.crossval`
-wrote it), builds the logits processor (:mod:`steerkit.processors`) and, for a
-LoRA adapter, the shared forward that runs base and warm rows in one batch (:mod:`steerkit.shared_forward`).
-:meth:`Steered.detach` leaves the model exactly as it was.
-
-Which one do I call? :func:`steerkit.svdecode.steering_delta` is the dynamic direction δ̂ of DESIGN §1 as pure
-maths; :func:`steerkit.svdecode.steering_direction` picks the dynamic, static or zero direction for some logits;
-:func:`steerkit.svdecode.steer` applies one to logits. To decode with a vector, call :func:`attach`.
+:func:`attach` turns its arguments into one :class:`~steerkit.steering.Steering` spec (or takes one), checks
+compatibility (:mod:`steerkit.compatibility`), loads the artifact's adapter onto a plain model
+(:mod:`steerkit.adapters`), builds the logits processor (:mod:`steerkit.processors`) and, for a LoRA adapter, the
+shared forward that runs base and warm rows in one batch (:mod:`steerkit.shared_forward`).
+:meth:`SteeredModel.detach` leaves the model exactly as it was. ``Steered`` is the handle's old name, kept as a
+deprecated alias for one release.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -25,24 +23,24 @@ from steerkit.adapters import load_adapter
 from steerkit.chat import prompt_ids, validate_messages
 from steerkit.compatibility import Compatibility, check_compatible
 from steerkit.errors import InvalidOptionError, SteerkitError
-from steerkit.processors import DynamicSteeringProcessor, StaticSteeringProcessor, check_mu
-from steerkit.schema import recommended
+from steerkit.processors import DynamicSteeringProcessor, StaticSteeringProcessor
 from steerkit.shared_forward import SharedForward, shared_forward_layers
+from steerkit.steering import Steering
 from steerkit.vector import SteeringVector
 
-__all__ = ["MODES", "Steered", "attach"]
+__all__ = ["SteeredModel", "attach"]
 
 Mode = Literal["dynamic", "static"]
-MODES: tuple[str, ...] = ("dynamic", "static")
 
 
-class Steered:
+class SteeredModel:
     """A model with a steering vector attached: generate with it, hand its processor to a pipeline, detach.
 
     Created by :func:`attach` (``steerkit.attach(vector, model, ...)``). Also a context manager: leaving the ``with``
     block detaches.
 
     Attributes:
+        steering: The :class:`~steerkit.steering.Steering` spec it applies.
         vector: The steering vector.
         model: The model ``generate`` runs on (in dynamic mode the ``PeftModel``, possibly the one loaded here).
         mode: ``"dynamic"`` or ``"static"``.
@@ -64,26 +62,24 @@ class Steered:
 
     def __init__(
         self,
-        vector: SteeringVector,
+        steering: Steering,
         model: Any,
         *,
-        mode: Mode,
-        mu: float | Tensor,
-        alpha: float,
         filter_masked: bool,
         compat: Compatibility,
         undo: Callable[[], None] | None = None,
         shared_forward: bool | None = None,
         tokenizer: Any | None = None,
-        setting: str | None = None,
     ) -> None:
+        self.steering = steering
         self.tokenizer = tokenizer
-        self.setting = setting or mode
-        self.vector = vector
+        self.setting: str = steering.setting or steering.mode
+        self.vector = steering.vector
         self.model = model
-        self.mode = mode
-        self.mu = mu
-        self.alpha = alpha
+        self.mode: Mode = "static" if steering.mode == "static" else "dynamic"
+        self.mu: float | Tensor = steering.strength
+        self.alpha = steering.threshold
+        mode, mu, alpha = self.mode, self.mu, self.alpha
         self.filter_masked = filter_masked
         self.compat = compat
         self._undo = undo
@@ -203,7 +199,7 @@ class Steered:
             self._undo()
             self._undo = None
 
-    def __enter__(self) -> Steered:
+    def __enter__(self) -> SteeredModel:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -212,11 +208,12 @@ class Steered:
     def __repr__(self) -> str:
         mu = self.mu if isinstance(self.mu, float) else f"tensor{tuple(self.mu.shape)}"
         state = ", detached" if self.detached else ""
-        return f"Steered(mode={self.mode!r}, mu={mu}, alpha={self.alpha}, filter_masked={self.filter_masked}{state})"
+        fm = self.filter_masked
+        return f"SteeredModel(mode={self.mode!r}, mu={mu}, alpha={self.alpha}, filter_masked={fm}{state})"
 
 
 def attach(
-    vector: SteeringVector,
+    vector: SteeringVector | Steering,
     model: Any,
     *,
     mode: Mode | None = None,
@@ -227,38 +224,39 @@ def attach(
     filter_masked: bool | None = None,
     shared_forward: bool | None = None,
     adapter: bool = True,
-) -> Steered:
+) -> SteeredModel:
     """Attach a steering vector to a model for steered ``generate`` (``steerkit.attach``).
 
     Args:
-        vector: The steering vector.
+        vector: The steering vector, or a :class:`~steerkit.steering.Steering` spec (then ``mode``, ``mu``,
+            ``alpha`` and ``adapter`` are the spec's and must not be given again).
         model: A transformers causal LM, or a ``PeftModel``. A ``PeftModel`` is used as given; onto a plain model
-            the vector's adapter is loaded (undone by :meth:`Steered.detach`): both modes steer the warm model,
-            which is what was calibrated and measured.
+            the vector's adapter is loaded (undone by :meth:`SteeredModel.detach`): both modes steer the warm
+            model, which is what was calibrated and measured.
         mode: ``"dynamic"`` (the paper's SVDecode: a base forward per step), ``"static"`` (the stored task
-            vector: no second forward), or ``None``: the setting the vector's ``validation`` block recommends
-            (:mod:`steerkit.crossval`; when steering did not help there, warm alone: static at μ = 0, no
-            filter), and dynamic for a vector without one.
+            vector: no second forward), or ``None``: the setting the vector's cross-validation recommends
+            (:meth:`Steering.recommended <steerkit.steering.Steering.recommended>`; when steering did not help
+            there, warm alone: static at μ = 0, no filter), and dynamic for a vector without one.
         mu: Strength: a float or a ``[batch]`` tensor; default the recommended μ (``mode=None``), else
             ``vector.mu`` (dynamic) / ``vector.mu_static`` (static).
         tokenizer: Checked against the vector's tokenizer fingerprint.
         strict: Refuse a tokenizer mismatch (``False`` warns).
         alpha: Confidence threshold; default the vector's ``alpha``.
         filter_masked: Set masked tokens to ``−inf``; default on in dynamic mode (the paper's λ = −∞) and off in
-            static mode (DESIGN §1's static rule).
+            static mode (static mode's rule has no filter).
         shared_forward: Dynamic mode only: run the base rows in the same forward as the warm rows (peft's
-            mixed-adapter batch) inside :meth:`Steered.generate`. ``None`` (default) does so when the adapter
-            allows it (LoRA, unmerged, without DoRA) and ``generate`` gets no cache of its own; ``False`` always
-            runs a second forward; ``True`` raises when the adapter does not allow it.
+            mixed-adapter batch) inside :meth:`SteeredModel.generate`. ``None`` (default) does so when the
+            adapter allows it (LoRA, unmerged, without DoRA) and ``generate`` gets no cache of its own; ``False``
+            always runs a second forward; ``True`` raises when the adapter does not allow it.
         adapter: ``False`` (static mode only): steer ``model`` as given, without loading the vector's adapter
             (base + static, a transfer to other models with this vocabulary).
 
     Returns:
-        A :class:`Steered` handle.
+        A :class:`SteeredModel` handle.
 
     Raises:
-        InvalidOptionError: Unknown ``mode``, a bad ``mu``, or ``shared_forward=True`` with an adapter that cannot
-            share a forward with the base.
+        InvalidOptionError: Unknown ``mode``, a bad ``mu`` or ``alpha``, or ``shared_forward=True`` with an
+            adapter that cannot share a forward with the base.
         IncompatibleModelError: Logits width or tokenizer differ (see :func:`steerkit.compatibility.check_compatible`).
         AdapterError: Dynamic mode on a plain model with a vector that has no adapter.
 
@@ -267,38 +265,30 @@ def attach(
         >>> steered.generate(input_ids=ids, max_new_tokens=20)                    # doctest: +SKIP
         >>> steered.detach()                                                      # doctest: +SKIP
     """
-    setting = None
-    if mode is None:
-        mode, mu, setting = _recommended(vector, mu)
-    if mode not in MODES:
-        raise InvalidOptionError(
-            f"unknown steering mode {mode!r}", hint="use mode='dynamic', mode='static' or mode=None", got=mode
-        )
-    if not adapter and mode == "dynamic":
-        raise InvalidOptionError("adapter=False is a static-mode option: dynamic mode needs the warm model")
-    compat = check_compatible(vector, model, tokenizer=tokenizer, strict=strict)
-    strength = check_mu(mu if mu is not None else (vector.mu if mode == "dynamic" else vector.mu_static))
-    a = float(vector.config.alpha if alpha is None else alpha)
-    if not 0.0 <= a <= 1.0:
-        raise InvalidOptionError(f"alpha must be in [0, 1], got {a!r}", hint="the default is the vector's alpha")
-    fm = (mode == "dynamic") if filter_masked is None else bool(filter_masked)
+    if isinstance(vector, Steering):
+        if mode is not None or mu is not None or alpha is not None or not adapter:
+            raise InvalidOptionError(
+                "attach(Steering(...)) takes mode, mu, alpha and adapter from the spec",
+                hint="give them to Steering(...), or pass the vector itself with keyword arguments",
+            )
+        spec = vector
+    else:
+        spec = Steering.of(vector, mode=mode, mu=mu, alpha=alpha, adapter=adapter)
+    compat = check_compatible(spec.vector, model, tokenizer=tokenizer, strict=strict)
+    fm = (spec.mode == "dynamic") if filter_masked is None else bool(filter_masked)
     undo = None
     target = model
-    if not is_peft(model) and (mode == "dynamic" or (adapter and vector.adapter_files)):
-        target, undo = load_adapter(vector, model)
+    if not is_peft(model) and (spec.mode == "dynamic" or (spec.adapter and spec.vector.adapter_files)):
+        target, undo = load_adapter(spec.vector, model)
     try:
-        return Steered(
-            vector,
+        return SteeredModel(
+            spec,
             target,
-            mode=mode,
-            mu=strength,
-            alpha=a,
             filter_masked=fm,
             compat=compat,
             undo=undo,
             shared_forward=shared_forward,
             tokenizer=tokenizer,
-            setting=setting or mode,
         )
     except SteerkitError:
         if undo is not None:
@@ -306,13 +296,8 @@ def attach(
         raise
 
 
-def _recommended(vector: SteeringVector, mu: float | Tensor | None) -> tuple[Mode, float | Tensor | None, str | None]:
-    """``(mode, μ, setting)`` for ``mode=None``: the validation block's recommendation (warm alone is static at
-    μ = 0), or dynamic for a vector without one. A given ``mu`` overrides the recommended strength."""
-    found = recommended(vector.config.validation)
-    if found is None:
-        return "dynamic", mu, None
-    rec_mode, rec_mu, setting = found
-    if rec_mode is None:  # steering did not help: warm alone, exactly (μ = 0, no −inf filter)
-        return ("static", 0.0, "warm") if mu is None else ("dynamic", mu, None)
-    return rec_mode, rec_mu if mu is None else mu, setting  # type: ignore[return-value]
+def __getattr__(name: str) -> Any:
+    if name == "Steered":  # the handle's old name: one release of grace
+        warnings.warn("steerkit.decode.Steered is deprecated: it is now SteeredModel", DeprecationWarning, stacklevel=2)
+        return SteeredModel
+    raise AttributeError(f"module 'steerkit.decode' has no attribute {name!r}")

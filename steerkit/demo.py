@@ -19,15 +19,7 @@ from steerkit.compare import Progress, evaluate_settings, generate_settings, sta
 from steerkit.errors import ArtifactExistsError, InvalidOptionError
 from steerkit.vector import SteeringVector
 
-__all__ = [
-    "DEMO_TASK",
-    "DEMO_TASKS",
-    "DemoResult",
-    "DemoTask",
-    "dataset_path",
-    "run_demo",
-    "verdict",
-]
+__all__ = ["DEMO_TASKS", "run_demo", "verdict"]
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 
@@ -165,6 +157,47 @@ def _question(prompt: str) -> str:
     return (lines[-1] if lines else prompt).removeprefix("Q: ").removeprefix("Review: ").strip()
 
 
+def _checked(task: str, out: str | os.PathLike[str], force: bool) -> tuple[DemoTask, Path]:
+    """The bundled task and the output folder, refused before any work: an unknown task, a non-empty folder."""
+    if task not in DEMO_TASKS:
+        raise InvalidOptionError(
+            f"no bundled demo task {task!r}", hint=f"choose from: {', '.join(DEMO_TASKS)}", got=task
+        )
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
+        raise ArtifactExistsError(
+            f"'{target}' already exists and is not empty",
+            hint="pass force=True (CLI: --force) to replace it, or choose another folder",
+            path=str(target),
+        )
+    return DEMO_TASKS[task], target
+
+
+def _generations(
+    vector: SteeringVector,
+    warm: Any,
+    shown: list[dict[str, Any]],
+    tokenizer: Any,
+    max_new_tokens: int,
+    progress: Progress | None,
+) -> list[dict[str, Any]]:
+    """Greedy first-line answers to a few held-out prompts in the four settings, with question and gold label."""
+    generations = generate_settings(
+        vector,
+        warm,
+        [it["prompt"] for it in shown],
+        tokenizer=tokenizer,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        first_line=True,
+        progress=progress,
+    )
+    for row, item in zip(generations, shown, strict=True):
+        row["question"] = _question(item["prompt"])
+        row["label"] = item["choices"][item["label"]].strip() if "label" in item else ""
+    return generations
+
+
 def run_demo(
     out: str | os.PathLike[str] = "steerkit-demo",
     *,
@@ -224,18 +257,7 @@ def run_demo(
     from steerkit.models import default_model_dir, load_model
     from steerkit.warmstart import warm_start
 
-    if task not in DEMO_TASKS:
-        raise InvalidOptionError(
-            f"no bundled demo task {task!r}", hint=f"choose from: {', '.join(DEMO_TASKS)}", got=task
-        )
-    spec_task = DEMO_TASKS[task]
-    target = Path(out)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
-        raise ArtifactExistsError(
-            f"'{target}' already exists and is not empty",
-            hint="pass force=True (CLI: --force) to replace it, or choose another folder",
-            path=str(target),
-        )
+    spec_task, target = _checked(task, out, force)
     seconds: dict[str, float] = {}
     started = clock = time.perf_counter()
 
@@ -268,20 +290,8 @@ def run_demo(
     )
     vector.save(target, overwrite=force)
     lap("build")
-    shown = items[:n_prompts]
-    generations = generate_settings(
-        vector,
-        warm,
-        [it["prompt"] for it in shown],
-        tokenizer=tokenizer,
-        max_new_tokens=spec_task.max_new_tokens if max_new_tokens is None else max_new_tokens,
-        do_sample=False,
-        first_line=True,
-        progress=progress,
-    )
-    for row, item in zip(generations, shown, strict=True):
-        row["question"] = _question(item["prompt"])
-        row["label"] = item["choices"][item["label"]].strip() if "label" in item else ""
+    new_tokens = spec_task.max_new_tokens if max_new_tokens is None else max_new_tokens
+    generations = _generations(vector, warm, items[:n_prompts], tokenizer, new_tokens, progress)
     lap("generate")
     evaluation = evaluate_settings(
         vector,

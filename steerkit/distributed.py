@@ -20,16 +20,7 @@ from torch import Tensor
 
 from steerkit.terms import TokenTerms
 
-__all__ = [
-    "gather_per_rank",
-    "gather_rows",
-    "gather_terms",
-    "gather_units",
-    "init_from_env",
-    "is_main",
-    "shard",
-    "world",
-]
+__all__ = ["gather_per_rank", "gather_terms", "init_from_env", "is_main", "shard", "world"]
 
 #: How long a collective waits for a rank that failed or hangs before the whole job fails.
 TIMEOUT = timedelta(seconds=int(os.environ.get("STEERKIT_DIST_TIMEOUT", "300")))

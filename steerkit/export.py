@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from steerkit.errors import InvalidOptionError
+from steerkit.svdecode import check_mu
 from steerkit.vector import SteeringVector
 
 __all__ = [
@@ -153,9 +154,7 @@ def export_bias(
             hint="logit_bias takes at most 1024 entries" if limit else "give a positive --top-k",
             got=top_k,
         )
-    strength = float(vector.mu_static if mu is None else mu)
-    if not torch.isfinite(torch.tensor(strength)):
-        raise InvalidOptionError(f"μ must be a finite number, got {strength!r}", got=strength)
+    strength = float(check_mu(vector.mu_static if mu is None else mu, per_row=False))
     scaled = vector.task_vector.detach().to(torch.float32) * strength
     magnitude = scaled.abs()
     total = float(magnitude.double().sum())

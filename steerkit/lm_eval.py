@@ -33,7 +33,7 @@ from steerkit._hf import AdapterSwitch, is_peft
 from steerkit._version import __version__
 from steerkit.adapters import load_adapter
 from steerkit.compatibility import Compatibility, check_compatible
-from steerkit.decode import Steered, attach
+from steerkit.decode import SteeredModel, attach
 from steerkit.errors import InvalidOptionError
 from steerkit.hub import resolve
 from steerkit.svdecode import steer, steering_direction
@@ -143,7 +143,7 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
             self._model = model
         tokenizer = self._steerkit_tokenizer if self._steerkit_tokenizer is not None else self.tokenizer
         a = None if alpha is None else float(alpha)
-        self.steerkit_steered: Steered | None = None
+        self.steerkit_steered: SteeredModel | None = None
         if mode == "warm":
             self.steerkit_compat: Compatibility = check_compatible(
                 v, model, tokenizer=tokenizer, strict=_as_bool(strict)

@@ -17,16 +17,7 @@ import torch
 from steerkit._io import atomic_directory
 from steerkit.errors import ModelLoadError
 
-__all__ = [
-    "PACKAGED_MODELS",
-    "default_model_dir",
-    "gguf_model_dir",
-    "load_model",
-    "logits_width",
-    "model_dir",
-    "steerkit_home",
-    "tokenizer_fingerprint",
-]
+__all__ = ["default_model_dir", "load_model", "logits_width", "tokenizer_fingerprint"]
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:

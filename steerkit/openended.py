@@ -20,10 +20,10 @@ from typing import Any
 
 from steerkit.compare import SETTINGS, generate_settings
 from steerkit.errors import DataFormatError
-from steerkit.evaluate import paired_bootstrap, summarize
+from steerkit.stats import paired_bootstrap, summarize
 from steerkit.vector import SteeringVector
 
-__all__ = ["GENERATION_METRICS", "NO_COMMENT", "evaluate_generation", "references", "score_answer"]
+__all__ = ["GENERATION_METRICS", "evaluate_generation", "references"]
 
 #: The per-item metrics of an open-ended evaluation, as ``steerkit eval --generate`` reports them.
 GENERATION_METRICS: tuple[str, ...] = ("bleu_acc", "rouge_acc")

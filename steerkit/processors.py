@@ -27,7 +27,9 @@ from transformers import LogitsProcessor
 
 from steerkit._hf import AdapterSwitch, all_ids, cache_arg, first_id, new_cache
 from steerkit.errors import InvalidOptionError
-from steerkit.svdecode import confidence_mask, steer, steering_direction
+from steerkit.svdecode import check_mu, compute_dtype, confidence_mask, static_step, steer, steering_direction
+
+__all__ = ["DynamicSteeringProcessor", "StaticSteeringProcessor"]
 
 NEG_INF = float("-inf")
 
@@ -49,19 +51,6 @@ def row_mu(mu: float | Tensor, batch: int) -> float | Tensor:
         expected=batch,
         got=rows,
     )
-
-
-def check_mu(mu: float | Tensor) -> float | Tensor:
-    if isinstance(mu, Tensor):
-        if mu.dim() > 1:
-            raise InvalidOptionError(f"mu must be a float or a 1-D [batch] tensor, got shape {tuple(mu.shape)}")
-        if not bool(torch.isfinite(mu).all()):
-            raise InvalidOptionError("mu has non-finite entries", hint="give finite strengths")
-        return mu.detach().to(torch.float32)
-    value = float(mu)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise InvalidOptionError(f"mu must be finite, got {mu!r}", hint="give a finite strength")
-    return value
 
 
 class StaticSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
@@ -95,33 +84,25 @@ class StaticSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self.filter_masked = filter_masked
         self._scaled: tuple[tuple[Any, ...], Tensor] | None = None
 
-    def _step(self, mu: float | Tensor, like: Tensor) -> Tensor:
+    def _step(self, mu: float | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
         """``μ·v`` (zero on padding rows): ``[V]`` for a float μ, kept between steps; ``[batch, V]`` per row."""
         if isinstance(mu, Tensor):
-            v = self.vector.to(device=like.device, dtype=like.dtype)
-            return mu.to(device=like.device, dtype=like.dtype)[:, None] * v
-        key = (mu, like.dtype, like.device)
+            v = self.vector.to(device=device, dtype=dtype)
+            return mu.to(device=device, dtype=dtype)[:, None] * v
+        key = (mu, dtype, device)
         if self._scaled is None or self._scaled[0] != key:
-            step = mu * self.vector.to(device=like.device, dtype=like.dtype)
+            step = mu * self.vector.to(device=device, dtype=dtype)
             if self.n_tokens is not None and self.n_tokens < step.shape[-1]:
                 step[self.n_tokens :] = 0.0
             self._scaled = (key, step)
         return self._scaled[1]
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        """Steer one step's scores ``[batch, V]``: one mask and one masked add (``μ·v`` is computed once)."""
-        keep = confidence_mask(scores, alpha=self.alpha)
-        if self.n_tokens is not None and self.n_tokens < scores.shape[-1]:
-            keep[..., self.n_tokens :] = False
-        z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+        """Steer one step's scores ``[batch, V]``: :func:`~steerkit.svdecode.static_step` (``μ·v`` computed once)."""
         mu = row_mu(self.mu, scores.shape[0])
-        if isinstance(mu, Tensor) or mu != 0.0:
-            out = z + torch.where(keep, self._step(mu, z), torch.zeros((), dtype=z.dtype, device=z.device))
-        else:
-            out = z.clone()
-        if self.filter_masked:
-            out.masked_fill_(~keep, float("-inf"))
-        return out
+        steered = isinstance(mu, Tensor) or mu != 0.0
+        scaled = self._step(mu, compute_dtype(scores), scores.device) if steered else None
+        return static_step(scores, scaled, alpha=self.alpha, n_tokens=self.n_tokens, filter_masked=self.filter_masked)
 
 
 class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
@@ -181,7 +162,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self.calls = 0  # base forwards run (for tests and diagnostics)
         self.recomputes = 0  # full-prompt forwards among them
         self.reorders = 0  # steps at which the cache rows were reordered (beam search)
-        self.shared_base: Tensor | None = None  # base logits of this step from a shared forward (Steered.generate)
+        self.shared_base: Tensor | None = None  # base logits of this step from a shared forward (SteeredModel.generate)
         self.shared_steps = 0  # steps served by a shared forward instead of a base forward of its own
         self.skipped_steps = 0  # steps whose mask kept one token per row: no base logits needed
         self.reset()
@@ -310,7 +291,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         The mask is computed exactly as :func:`~steerkit.svdecode.steering_delta` computes it (from the
         log-softmax of the scores), so it is the mask the full step would use. Kept tokens keep their warm score.
         """
-        z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+        z = scores.to(compute_dtype(scores))
         keep = confidence_mask(torch.log_softmax(z, dim=-1), alpha=self.alpha)
         if self.n_tokens is not None and self.n_tokens < z.shape[-1]:
             keep[..., self.n_tokens :] = False

@@ -15,19 +15,7 @@ from typing import Any
 from steerkit.errors import ArtifactValueError
 from steerkit.svdecode import CURVATURES
 
-__all__ = [
-    "FIELDS",
-    "REBUILD",
-    "best_per_mode",
-    "check_fields",
-    "check_validation",
-    "finite",
-    "integer",
-    "json_object",
-    "recommended",
-    "show",
-    "string",
-]
+__all__ = ["REBUILD", "best_per_mode", "check_fields", "finite", "json_object", "recommended", "show", "string"]
 
 
 def show(value: Any) -> str:

@@ -21,9 +21,7 @@ shared few-shot primer) run once, their KV caches reused by every option. Metric
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,67 +44,12 @@ from steerkit.batching import (
 )
 from steerkit.distributed import gather_terms, shard
 from steerkit.errors import InvalidOptionError
-from steerkit.svdecode import steering_direction
+from steerkit.steering import Steering
+from steerkit.svdecode import check_mu, steering_direction
 from steerkit.terms import OptionTerms, TokenTerms
 from steerkit.vector import SteeringVector
 
-__all__ = ["OptionTerms", "Steering", "collect_option_terms", "collect_setting_terms", "score_choices"]
-
-
-@dataclass(frozen=True)
-class Steering:
-    """How to steer while scoring: a plain value (no model, no hooks), validated where it is made.
-
-    Attributes:
-        vector: The steering vector.
-        mode: ``"dynamic"`` (δ̂ from the warm and base logits) or ``"static"`` (``keep ⊙ v``).
-        mu: The strength (default: the vector's ``mu`` for dynamic, ``mu_static`` for static).
-        alpha: Confidence threshold of the mask (default: the vector's).
-        adapter: Static mode on a plain model: score warm + static (the vector's adapter loaded for the pass,
-            what was calibrated). ``False`` steers the model as given (a transfer to another model with this
-            vocabulary). A ``PeftModel`` is always scored as given.
-
-    Example:
-        >>> Steering(vector, mode="static", mu=-1.5).strength           # doctest: +SKIP
-        -1.5
-    """
-
-    vector: SteeringVector
-    mode: str = "dynamic"
-    mu: float | None = None
-    alpha: float | None = None
-    adapter: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("dynamic", "static"):
-            raise InvalidOptionError(
-                f"unknown steering mode {self.mode!r}", hint="use mode='dynamic' or mode='static'", got=self.mode
-            )
-        if self.mode == "dynamic" and not self.adapter:
-            raise InvalidOptionError(
-                "dynamic steering needs the warm model: adapter=False is a static-mode option", got=self.mode
-            )
-        if self.mu is not None:
-            if isinstance(self.mu, Tensor) or not isinstance(self.mu, (int, float)):
-                raise InvalidOptionError(
-                    "option scoring takes one μ, not a per-row tensor", hint="give a float mu for evaluation"
-                )
-            if not math.isfinite(self.mu):
-                raise InvalidOptionError(f"μ must be a finite number, got {self.mu!r}", got=self.mu)
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise InvalidOptionError(f"alpha must be in [0, 1], got {self.alpha!r}", got=self.alpha)
-
-    @property
-    def strength(self) -> float:
-        """μ as used: the given one or the vector's default for the mode."""
-        if self.mu is not None:
-            return float(self.mu)
-        return self.vector.mu if self.mode == "dynamic" else self.vector.mu_static
-
-    @property
-    def threshold(self) -> float:
-        """α as used."""
-        return float(self.vector.config.alpha if self.alpha is None else self.alpha)
+__all__ = ["collect_option_terms", "collect_setting_terms"]
 
 
 def collect_option_terms(
@@ -150,6 +93,8 @@ def collect_option_terms(
         InvalidOptionError: ``batch_size < 1``.
         IncompatibleModelError: The vector does not fit the model.
     """
+    if steering is not None:
+        check_mu(steering.strength, per_row=False)  # before any forward pass
     mode = steering.mode if steering is not None else "none"
     role = {"none": "warm", "static": "static", "dynamic": "dynamic"}[mode]
     alpha = steering.threshold if steering is not None else 0.1
@@ -173,7 +118,7 @@ def collect_option_terms(
             show_progress=show_progress,
             progress=progress,
         )[role]
-    mu = steering.strength if steering is not None else 0.0
+    mu = float(check_mu(steering.strength, per_row=False)) if steering is not None else 0.0
     return dataclasses.replace(terms, filter_masked=filter_masked, mu=mu, mode=mode)
 
 
@@ -235,7 +180,7 @@ def collect_setting_terms(
             show_progress=False,
             progress=progress,
         )
-    mus = {"base": 0.0, "warm": 0.0, "static": static.strength, "dynamic": dynamic.strength}
+    mus = {"base": 0.0, "warm": 0.0, "static": float(static.strength), "dynamic": float(dynamic.strength)}
     modes = {"base": "none", "warm": "none", "static": "static", "dynamic": "dynamic"}
     return {s: dataclasses.replace(terms[s], filter_masked=filter_masked, mu=mus[s], mode=modes[s]) for s in settings}
 
@@ -270,11 +215,7 @@ def _collect(
     virtual = virtual_prompt(warm_model) if is_prompt_learning(warm_model) else None
     share = share_prompts and (virtual is not None or not is_prompt_learning(warm_model))
     warm_caller = virtual if virtual is not None else warm_model
-    bar = None
-    if show_progress:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-        bar = tqdm(total=len(sequences), desc="scoring options", unit="seq")
+    bar = _progress_bar(len(sequences)) if show_progress else None
     parts: dict[str, list[TokenTerms]] = {r: [] for r in roles}
     segments: list[Tensor] = []
     done = 0
@@ -327,6 +268,13 @@ def _collect(
         r: OptionTerms(terms=TokenTerms.cat(parts[r]), segment=segment, n_options=len(sequences), layout=layout)
         for r in roles
     }
+
+
+def _progress_bar(total: int) -> Any:
+    """A tqdm bar over the option sequences (``show_progress=True``)."""
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    return tqdm(total=total, desc="scoring options", unit="seq")
 
 
 def score_choices(

@@ -11,7 +11,14 @@ the input dtype (float64 stays float64, for tests). Notation: φ is the warm-sta
 - :func:`steering_direction`: the dynamic, static or zero direction (and mask) for some logits, shared by
   decoding and option scoring; the kept-entry maths (:class:`~steerkit.terms.TokenTerms`, ``fit_mu``) lives in
   :mod:`steerkit.terms`;
-- :func:`steer`: the decode rule ``ẑ = z + μ·δ̂`` with the optional ``−inf`` filter on masked tokens.
+- :func:`steer`: the decode rule ``ẑ = z + μ·δ̂`` with the optional ``−inf`` filter on masked tokens;
+- :func:`static_step`: one step of static mode, ``ẑ = z + keep ⊙ μ·v``, the one rule the transformers processor,
+  the vLLM processor and the lm-eval model type apply;
+- :func:`check_alpha` / :func:`check_mu`: the one check of each of the two knobs every entry point runs.
+
+Which one do I call? :func:`steering_delta` is the dynamic direction δ̂ as pure maths; :func:`steering_direction`
+picks the dynamic, static or zero direction for some logits (option scoring); :func:`steer` and
+:func:`static_step` apply one to logits. To decode with a vector, call :func:`steerkit.attach`.
 
 ``−inf`` entries (padded vocabulary rows, earlier filters) never produce NaN: a token the warm model gives
 zero probability contributes nothing, and a base log-probability of ``−inf`` where the warm model has mass
@@ -26,15 +33,21 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from steerkit.errors import InvalidOptionError
+
 __all__ = [
     "AGGREGATORS",
     "CURVATURES",
     "EPSILON",
     "LOGPROB_FLOOR",
     "aggregate_mu",
+    "check_alpha",
+    "check_mu",
+    "compute_dtype",
     "confidence_mask",
     "mu_star",
     "mu_terms",
+    "static_step",
     "steer",
     "steering_delta",
     "steering_direction",
@@ -50,13 +63,48 @@ LOGPROB_FLOOR = -1e4
 TRIM_FRACTION = 0.1  # "trimmed" drops this fraction of μ* at each end (mean of the central 80%)
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the steering maths runs in for ``x``: float32 whatever the model's dtype (float64 stays float64)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}: it is the confidence threshold relative to max p")
+def check_alpha(alpha: object, *, hint: str = "the default is 0.1") -> float:
+    """The confidence threshold α as a float, or :class:`~steerkit.errors.InvalidOptionError` (a ``ValueError``).
+
+    Every entry point (build, attach, scoring, the config, the maths below) runs this one check.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise InvalidOptionError(
+            f"alpha must be in [0, 1], got {alpha!r}: it is the confidence threshold relative to max p",
+            hint=hint,
+            got=alpha,
+        )
+    return float(alpha)
+
+
+def check_mu(mu: object, *, per_row: bool = True) -> float | Tensor:
+    """The strength μ as a float (or a float32 ``[batch]`` tensor when ``per_row``), or
+    :class:`~steerkit.errors.InvalidOptionError`: not a number, not finite, or a tensor of more than one dimension.
+    """
+    if isinstance(mu, Tensor):
+        if not per_row:
+            raise InvalidOptionError(
+                "option scoring takes one μ, not a per-row tensor", hint="give a float mu for evaluation"
+            )
+        if mu.dim() > 1:
+            raise InvalidOptionError(
+                f"mu must be a float or a 1-D [batch] tensor, got shape {tuple(mu.shape)}",
+                hint="give one μ per prompt, or a single float",
+            )
+        if not bool(torch.isfinite(mu).all()):
+            raise InvalidOptionError("mu has non-finite entries", hint="give finite strengths")
+        return mu.detach().to(torch.float32)
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)):
+        raise InvalidOptionError(f"μ must be a number, got {mu!r}", hint="give a float such as -1.5", got=mu)
+    value = float(mu)
+    if not math.isfinite(value):
+        raise InvalidOptionError(f"μ must be a finite number, got {mu!r}", hint="give a float such as -1.5", got=mu)
+    return value
 
 
 def _mask_from_logprobs(lp: Tensor, alpha: float) -> Tensor:
@@ -87,9 +135,9 @@ def confidence_mask(warm_logits: Tensor, *, alpha: float = 0.1) -> Tensor:
         >>> confidence_mask(torch.tensor([0.0, -1.0, -5.0, float("-inf")]), alpha=0.1).tolist()
         [True, True, False, False]
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     # log p = z − logsumexp(z) shifts every entry of a row alike, so the logits give the same comparison.
-    return _mask_from_logprobs(warm_logits.to(_compute_dtype(warm_logits)), alpha)
+    return _mask_from_logprobs(warm_logits.to(compute_dtype(warm_logits)), alpha)
 
 
 def steering_delta(warm_logits: Tensor, base_logits: Tensor, *, alpha: float = 0.1) -> tuple[Tensor, Tensor]:
@@ -122,8 +170,8 @@ def steering_delta(warm_logits: Tensor, base_logits: Tensor, *, alpha: float = 0
         raise ValueError(
             f"warm and base logits differ in shape: {tuple(warm_logits.shape)} vs {tuple(base_logits.shape)}"
         )
-    _check_alpha(alpha)
-    dtype = _compute_dtype(warm_logits)
+    check_alpha(alpha)
+    dtype = compute_dtype(warm_logits)
     lp_w = torch.log_softmax(warm_logits.to(dtype), dim=-1)
     # A base log-probability of −inf (or NaN, for a row that is −inf everywhere) is floored: no inf − inf.
     lp_b = torch.log_softmax(base_logits.to(dtype), dim=-1).nan_to_num(nan=LOGPROB_FLOOR).clamp(min=LOGPROB_FLOOR)
@@ -162,7 +210,7 @@ def mu_terms(
     """
     if curvature not in CURVATURES:
         raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}; got {curvature!r}")
-    dtype = _compute_dtype(warm_logits)
+    dtype = compute_dtype(warm_logits)
     p = torch.softmax(warm_logits.to(dtype), dim=-1)
     d = delta_hat.to(dtype)
     pd = torch.where(p > 0, p * d, torch.zeros_like(d)).sum(dim=-1)
@@ -252,7 +300,7 @@ def steer(
         >>> steer(z, d, keep, -2.0, filter_masked=True).tolist()
         [[0.0, 1.0, -inf]]
     """
-    dtype = _compute_dtype(logits)
+    dtype = compute_dtype(logits)
     z = logits.to(dtype)
     if isinstance(mu, Tensor):
         m = mu.to(device=z.device, dtype=dtype).reshape(mu.shape + (1,) * (z.dim() - mu.dim()))
@@ -264,6 +312,45 @@ def steer(
     if filter_masked:
         out = out.masked_fill(~keep, float("-inf"))
     return out
+
+
+def static_step(
+    logits: Tensor, scaled: Tensor | None, *, alpha: float, n_tokens: int | None = None, filter_masked: bool = False
+) -> Tensor:
+    """One step of static mode (DESIGN §1): ``ẑ = z + keep ⊙ (μ·v)``, ``keep`` the confidence mask of ``logits``.
+
+    Args:
+        logits: Scores ``[rows, V]`` of the step (any float dtype; the result is float32, float64 for float64).
+        scaled: ``μ·v``: ``[V]`` for one strength, ``[rows, V]`` for one per row, or ``None`` for μ = 0 (the
+            input upcast, bit for bit).
+        alpha: Confidence threshold of the mask.
+        n_tokens: Rows ``≥ n_tokens`` are vocabulary padding: never kept, never steered.
+        filter_masked: Also set masked tokens to ``−inf`` (off in DESIGN §1's static rule).
+
+    Returns:
+        The steered scores.
+
+    Example:
+        >>> static_step(torch.tensor([[2.0, 1.0, -3.0]]), torch.tensor([1.0, 1.0, 1.0]), alpha=0.1).tolist()
+        [[3.0, 2.0, -3.0]]
+    """
+    keep = _keep(logits, alpha, n_tokens)
+    z = logits.to(compute_dtype(logits))
+    if scaled is None:
+        out = z.clone()
+    else:
+        out = z + torch.where(keep, scaled.to(device=z.device, dtype=z.dtype), torch.zeros((), dtype=z.dtype))
+    if filter_masked:
+        out.masked_fill_(~keep, float("-inf"))
+    return out
+
+
+def _keep(logits: Tensor, alpha: float, n_tokens: int | None) -> Tensor:
+    """The confidence mask of ``logits`` with vocabulary padding (rows ``≥ n_tokens``) left out."""
+    keep = confidence_mask(logits, alpha=alpha)
+    if n_tokens is not None and n_tokens < logits.shape[-1]:
+        keep[..., n_tokens:] = False
+    return keep
 
 
 def steering_direction(
@@ -296,7 +383,7 @@ def steering_direction(
         direction, keep = steering_delta(warm_logits, base_logits, alpha=alpha)
     else:
         keep = confidence_mask(warm_logits, alpha=alpha)
-        dtype = torch.float64 if warm_logits.dtype == torch.float64 else torch.float32
+        dtype = compute_dtype(warm_logits)
         if static_vector is None:
             direction = torch.zeros(warm_logits.shape, dtype=dtype, device=warm_logits.device)
         else:

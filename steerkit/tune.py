@@ -20,11 +20,13 @@ from steerkit._hf import is_peft
 from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_items, group_keys
 from steerkit.data import data_sha256
 from steerkit.errors import InvalidOptionError
-from steerkit.evaluate import METRICS, item_metrics
-from steerkit.scoring import OptionTerms, Steering, collect_option_terms, collect_setting_terms
+from steerkit.scoring import collect_option_terms, collect_setting_terms
+from steerkit.stats import METRICS, item_metrics
+from steerkit.steering import Steering
+from steerkit.terms import OptionTerms
 from steerkit.vector import SteeringVector
 
-__all__ = ["MuSearch", "default_grid", "metric_at", "search_mu", "search_terms", "tune_and_validate", "tune_mu"]
+__all__ = ["MuSearch", "tune_and_validate", "tune_mu"]
 
 Metric = Literal["mc2", "mc1", "accuracy", "acc_norm"]
 REFINE_POINTS = 17

@@ -9,7 +9,6 @@ it to a model is :func:`steerkit.attach`, one layer up.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -28,11 +27,11 @@ from steerkit.errors import (
     ArtifactExistsError,
     ArtifactIntegrityError,
     ArtifactValueError,
-    InvalidOptionError,
     SteerkitError,
 )
 from steerkit.format import ArtifactParts, adapter_sha256, artifact_files, tensor_sha256
 from steerkit.hub import check_push_revision, push_folder, resolve
+from steerkit.svdecode import check_mu
 
 __all__ = ["SteeringVector", "load", "pull", "push_to_hub"]
 
@@ -141,11 +140,7 @@ class SteeringVector:
         if isinstance(value, str):
             number, label = stats.select(value), chosen_by or canonical_mu_name(value)
         else:
-            number, label = float(value), chosen_by or "manual"
-            if not math.isfinite(number):
-                raise InvalidOptionError(
-                    f"μ must be a finite number, got {value!r}", hint="give a float such as -1.5", got=value
-                )
+            number, label = float(check_mu(value, per_row=False)), chosen_by or "manual"
         new = dataclasses.replace(stats, value=number, chosen_by=label, chosen_on=chosen_on)
         if static:
             config = dataclasses.replace(self.config, mu_static=new)

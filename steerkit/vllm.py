@@ -1,12 +1,11 @@
 """vLLM integration (DESIGN §7): static steering as a vLLM logits-processor plugin, behind ``steerkit[vllm]``.
 
 :class:`SteeringLogitsProcessor` applies steerkit's static rule ``ẑ = z + μ_s·(keep ⊙ v)`` to the rows of the
-requests that ask for it, ``keep`` the confidence mask of the row's own logits (the same
-:func:`steerkit.svdecode.confidence_mask` and the same float32 arithmetic as
-:class:`steerkit.processors.StaticSteeringProcessor`, no ``−inf`` filter). It implements both logits-processor
-interfaces of vLLM 0.32: Model Runner V2 (the default; ``add_request(slot, params)`` with recycled slots and
-``apply(logits, ctx)``) and the V1 runner (``update_state(batch_update)`` and ``apply(logits)``, used with
-``VLLM_USE_V2_MODEL_RUNNER=0``).
+requests that ask for it, ``keep`` the confidence mask of the row's own logits: the one pure
+:func:`steerkit.svdecode.static_step` that the transformers processor applies too (float32, no ``−inf`` filter).
+It implements both logits-processor interfaces of vLLM 0.32: Model Runner V2 (the default;
+``add_request(slot, params)`` with recycled slots and ``apply(logits, ctx)``) and the V1 runner
+(``update_state(batch_update)`` and ``apply(logits)``, used with ``VLLM_USE_V2_MODEL_RUNNER=0``).
 
 - **Vectors** are loaded once per process from ``$STEERKIT_VLLM_VECTORS``: comma-separated entries
   ``NAME=SOURCE`` (or a bare ``SOURCE``, named by its last path part), ``SOURCE`` an artifact folder or a Hub id
@@ -33,7 +32,6 @@ the others are inert and log a warning.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import weakref
 import zlib
@@ -47,7 +45,7 @@ from torch import Tensor
 
 from steerkit.errors import IncompatibleModelError, InvalidOptionError
 from steerkit.hub import resolve
-from steerkit.svdecode import confidence_mask
+from steerkit.svdecode import check_mu, static_step
 from steerkit.vector import SteeringVector
 
 try:
@@ -199,9 +197,10 @@ def request_steering(params: Any, table: dict[str, ServedVector]) -> tuple[Serve
         )
     item = _lookup(request["vector"], table)
     mu = request.get("mu", item.vector.mu_static)
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu):
-        raise InvalidOptionError(f"steering strength mu must be a finite number, got {mu!r}", got=mu)
-    return item, float(mu)
+    try:
+        return item, float(check_mu(mu, per_row=False))
+    except InvalidOptionError:  # the request's own wording: the client sent "mu"
+        raise InvalidOptionError(f"steering strength mu must be a finite number, got {mu!r}", got=mu) from None
 
 
 class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ignore[misc]
@@ -325,14 +324,17 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
         every = rows.size == logits.shape[0]
         index = torch.from_numpy(rows).to(logits.device)
         z = logits if every else logits.index_select(0, index)
-        keep = torch.empty(z.shape, dtype=torch.bool, device=z.device)
-        alphas = self.alpha[slots[rows]]
-        for alpha in np.unique(alphas):  # one group per α (usually one): the exact mask static mode uses
-            group = torch.from_numpy(np.flatnonzero(alphas == alpha)).to(z.device)
-            keep[group] = confidence_mask(z.index_select(0, group), alpha=float(alpha))
         mu = torch.from_numpy(self.mu[slots[rows]]).to(device=z.device)
         step = mu[:, None] * self.vectors.index_select(0, torch.from_numpy(vec[rows]).to(z.device))
-        out = z + torch.where(keep, step, torch.zeros((), dtype=z.dtype, device=z.device))
+        alphas = self.alpha[slots[rows]]
+        groups = np.unique(alphas)
+        if groups.size == 1:  # the usual case: one α, one static step over the rows
+            out = static_step(z, step, alpha=float(groups[0]))
+        else:  # one static step per α: the exact mask static mode uses
+            out = torch.empty_like(z)
+            for alpha in groups:
+                group = torch.from_numpy(np.flatnonzero(alphas == alpha)).to(z.device)
+                out[group] = static_step(z.index_select(0, group), step.index_select(0, group), alpha=float(alpha))
         if every:
             return out
         logits[index] = out

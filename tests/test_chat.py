@@ -88,7 +88,7 @@ def test_the_completion_mask_is_the_assistant_turn(tok: Any) -> None:
 def test_warm_start_build_and_eval_on_a_messages_jsonl(tok: Any, tmp_path: Path) -> None:
     from steerkit.builder import build
     from steerkit.evaluate import evaluate_mc
-    from steerkit.scoring import Steering
+    from steerkit.steering import Steering
     from steerkit.warmstart import warm_start
 
     path = tmp_path / "chat.jsonl"

@@ -15,7 +15,7 @@ from tiny import make_vector, tiny_llama, tiny_lora
 import steerkit
 from steerkit.crossval import RULES, cross_validate_pairs, fit_strengths, folds_of, recommend
 from steerkit.errors import ArtifactValueError, InvalidOptionError
-from steerkit.evaluate import item_metrics
+from steerkit.stats import item_metrics
 from steerkit.terms import TokenTerms
 
 WORDS = ["apple", "banana", "cat", "dog", "egg", "fish", "goat", "hat"]
@@ -244,7 +244,8 @@ def test_static_mode_steers_the_warm_model_unless_told_otherwise(built: Any, tok
 
 
 def test_static_scoring_of_a_plain_model_scores_warm_plus_static(built: Any, tokenizer: Any) -> None:
-    from steerkit.scoring import Steering, collect_option_terms
+    from steerkit.scoring import collect_option_terms
+    from steerkit.steering import Steering
 
     data = items(4)
     on_plain = collect_option_terms(tiny_llama(), data, tokenizer=tokenizer, steering=Steering(built, "static"))

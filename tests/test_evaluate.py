@@ -12,8 +12,10 @@ from tiny import tiny_llama, tiny_tokenizer
 
 from steerkit import svdecode
 from steerkit.errors import DataFormatError, EmptyDataError, InvalidOptionError
-from steerkit.evaluate import evaluate_mc, item_metrics, paired_bootstrap
-from steerkit.scoring import Steering, score_choices
+from steerkit.evaluate import evaluate_mc
+from steerkit.scoring import score_choices
+from steerkit.stats import item_metrics, paired_bootstrap
+from steerkit.steering import Steering
 
 ITEMS: list[dict[str, Any]] = [
     {

@@ -60,6 +60,7 @@ def test_the_value_object_imports_only_what_lies_below_it() -> None:
         "steerkit.constants",
         "steerkit.errors",
         "steerkit._io",
+        "steerkit.svdecode",
     }, below
     for low in ("steerkit.config", "steerkit.format", "steerkit.card", "steerkit.hub", "steerkit._hub_errors"):
         assert "steerkit.vector" not in edges[low], low
@@ -84,3 +85,93 @@ def test_the_library_never_imports_the_cli_stack() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in ("typer", "rich", "steerkit_cli"), (path.name, name)
+
+
+# --- the decided public surface (issue 26) ---------------------------------------------------------------------
+
+#: Modules whose whole ``__all__`` is public API, documented under "Python API": the integrations, the errors a
+#: caller catches and the SVDecode maths. Everything else is documented once, on the "Internals" page.
+PUBLIC_MODULES = ("errors", "export", "lm_eval", "search", "svdecode", "vllm")
+#: Types a user holds that live in internal modules (returned by public functions, or filtered as warnings).
+PUBLIC_TYPES = {
+    "compatibility": {
+        "BaseModelMismatchWarning",
+        "ChatTemplateMismatchWarning",
+        "PaddedVocabularyWarning",
+        "TokenizerMismatchWarning",
+    },
+    "config": {"MuStats", "Recommendation", "SteerConfig"},
+    "tune": {"MuSearch"},
+}
+CLI = LIBRARY.parent / "cli"
+
+
+def _all_names(tree: ast.Module) -> list[str]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            assert isinstance(node.value, (ast.List, ast.Tuple))
+            return [e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def _names_used(tree: ast.Module) -> set[str]:
+    """Names a module refers to in code (imports, names, attributes): docstrings and comments do not count."""
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            used |= {a.name for a in node.names}
+        elif isinstance(node, ast.Name):
+            used.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+    return used
+
+
+def test_every_exported_name_is_used_elsewhere_or_is_public() -> None:
+    import steerkit
+
+    files = [*LIBRARY.glob("*.py"), *CLI.rglob("*.py")]
+    trees = {p: ast.parse(p.read_text(encoding="utf-8")) for p in files}
+    used = {p: _names_used(t) for p, t in trees.items()}
+    public = set(steerkit.__all__)
+    unused = []
+    for path in sorted(LIBRARY.glob("*.py")):
+        if path.stem == "__init__" or path.stem in PUBLIC_MODULES:
+            continue
+        elsewhere = set().union(*(names for p, names in used.items() if p != path))
+        for name in _all_names(trees[path]):
+            if name not in elsewhere and name not in public and name not in PUBLIC_TYPES.get(path.stem, set()):
+                unused.append(f"{path.stem}.{name}")
+    assert not unused, f"exported but used by no other module and not public: {unused}"
+
+
+def test_building_a_vector_never_imports_the_scoring_stack() -> None:
+    edges = graph()
+    reached: set[str] = set()
+    todo = ["steerkit.builder"]
+    while todo:
+        for nxt in edges[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    for module in ("steerkit.scoring", "steerkit.evaluate", "steerkit.batching", "steerkit.decode"):
+        assert module not in reached, f"build reaches {module}"
+
+
+#: At most this many lines in a function, its docstring not counted: long functions get split, not files.
+MAX_FUNCTION_LINES = 80
+
+
+def test_functions_stay_short() -> None:
+    long = []
+    for path in sorted([*LIBRARY.glob("*.py"), *CLI.rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno is not None
+                span = node.end_lineno - node.lineno + 1
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and first.end_lineno:
+                    if isinstance(first.value.value, str):
+                        span -= first.end_lineno - first.lineno + 1
+                if span > MAX_FUNCTION_LINES:
+                    long.append(f"{path.name}:{node.name} {span}")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines without the docstring: {long}"

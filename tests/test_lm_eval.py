@@ -2,7 +2,7 @@
 
 At μ = 0 its loglikelihoods equal lm-eval's own ``hf`` model with ``peft=<adapter>``; steered (static, dynamic)
 they equal steerkit's own option scores (:func:`steerkit.scoring.collect_option_terms`), and generate_until
-decodes exactly as :meth:`steerkit.Steered.generate`. Everything runs offline.
+decodes exactly as :meth:`steerkit.SteeredModel.generate`. Everything runs offline.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import steerkit
 from steerkit import svdecode
 from steerkit.errors import AdapterError, IncompatibleModelError, InvalidOptionError
 from steerkit.readers import load_items
-from steerkit.scoring import Steering, collect_option_terms
+from steerkit.scoring import collect_option_terms
+from steerkit.steering import Steering
 
 TASK_DIR = Path(__file__).resolve().parent / "data" / "lm_eval"
 TASK = "steerkit_tiny"

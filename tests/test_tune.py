@@ -12,7 +12,7 @@ from tiny import tiny_tokenizer
 from steerkit.data import data_sha256
 from steerkit.errors import InvalidOptionError
 from steerkit.evaluate import evaluate_mc
-from steerkit.scoring import Steering
+from steerkit.steering import Steering
 from steerkit.tune import default_grid, search_mu, tune_mu
 
 GRID = [-100.0, -30.0, -10.0, -3.0, -1.0, 0.0, 1.0, 3.0, 10.0, 30.0, 100.0]

@@ -35,37 +35,42 @@ SETTINGS = ("base", "warm", "static", "dynamic")
 METRICS = ("accuracy", "acc_norm", "mc1", "mc2")
 
 
+ModesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated settings among base, warm, static, dynamic, recommended \\[default: all four, "
+        "and recommended when the vector was cross-validated].",
+        show_default=False,
+    ),
+]
+MuOpt = Annotated[float | None, typer.Option(help="Dynamic strength \\[default: the vector's μ].", show_default=False)]
+MuStaticOpt = Annotated[
+    float | None, typer.Option(help="Static strength \\[default: the vector's μ_s].", show_default=False)
+]
+PlotOpt = Annotated[
+    Path | None,
+    typer.Option("--plot", help="Write a PNG bar chart with the intervals (needs matplotlib).", show_default=False),
+]
+GenerateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--generate",
+        help="Open-ended: generate an answer per item (greedy, first line) and score it with TruthfulQA's "
+        "BLEU-acc and ROUGE-L-acc against the item's true and false references (needs sacrebleu, rouge-score).",
+    ),
+]
+
+
 @command
 def evaluate(
     vector_spec: VectorArg,
     data: Annotated[Path, typer.Argument(help="Multiple-choice items: .jsonl, BIG-bench task.json or TruthfulQA.")],
     model_spec: ModelOpt = None,
-    modes: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated settings among base, warm, static, dynamic, recommended \\[default: all four, "
-            "and recommended when the vector was cross-validated].",
-            show_default=False,
-        ),
-    ] = None,
-    mu: Annotated[
-        float | None, typer.Option(help="Dynamic strength \\[default: the vector's μ].", show_default=False)
-    ] = None,
-    mu_static: Annotated[
-        float | None, typer.Option(help="Static strength \\[default: the vector's μ_s].", show_default=False)
-    ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option("--plot", help="Write a PNG bar chart with the intervals (needs matplotlib).", show_default=False),
-    ] = None,
-    generate: Annotated[
-        bool,
-        typer.Option(
-            "--generate",
-            help="Open-ended: generate an answer per item (greedy, first line) and score it with TruthfulQA's "
-            "BLEU-acc and ROUGE-L-acc against the item's true and false references (needs sacrebleu, rouge-score).",
-        ),
-    ] = False,
+    modes: ModesOpt = None,
+    mu: MuOpt = None,
+    mu_static: MuStaticOpt = None,
+    plot: PlotOpt = None,
+    generate: GenerateOpt = False,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="With --generate: most new tokens per answer.")] = 50,
     batch_size: BatchSizeOpt = 8,
     max_examples: MaxExamplesOpt = None,

@@ -38,46 +38,55 @@ MODES: dict[str, tuple[str, ...]] = {
 }
 
 
+PromptOpt = Annotated[
+    list[str],
+    typer.Option("--prompt", "-p", help="Prompt text, used as given (\\n is a newline); repeat for several."),
+]
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="dynamic (SVDecode), static (task vector), warm (adapter only), off (base model), compare (all "
+        "four side by side), or recommended (the vector's cross-validated setting) \\[default: recommended; "
+        "dynamic with --mu].",
+        show_default=False,
+    ),
+]
+MuOpt = Annotated[
+    float | None,
+    typer.Option(help="Steering strength \\[default: the vector's μ (dynamic) or μ_s (static)].", show_default=False),
+]
+MaxNewTokensOpt = Annotated[int, typer.Option(min=1, help="Tokens to generate.")]
+NumBeamsOpt = Annotated[int, typer.Option(min=1, help="Beam search width (1: no beam search).")]
+DoSampleOpt = Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy decoding.")]
+TopKOpt = Annotated[
+    int | None, typer.Option(min=0, help="Sampling: keep the k most likely tokens.", show_default=False)
+]
+TopPOpt = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="Sampling: nucleus probability.", show_default=False)
+]
+TemperatureOpt = Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.", show_default=False)]
+SeedOpt = Annotated[int, typer.Option(help="Seed set before each generation.")]
+ChatOpt = Annotated[
+    bool,
+    typer.Option("--chat", help="Send each prompt as a user message through the model's chat template."),
+]
+
+
 @command
 def generate(
     vector_spec: VectorArg,
-    prompt: Annotated[
-        list[str],
-        typer.Option("--prompt", "-p", help="Prompt text, used as given (\\n is a newline); repeat for several."),
-    ],
+    prompt: PromptOpt,
     model_spec: ModelOpt = None,
-    mode: Annotated[
-        str | None,
-        typer.Option(
-            help="dynamic (SVDecode), static (task vector), warm (adapter only), off (base model), compare (all "
-            "four side by side), or recommended (the vector's cross-validated setting) \\[default: recommended; "
-            "dynamic with --mu].",
-            show_default=False,
-        ),
-    ] = None,
-    mu: Annotated[
-        float | None,
-        typer.Option(
-            help="Steering strength \\[default: the vector's μ (dynamic) or μ_s (static)].", show_default=False
-        ),
-    ] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 40,
-    num_beams: Annotated[int, typer.Option(min=1, help="Beam search width (1: no beam search).")] = 1,
-    do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy decoding.")] = False,
-    top_k: Annotated[
-        int | None, typer.Option(min=0, help="Sampling: keep the k most likely tokens.", show_default=False)
-    ] = None,
-    top_p: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Sampling: nucleus probability.", show_default=False)
-    ] = None,
-    temperature: Annotated[
-        float | None, typer.Option(min=0.0, help="Sampling temperature.", show_default=False)
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed set before each generation.")] = 0,
-    chat: Annotated[
-        bool,
-        typer.Option("--chat", help="Send each prompt as a user message through the model's chat template."),
-    ] = False,
+    mode: ModeOpt = None,
+    mu: MuOpt = None,
+    max_new_tokens: MaxNewTokensOpt = 40,
+    num_beams: NumBeamsOpt = 1,
+    do_sample: DoSampleOpt = False,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    temperature: TemperatureOpt = None,
+    seed: SeedOpt = 0,
+    chat: ChatOpt = False,
     strict: StrictOpt = True,
     revision: RevisionOpt = None,
     model_revision: ModelRevisionOpt = None,
