@@ -30,6 +30,7 @@ from steerkit._hf import pad_id, trim_heap
 from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
 from steerkit.calibration import Totals
 from steerkit.chat import template_sha256
+from steerkit.checks import check_alpha
 from steerkit.config import MuStats, SteerConfig, parse_mu_name
 from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_pairs, fit_strengths, group_keys
 from steerkit.data import as_pairs, data_sha256, encode_pair
@@ -38,7 +39,7 @@ from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, tokenizer_fingerprint
 from steerkit.readers import load_pairs
-from steerkit.svdecode import CURVATURES, check_alpha, mu_star
+from steerkit.svdecode import CURVATURES, mu_star
 from steerkit.terms import TokenTerms
 from steerkit.vector import SteeringVector
 

@@ -22,6 +22,7 @@ import torch
 from steerkit import constants
 from steerkit._io import check_json
 from steerkit._version import __version__
+from steerkit.checks import check_alpha
 from steerkit.errors import (
     ArtifactCorruptError,
     ArtifactMissingKeyError,
@@ -30,7 +31,7 @@ from steerkit.errors import (
     InvalidOptionError,
 )
 from steerkit.schema import REBUILD, check_fields, finite, json_object, show, string
-from steerkit.svdecode import AGGREGATORS, CURVATURES, EPSILON, check_alpha
+from steerkit.svdecode import AGGREGATORS, CURVATURES, EPSILON
 
 __all__ = ["MuStats", "Recommendation", "SteerConfig", "canonical_mu_name", "parse_mu_name"]
 

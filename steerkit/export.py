@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
+from steerkit.checks import check_mu
 from steerkit.errors import InvalidOptionError
-from steerkit.svdecode import check_mu
 from steerkit.vector import SteeringVector
 
 __all__ = [
@@ -154,7 +154,8 @@ def export_bias(
             hint="logit_bias takes at most 1024 entries" if limit else "give a positive --top-k",
             got=top_k,
         )
-    strength = float(check_mu(vector.mu_static if mu is None else mu, per_row=False))
+    scale = float(vector.task_vector.abs().max())
+    strength = float(check_mu(vector.mu_static if mu is None else mu, per_row=False, scale=scale))
     scaled = vector.task_vector.detach().to(torch.float32) * strength
     magnitude = scaled.abs()
     total = float(magnitude.double().sum())

@@ -26,8 +26,16 @@ from torch import Tensor
 from transformers import LogitsProcessor
 
 from steerkit._hf import AdapterSwitch, all_ids, cache_arg, first_id, new_cache
+from steerkit.checks import check_mu
 from steerkit.errors import InvalidOptionError
-from steerkit.svdecode import check_mu, compute_dtype, confidence_mask, static_step, steer, steering_direction
+from steerkit.svdecode import (
+    DYNAMIC_BOUND,
+    compute_dtype,
+    confidence_mask,
+    static_step,
+    steer,
+    steering_direction,
+)
 
 __all__ = ["DynamicSteeringProcessor", "StaticSteeringProcessor"]
 
@@ -78,7 +86,7 @@ class StaticSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         filter_masked: bool = False,
     ) -> None:
         self.vector = vector.detach().to(torch.float32)
-        self.mu = check_mu(mu)
+        self.mu = check_mu(mu, scale=float(self.vector.abs().max()) if self.vector.numel() else 0.0)
         self.alpha = alpha
         self.n_tokens = n_tokens
         self.filter_masked = filter_masked
@@ -145,7 +153,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         skip_single_token: bool = False,
     ) -> None:
         self.peft_model = peft_model
-        self.mu = check_mu(mu)
+        self.mu = check_mu(mu, scale=DYNAMIC_BOUND)
         self.alpha = alpha
         self.n_tokens = n_tokens
         self.filter_masked = filter_masked

@@ -42,10 +42,11 @@ from steerkit.batching import (
     validate_items,
     virtual_prompt,
 )
+from steerkit.checks import check_mu
 from steerkit.distributed import gather_terms, shard
 from steerkit.errors import InvalidOptionError
 from steerkit.steering import Steering
-from steerkit.svdecode import check_mu, steering_direction
+from steerkit.svdecode import steering_direction
 from steerkit.terms import OptionTerms, TokenTerms
 from steerkit.vector import SteeringVector
 

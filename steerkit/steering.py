@@ -2,8 +2,8 @@
 
 :func:`steerkit.attach` (decoding), option scoring (:func:`steerkit.evaluate_mc`, ``tune``), the side-by-side
 settings of ``steerkit eval`` and the lm-eval model type all take this value, so the choice of mode, μ and α is
-made and checked in one place: α by :func:`steerkit.svdecode.check_alpha`, μ by
-:func:`steerkit.svdecode.check_mu`, both raising :class:`~steerkit.errors.InvalidOptionError`.
+made and checked in one place: α by :func:`steerkit.checks.check_alpha`, μ by
+:func:`steerkit.checks.check_mu`, both raising :class:`~steerkit.errors.InvalidOptionError`.
 :meth:`Steering.recommended` is the one reader of the setting a vector's cross-validation recommends.
 """
 
@@ -14,8 +14,9 @@ from typing import Literal
 
 from torch import Tensor
 
+from steerkit.checks import check_alpha, check_mu
 from steerkit.errors import InvalidOptionError
-from steerkit.svdecode import check_alpha, check_mu
+from steerkit.svdecode import DYNAMIC_BOUND
 from steerkit.vector import SteeringVector
 
 __all__ = ["MODES", "Steering"]
@@ -67,8 +68,11 @@ class Steering:
             raise InvalidOptionError(
                 "adapter=False is a static-mode option: dynamic steering needs the warm model", got=self.mode
             )
+        scale = DYNAMIC_BOUND if self.mode == "dynamic" else float(self.vector.task_vector.abs().max())
         if self.mu is not None:
-            object.__setattr__(self, "mu", check_mu(self.mu))
+            object.__setattr__(self, "mu", check_mu(self.mu, scale=scale))
+        else:  # the stored default: a number the artifact checked, but not against float32
+            check_mu(self.strength, scale=scale)
         if self.alpha is not None:
             object.__setattr__(self, "alpha", check_alpha(self.alpha, hint="the default is the vector's alpha"))
         if self.setting is None:

@@ -14,7 +14,8 @@ the input dtype (float64 stays float64, for tests). Notation: φ is the warm-sta
 - :func:`steer`: the decode rule ``ẑ = z + μ·δ̂`` with the optional ``−inf`` filter on masked tokens;
 - :func:`static_step`: one step of static mode, ``ẑ = z + keep ⊙ μ·v``, the one rule the transformers processor,
   the vLLM processor and the lm-eval model type apply;
-- :func:`check_alpha` / :func:`check_mu`: the one check of each of the two knobs every entry point runs.
+- :data:`DYNAMIC_BOUND`: a bound on ``max|δ̂|`` for any logits, which the μ check of dynamic mode uses (the one α
+  and μ checks live in :mod:`steerkit.checks`).
 
 Which one do I call? :func:`steering_delta` is the dynamic direction δ̂ as pure maths; :func:`steering_direction`
 picks the dynamic, static or zero direction for some logits (option scoring); :func:`steer` and
@@ -33,16 +34,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from steerkit.errors import InvalidOptionError
+from steerkit.checks import check_alpha
 
 __all__ = [
     "AGGREGATORS",
     "CURVATURES",
+    "DYNAMIC_BOUND",
     "EPSILON",
     "LOGPROB_FLOOR",
     "aggregate_mu",
-    "check_alpha",
-    "check_mu",
     "compute_dtype",
     "confidence_mask",
     "mu_star",
@@ -68,43 +68,12 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def check_alpha(alpha: object, *, hint: str = "the default is 0.1") -> float:
-    """The confidence threshold α as a float, or :class:`~steerkit.errors.InvalidOptionError` (a ``ValueError``).
-
-    Every entry point (build, attach, scoring, the config, the maths below) runs this one check.
-    """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise InvalidOptionError(
-            f"alpha must be in [0, 1], got {alpha!r}: it is the confidence threshold relative to max p",
-            hint=hint,
-            got=alpha,
-        )
-    return float(alpha)
-
-
-def check_mu(mu: object, *, per_row: bool = True) -> float | Tensor:
-    """The strength μ as a float (or a float32 ``[batch]`` tensor when ``per_row``), or
-    :class:`~steerkit.errors.InvalidOptionError`: not a number, not finite, or a tensor of more than one dimension.
-    """
-    if isinstance(mu, Tensor):
-        if not per_row:
-            raise InvalidOptionError(
-                "option scoring takes one μ, not a per-row tensor", hint="give a float mu for evaluation"
-            )
-        if mu.dim() > 1:
-            raise InvalidOptionError(
-                f"mu must be a float or a 1-D [batch] tensor, got shape {tuple(mu.shape)}",
-                hint="give one μ per prompt, or a single float",
-            )
-        if not bool(torch.isfinite(mu).all()):
-            raise InvalidOptionError("mu has non-finite entries", hint="give finite strengths")
-        return mu.detach().to(torch.float32)
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)):
-        raise InvalidOptionError(f"μ must be a number, got {mu!r}", hint="give a float such as -1.5", got=mu)
-    value = float(mu)
-    if not math.isfinite(value):
-        raise InvalidOptionError(f"μ must be a finite number, got {mu!r}", hint="give a float such as -1.5", got=mu)
-    return value
+#: A bound on ``max|δ̂|`` for any logits: ``|p_φ·(l − KL)| ≤ p_φ|log p_φ| + 2·|LOGPROB_FLOOR|`` with base
+#: log-probabilities floored at ``LOGPROB_FLOOR`` (the μ bound of dynamic mode; real directions are far smaller).
+DYNAMIC_BOUND = 2.0 * abs(LOGPROB_FLOOR) + 1.0
+#: The largest steering step ``|μ|·max|direction|`` (and ``|μ|``) accepted: far below float32's 3.4e38, so the
+#: steered logits, and what later processors (temperature, penalties) and the softmax make of them, stay finite.
+MAX_STEP = 1e30
 
 
 def _mask_from_logprobs(lp: Tensor, alpha: float) -> Tensor:

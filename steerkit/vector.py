@@ -22,6 +22,7 @@ from torch import Tensor
 from steerkit import constants as C
 from steerkit._io import atomic_directory, check_replaceable, recover, write_files
 from steerkit.card import render_card
+from steerkit.checks import check_mu
 from steerkit.config import SteerConfig, canonical_mu_name
 from steerkit.errors import (
     ArtifactExistsError,
@@ -31,7 +32,6 @@ from steerkit.errors import (
 )
 from steerkit.format import ArtifactParts, adapter_sha256, artifact_files, tensor_sha256
 from steerkit.hub import check_push_revision, push_folder, resolve
-from steerkit.svdecode import check_mu
 
 __all__ = ["SteeringVector", "load", "pull", "push_to_hub"]
 

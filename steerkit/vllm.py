@@ -43,9 +43,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from steerkit.checks import check_mu
 from steerkit.errors import IncompatibleModelError, InvalidOptionError
 from steerkit.hub import resolve
-from steerkit.svdecode import check_mu, static_step
+from steerkit.svdecode import static_step
 from steerkit.vector import SteeringVector
 
 try:
@@ -197,10 +198,11 @@ def request_steering(params: Any, table: dict[str, ServedVector]) -> tuple[Serve
         )
     item = _lookup(request["vector"], table)
     mu = request.get("mu", item.vector.mu_static)
-    try:
-        return item, float(check_mu(mu, per_row=False))
-    except InvalidOptionError:  # the request's own wording: the client sent "mu"
-        raise InvalidOptionError(f"steering strength mu must be a finite number, got {mu!r}", got=mu) from None
+    try:  # a μ whose step overflows float32 would put inf/NaN rows into the engine's shared batch: refused here
+        return item, float(check_mu(mu, per_row=False, scale=float(item.vector.task_vector.abs().max())))
+    except InvalidOptionError as exc:  # in the request's own words: the client sent "mu"
+        bound = exc.hint if "too large" in exc.message else None  # the bound helps; "give a float" does not
+        raise InvalidOptionError("steering strength mu" + exc.message[1:], hint=bound) from None
 
 
 class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ignore[misc]
@@ -335,6 +337,7 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
             for alpha in groups:
                 group = torch.from_numpy(np.flatnonzero(alphas == alpha)).to(z.device)
                 out[group] = static_step(z.index_select(0, group), step.index_select(0, group), alpha=float(alpha))
+        out = torch.where(torch.isnan(out), z, out)  # never a NaN row in the shared batch, whatever got through
         if every:
             return out
         logits[index] = out

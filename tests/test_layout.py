@@ -61,6 +61,7 @@ def test_the_value_object_imports_only_what_lies_below_it() -> None:
         "steerkit.errors",
         "steerkit._io",
         "steerkit.svdecode",
+        "steerkit.checks",
     }, below
     for low in ("steerkit.config", "steerkit.format", "steerkit.card", "steerkit.hub", "steerkit._hub_errors"):
         assert "steerkit.vector" not in edges[low], low

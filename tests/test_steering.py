@@ -13,9 +13,10 @@ from test_crossval import _greedy, _with_recommendation, pairs
 from tiny import tiny_llama, tiny_lora
 
 import steerkit
+from steerkit.checks import MAX_STEP, check_alpha, check_mu
 from steerkit.errors import ArtifactValueError, InvalidOptionError
 from steerkit.processors import StaticSteeringProcessor
-from steerkit.svdecode import check_alpha, check_mu, confidence_mask, static_step, steer, steering_direction
+from steerkit.svdecode import confidence_mask, static_step, steer, steering_direction
 
 
 @pytest.fixture
@@ -45,8 +46,9 @@ def test_check_alpha_and_mu_accept_what_they_should() -> None:
     [
         (float("inf"), "μ must be a finite number"),
         (float("nan"), "μ must be a finite number"),
-        ("1.0", "μ must be a number"),
-        (True, "μ must be a number"),
+        ("1.0", "μ must be a finite number"),
+        (True, "μ must be a finite number"),
+        (10**400, "μ is too large for a float"),
         (torch.ones(2, 2), "1-D"),
         (torch.tensor([1.0, float("nan")]), "non-finite"),
     ],
@@ -145,3 +147,45 @@ def test_the_old_handle_name_is_a_deprecated_alias() -> None:
         assert steerkit.decode.Steered is steerkit.SteeredModel
     assert [w.category for w in caught] == [DeprecationWarning, DeprecationWarning]
     assert "Steered" not in steerkit.__all__
+
+
+# --- μ must stay finite in float32 (issue 28, defect 1) -----------------------------------------------------------
+
+
+def test_a_mu_whose_step_overflows_float32_is_refused_at_every_boundary(built: Any, tokenizer: Any) -> None:
+    from steerkit.export import export_bias
+    from steerkit.processors import DynamicSteeringProcessor
+
+    scale = float(built.task_vector.abs().max())
+    assert check_mu(1e29, scale=0.5) == 1e29 and check_mu(1e39) == 1e39  # no scale: only finiteness
+    with pytest.raises(InvalidOptionError, match=r"μ = 5e\+29 is too large: μ times the direction's largest entry"):
+        check_mu(5e29, scale=2.5)
+    with pytest.raises(InvalidOptionError, match=r"μ = 1e\+39 is too large: steered logits are computed in float32"):
+        check_mu(1e39, scale=scale)
+    with pytest.raises(InvalidOptionError, match="too large"):
+        check_mu(torch.tensor([1.0, -1e39], dtype=torch.float64), scale=scale)
+    for mode in ("static", "dynamic"):
+        with pytest.raises(InvalidOptionError, match="too large"):
+            steerkit.attach(built, tiny_llama(), mode=mode, mu=1e39, tokenizer=tokenizer)
+        with pytest.raises(InvalidOptionError, match="too large"):
+            steerkit.Steering(built, mode, mu=-1e39)
+    with pytest.raises(InvalidOptionError, match="too large"):
+        StaticSteeringProcessor(built.task_vector, 1e39)
+    with pytest.raises(InvalidOptionError, match="too large"):
+        DynamicSteeringProcessor(tiny_lora(tiny_llama()), 1e36)
+    with pytest.raises(InvalidOptionError, match="too large"):
+        export_bias(built, mu=1e39)
+    big = built.with_mu(1e39, static=True)  # a stored default is checked too, when it is used
+    with pytest.raises(InvalidOptionError, match="too large"):
+        steerkit.Steering(big, "static")
+
+
+def test_the_largest_accepted_mu_keeps_every_steered_logit_finite(built: Any, tokenizer: Any) -> None:
+    scale = float(built.task_vector.abs().max())
+    mu = min(MAX_STEP, MAX_STEP / scale)
+    with steerkit.attach(built, tiny_llama(), mode="static", mu=mu, tokenizer=tokenizer) as steered:
+        out = steered.generate(
+            **tokenizer(["q 3 cat"], return_tensors="pt"), max_new_tokens=4, do_sample=True, output_scores=True,
+            return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+    assert all(not bool(torch.isnan(s).any()) for s in out.scores)

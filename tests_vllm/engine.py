@@ -83,6 +83,8 @@ def main(artifact: str, flipped: str, out: str) -> None:
         "unknown": steer("no-such-vector"),
         "mu_nan": steer("tqa", mu=float("nan")),
         "mu_text": {"steerkit": {"vector": "tqa", "mu": "big"}},
+        "mu_overflow": {"steerkit_vector": "tqa", "steerkit_mu": 1e39},
+        "mu_bigint": {"steerkit": {"vector": "tqa", "mu": 10**400}},
         "path": {"steerkit": {"vector": artifact}},
         "extra_key": {"steerkit": {"vector": "tqa", "path": artifact}},
     }.items():

@@ -25,7 +25,7 @@ from steerkit.errors import IncompatibleModelError, InvalidOptionError
 from steerkit.models import default_model_dir
 from steerkit.processors import StaticSteeringProcessor
 from steerkit.vector import SteeringVector
-from steerkit.vllm import ENV_VECTORS, SteeringLogitsProcessor, lora_request, parse_spec, steer
+from steerkit.vllm import ENV_VECTORS, SteeringLogitsProcessor, lora_request, parse_spec, request_steering, steer
 
 NAMED = "steerkit.vllm:SteeringLogitsProcessor"
 
@@ -220,3 +220,17 @@ def test_vllm_builds_it_from_the_entry_point_and_never_steers_twice(
     del first, second
     (rebuilt,) = build(other, [])
     assert rebuilt.duplicate is False and torch.equal(run([rebuilt])[0], once)
+
+
+def test_a_mu_vllm_would_let_through_is_refused_by_the_plugin_and_never_raises_in_the_batch(
+    vectors: dict[str, SteeringVector],
+) -> None:
+    # issue 28: 10**400 raised OverflowError, and 1e39 overflowed float32 into inf/NaN rows of the shared batch
+    proc = _v2()
+    for mu, message in ((10**400, "is too large for a float"), (1e39, r"= 1e\+39 is too large")):
+        params = SimpleNamespace(extra_args={"steerkit": {"vector": "tqa", "mu": mu}})
+        with pytest.raises(InvalidOptionError, match=f"steering strength mu {message}"):
+            request_steering(params, proc.table)
+        assert proc.add_request(0, params) is False  # logged, not steered, no exception in the engine
+    logits = _logits(vectors["tqa"], 1, 3)
+    assert torch.equal(proc.apply(logits.clone(), _ctx([0])), logits)

@@ -88,4 +88,7 @@ def test_bad_requests_are_refused_at_admission_and_the_engine_keeps_serving(engi
     assert refused["mu_nan"] == "VLLMValidationError: steering strength mu must be a finite number, got nan"
     assert refused["mu_text"] == "VLLMValidationError: steering strength mu must be a finite number, got 'big'"
     assert refused["extra_key"].startswith("VLLMValidationError: extra_args['steerkit'] must be")
+    # a μ whose step overflows float32 (issue 28), and an int beyond float64, are 400s, never an engine error
+    assert refused["mu_overflow"].startswith("VLLMValidationError: steering strength mu = 1e+39 is too large")
+    assert refused["mu_bigint"].startswith("VLLMValidationError:")  # vLLM's own extra_args check comes first
     assert engine["after_refusals"] == engine["static"][0]
