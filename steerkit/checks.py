@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from steerkit.errors import InvalidOptionError
+from steerkit.errors import InvalidOptionError, show
 
 __all__ = ["MAX_STEP", "check_alpha", "check_mu"]
 
@@ -59,14 +59,12 @@ def check_mu(mu: object, *, per_row: bool = True, scale: float | None = None) ->
         _check_step(float(mu.detach().abs().max()) if mu.numel() else 0.0, scale)
         return mu.detach().to(torch.float32)
     if isinstance(mu, bool) or not isinstance(mu, (int, float)):
-        raise InvalidOptionError(
-            f"μ must be a finite number, got {_shown(mu)}", hint="give a float such as -1.5", got=mu
-        )
+        raise InvalidOptionError(f"μ must be a finite number, got {show(mu)}", hint="give a float such as -1.5", got=mu)
     try:
         value = float(mu)
     except OverflowError:  # an int beyond float64
         raise InvalidOptionError(
-            f"μ is too large for a float: {_shown(mu)}", hint="give a float such as -1.5", got=None
+            f"μ is too large for a float: {show(mu)}", hint="give a float such as -1.5", got=None
         ) from None
     if not math.isfinite(value):
         raise InvalidOptionError(f"μ must be a finite number, got {mu!r}", hint="give a float such as -1.5", got=mu)
@@ -91,12 +89,3 @@ def _check_step(size: float, scale: float | None) -> None:
             hint=f"give |μ| at most {MAX_STEP / scale:.3g}",
             got=size,
         )
-
-
-def _shown(value: object) -> str:
-    """A value for a one-line message (an int too long for ``str`` shown by its type)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        return f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."

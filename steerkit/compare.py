@@ -59,9 +59,9 @@ def _check_settings(settings: Sequence[str]) -> list[str]:
 def recommended_setting(vector: SteeringVector) -> tuple[str, float | None, str]:
     """What the ``recommended`` setting runs: ``(setting among warm/static/dynamic, μ, label)``, from
     :meth:`Steering.recommended <steerkit.steering.Steering.recommended>` (what ``attach(mode=None)`` runs)."""
-    spec = Steering.recommended(vector)
     if vector.config.recommendation is None:
         return "dynamic", None, "dynamic (not validated)"
+    spec = Steering.recommended(vector)
     if spec.is_warm_alone:
         return "warm", None, "warm"
     return spec.mode, float(spec.strength), str(spec.setting)

@@ -29,8 +29,9 @@ from steerkit.errors import (
     ArtifactValueError,
     ArtifactVersionError,
     InvalidOptionError,
+    show,
 )
-from steerkit.schema import REBUILD, check_fields, finite, json_object, show, string
+from steerkit.schema import REBUILD, check_fields, finite, json_object, string
 from steerkit.svdecode import AGGREGATORS, CURVATURES, EPSILON
 
 __all__ = ["MuStats", "Recommendation", "SteerConfig", "canonical_mu_name", "parse_mu_name"]

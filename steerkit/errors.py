@@ -195,6 +195,15 @@ class HubConnectionError(HubError, ConnectionError):
     code = "hub_connection"
 
 
+def show(value: Any) -> str:
+    """A value for a one-line message (long ones shortened; an int too long for ``str`` shown by its type)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def describe_path(path: str | Path) -> str:
     """A path as quoted in messages."""
     return f"'{path}'"

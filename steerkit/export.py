@@ -154,8 +154,7 @@ def export_bias(
             hint="logit_bias takes at most 1024 entries" if limit else "give a positive --top-k",
             got=top_k,
         )
-    scale = float(vector.task_vector.abs().max())
-    strength = float(check_mu(vector.mu_static if mu is None else mu, per_row=False, scale=scale))
+    strength = float(check_mu(vector.mu_static if mu is None else mu, per_row=False, scale=vector.max_abs))
     scaled = vector.task_vector.detach().to(torch.float32) * strength
     magnitude = scaled.abs()
     total = float(magnitude.double().sum())

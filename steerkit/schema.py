@@ -12,19 +12,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from steerkit.errors import ArtifactValueError
+from steerkit.errors import ArtifactValueError, show
 from steerkit.svdecode import CURVATURES
 
-__all__ = ["REBUILD", "best_per_mode", "check_fields", "finite", "json_object", "recommended", "show", "string"]
-
-
-def show(value: Any) -> str:
-    """A value for a one-line message (long ones shortened)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long for str()
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
+__all__ = ["REBUILD", "best_per_mode", "check_fields", "finite", "json_object", "string"]
 
 
 def finite(value: Any, what: str) -> float:
@@ -143,14 +134,6 @@ def _check_setting(entry: Mapping[str, Any], what: str) -> None:
     if entry.get("mode") not in (None, "static", "dynamic"):
         raise ArtifactValueError(f"{what}.mode must be null, 'static' or 'dynamic', got {show(entry.get('mode'))}")
     finite(entry.get("mu"), f"{what}.mu")
-
-
-def recommended(validation: Mapping[str, Any] | None) -> tuple[str | None, float, str] | None:
-    """``(mode, μ, setting)`` the ``validation`` block recommends (mode ``None``: warm alone, μ = 0), or ``None``."""
-    if not validation:
-        return None
-    rec = validation["recommended"]
-    return rec["mode"], float(rec["mu"]), str(rec["setting"])
 
 
 def best_per_mode(validation: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -9,6 +9,7 @@ made and checked in one place: α by :func:`steerkit.checks.check_alpha`, μ by
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,7 +69,7 @@ class Steering:
             raise InvalidOptionError(
                 "adapter=False is a static-mode option: dynamic steering needs the warm model", got=self.mode
             )
-        scale = DYNAMIC_BOUND if self.mode == "dynamic" else float(self.vector.task_vector.abs().max())
+        scale = DYNAMIC_BOUND if self.mode == "dynamic" else self.vector.max_abs
         if self.mu is not None:
             object.__setattr__(self, "mu", check_mu(self.mu, scale=scale))
         else:  # the stored default: a number the artifact checked, but not against float32
@@ -105,10 +106,7 @@ class Steering:
     ) -> Steering:
         """The spec for keyword arguments as :func:`steerkit.attach` takes them (``mode=None``: recommended)."""
         if mode is None:
-            spec = cls.recommended(vector, mu=mu)
-            if alpha is None and adapter:
-                return spec
-            return cls(vector, spec.mode, spec.mu, alpha, adapter, spec.setting)
+            return dataclasses.replace(cls.recommended(vector, mu=mu), alpha=alpha, adapter=adapter)
         return cls(vector, mode, mu, alpha, adapter)
 
     @property

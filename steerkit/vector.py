@@ -9,6 +9,7 @@ it to a model is :func:`steerkit.attach`, one layer up.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 from collections.abc import Mapping
@@ -104,6 +105,12 @@ class SteeringVector:
     def mu_static(self) -> float:
         """The default static-mode strength μ_s (``config.mu_static.value``)."""
         return self.config.mu_static.value
+
+    @functools.cached_property
+    def max_abs(self) -> float:
+        """The largest ``|v|`` entry: the scale a static μ multiplies (:func:`steerkit.checks.check_mu` bounds
+        ``|μ|·max_abs``). Computed once per vector."""
+        return float(self.task_vector.abs().max()) if self.task_vector.numel() else 0.0
 
     @property
     def vocab_size(self) -> int:

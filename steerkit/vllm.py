@@ -199,7 +199,7 @@ def request_steering(params: Any, table: dict[str, ServedVector]) -> tuple[Serve
     item = _lookup(request["vector"], table)
     mu = request.get("mu", item.vector.mu_static)
     try:  # a μ whose step overflows float32 would put inf/NaN rows into the engine's shared batch: refused here
-        return item, float(check_mu(mu, per_row=False, scale=float(item.vector.task_vector.abs().max())))
+        return item, float(check_mu(mu, per_row=False, scale=item.vector.max_abs))
     except InvalidOptionError as exc:  # in the request's own words: the client sent "mu"
         bound = exc.hint if "too large" in exc.message else None  # the bound helps; "give a float" does not
         raise InvalidOptionError("steering strength mu" + exc.message[1:], hint=bound) from None
