@@ -14,8 +14,12 @@ curvatures, ``fit``, and a search on the calibration items (``search:mc2``, ``se
 
 Each configuration also gets the setting steerkit recommends, chosen by cross-validation on the calibration data
 alone (:mod:`steerkit.crossval`; no test item or statistic is involved): ``aggregator: "recommended"`` is what
-``build`` records (5-fold on the calibration pairs, held-out NLL), ``"recommended:<metric>"`` what ``tune`` records
-(5-fold on the calibration items, that metric); ``mode: "recommended"`` and ``setting`` names the pick.
+``build`` records by default (5-fold on the calibration pairs, the gold completion's rank against distractors
+drawn from the other pairs), ``"recommended:build-rank-gated"`` that block's pick had it also required the
+held-out NLL not to be significantly worse, ``"recommended:build-nll"`` what ``build(criterion="nll")`` records
+(held-out NLL of the gold tokens, the criterion before), ``"recommended:<metric>"`` what ``tune`` records (5-fold
+on the calibration items, that metric); ``mode: "recommended"`` and ``setting`` names the pick (``base`` is the
+base model's test values).
 
 One pass of warm and base logits per split serves every setting and μ: the option terms
 (:func:`steerkit.scoring.collect_setting_terms`) rescore any strength without a forward, and the warm scores are
@@ -87,6 +91,7 @@ AGGREGATES = [f"{how}/{curv}" for curv in ("paper", "exact") for how in ("mean",
 BATCH_SIZE = 4  # warm-start examples per optimiser step
 N_BOOTSTRAP = 2000
 VALIDATION_KEYS = ("measure", "n", "folds", "recommended", "reason", "warm_vs_base")
+VALIDATION_EXTRA = ("criterion", "distractors")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"  # steerkit.models.DEFAULT_MODEL, the model of rows without a "model"
 
 
@@ -262,8 +267,12 @@ def evaluate_config(
     spec = TASKS[task]
     cal_items, test_items = data["cal_items"], data["test_items"]
     t0 = time.perf_counter()
-    vector = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8)
+    vector = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8)  # criterion="rank"
     build_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    by_nll = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8, criterion="nll")
+    build_nll_s = time.perf_counter() - t1
+    t0 += build_nll_s
     terms: dict[tuple[str, str], Any] = {}
     for split_name, items in (("cal", cal_items), ("test", test_items)):
         # one pass of warm and base logits per split serves warm, static and dynamic (every μ)
@@ -322,11 +331,16 @@ def evaluate_config(
         )
     validations = {
         **({"recommended": vector.config.validation} if vector.config.validation else {}),
+        **({"recommended:build-rank-gated": nll_gated(vector.config.validation)} if vector.config.validation else {}),
+        **({"recommended:build-nll": by_nll.config.validation} if by_nll.config.validation else {}),
         **{f"recommended:{m}": v for m, v in item_validation.items()},
     }
     for aggregator, validation in validations.items():
         rec = validation["recommended"]
-        values = per_item(terms[rec["mode"] or "warm", "test"], test_items, rec["mu"])
+        if rec["setting"] == "base":
+            values = base
+        else:
+            values = per_item(terms[rec["mode"] or "warm", "test"], test_items, rec["mu"])
         for metric in spec["metrics"]:
             d = paired_bootstrap(values[metric], warm_items[metric], n_bootstrap=N_BOOTSTRAP, seed=0)
             rows.append({**common, "mode": "recommended", "aggregator": aggregator, "setting": rec["setting"],
@@ -337,7 +351,9 @@ def evaluate_config(
         rows += open_ended_rows(common, vector, warm, tokenizer, test_items)
     diagnostics = {
         **common,
-        "validation": {k: {key: v[key] for key in VALIDATION_KEYS} for k, v in validations.items()},
+        "validation": {
+            k: {key: v.get(key) for key in (*VALIDATION_KEYS, *VALIDATION_EXTRA)} for k, v in validations.items()
+        },
         "mu": vector.config.mu.to_dict(),
         "mu_static": vector.config.mu_static.to_dict(),
         "calibration": vector.config.calibration,
@@ -345,9 +361,20 @@ def evaluate_config(
         "mask_test_dynamic": mask_stats(terms["dynamic", "test"]),
         "mask_test_static": mask_stats(terms["static", "test"]),
         "category_deltas": categories,
-        "seconds": {"build": build_s, "evaluate": eval_s},
+        "seconds": {"build": build_s, "build_nll": build_nll_s, "evaluate": eval_s},
     }
     return rows, diagnostics
+
+
+def nll_gated(validation: Mapping[str, Any]) -> dict[str, Any]:
+    """The rank block's pick had it been gated by "held-out NLL not significantly worse than warm's": the
+    candidate with the largest rank gain whose interval lies above zero among those whose NLL interval's upper end
+    is not below zero (the block's own ``nll_*`` columns; warm alone when none qualifies)."""
+    candidates = validation["candidates"]
+    ok = [c for c in candidates if c["setting"] != "warm" and c["ci_low"] > 0.0 and c.get("nll_ci_high", 0.0) >= 0.0]
+    best = max(ok, key=lambda c: c["delta_vs_warm"]) if ok else candidates[0]
+    reason = f"{best['setting']} (rank, gated by NLL)" if ok else "no candidate passes the rank and NLL gates"
+    return {**validation, "recommended": {k: best[k] for k in ("setting", "mode", "rule", "mu")}, "reason": reason}
 
 
 def open_ended_rows(
@@ -498,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = keyed(args.model, f"{task}/{method}/{lr_label}")
                 same = (args.model, task, method, lr_label)
                 mine = [r for r in result["rows"] if config_of(r) == same]
-                wanted = any(r["mode"] == "recommended" for r in mine) and (
+                wanted = any(r.get("aggregator") == "recommended:build-nll" for r in mine) and (
                     not (args.open_ended and task == "truthfulqa") or any(r["metric"] == "bleu_acc" for r in mine)
                 )
                 if key in result["configs_done"] and wanted:

@@ -11,6 +11,7 @@ of prompt tuning and p-tuning. :func:`length_batches` and :func:`padded_batch` a
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -55,13 +56,14 @@ def encode_options(
                 continue
             idx = []
             for choice in item[key]:
-                if choice not in known:
+                text = choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True)  # messages
+                if text not in known:
                     ids, start = encode_pair(tokenizer, prompt, choice, max_length=sys.maxsize)
                     if start >= len(ids):
                         raise bad_item(i, f"choice {choice!r} adds no tokens after the prompt")
-                    known[choice] = len(sequences)
+                    known[text] = len(sequences)
                     sequences.append((ids, start))
-                idx.append(known[choice])
+                idx.append(known[text])
             entry[key] = idx
         layout.append(entry)
     return sequences, layout

@@ -18,26 +18,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from steerkit._hf import pad_id, trim_heap
 from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
-from steerkit.calibration import Totals
+from steerkit.calibration import calibrate
 from steerkit.chat import template_sha256
 from steerkit.checks import check_alpha
-from steerkit.config import MuStats, SteerConfig, parse_mu_name
+from steerkit.config import SteerConfig, parse_mu_name
 from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_pairs, fit_strengths, group_keys
 from steerkit.data import as_pairs, data_sha256, encode_pair
-from steerkit.distributed import shard
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, tokenizer_fingerprint
+from steerkit.ranking import rank_validation
 from steerkit.readers import load_pairs
 from steerkit.svdecode import CURVATURES, mu_star
 from steerkit.terms import TokenTerms
@@ -47,9 +44,9 @@ __all__ = ["build"]
 
 #: Levels of the μ* quantiles stored in ``calibration["mu_star_quantiles"]``.
 MU_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
-#: Elements per ``[chunk, V]`` logits block (chunk = this // V rows, at least 16): 4 MiB of float32.
-CHUNK_ELEMENTS = 1 << 20
 _PROMPT_METHODS = ("PROMPT_TUNING", "P_TUNING")
+#: How build's cross-validation measures a setting: the gold completion's rank among distractors, or its NLL.
+CRITERIA: tuple[str, ...] = ("rank", "nll")
 
 
 def build(
@@ -63,6 +60,7 @@ def build(
     batch_size: int = 8,
     max_length: int = 512,
     folds: int = 5,
+    criterion: str = "rank",
     show_progress: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SteeringVector:
@@ -74,16 +72,22 @@ def build(
         adapter: A ``PeftModel`` (its active adapter), a local adapter directory, or a Hub id. A directory or
             Hub id is loaded onto ``model`` with ``PeftModel.from_pretrained`` and unloaded again afterwards, so
             ``model`` is left as it was.
-        data: Prompt/completion pairs, or a path :func:`steerkit.data.load_pairs` reads.
+        data: Prompt/completion pairs (optionally with ``distractors``), preference records
+            (``prompt``/``chosen``/``rejected``), multiple-choice items, or a path :func:`steerkit.data.load_pairs`
+            reads.
         tokenizer: The model's tokenizer (its ``padding_side`` is respected).
         alpha: Confidence-mask threshold: keep tokens with ``p_φ ≥ α · max p_φ``.
         mu_aggregator: Which strength becomes ``mu.value`` (and ``mu_static.value``): ``"mean"``, ``"median"``,
             ``"trimmed"``, ``"ratio"`` (each optionally ``/paper`` or ``/exact``) or ``"fit"``.
         batch_size: Pairs per forward pass.
         max_length: Most tokens per pair (the prompt is cut from its start past this).
-        folds: K of the cross-validation that compares warm alone, static and dynamic on the pairs and records
-            the recommended setting in ``config.validation`` (:mod:`steerkit.crossval`; no extra forward pass).
-            Skipped (no ``validation``) with ``0`` or fewer than ``2·K`` distinct prompts.
+        folds: K of the cross-validation that compares base, warm alone, static and dynamic on the pairs and
+            records the recommended setting in ``config.validation`` (:mod:`steerkit.crossval`). Skipped (no
+            ``validation``) with ``0`` or fewer than ``2·K`` distinct prompts.
+        criterion: How the cross-validation measures a setting. ``"rank"``: the softmax mass of each held-out
+            gold completion against its distractors (:mod:`steerkit.ranking`; one extra pass of warm and base
+            logits over the prompts and their options). ``"nll"``: the held-out NLL of the gold tokens (no extra
+            pass; base is then no candidate).
         show_progress: Print one line per batch to stderr.
         progress: Called as ``progress(batch, total_batches)`` after each batch (the CLI renders it).
 
@@ -91,7 +95,8 @@ def build(
         The :class:`~steerkit.vector.SteeringVector`, with the adapter's files and calibration statistics.
 
     Raises:
-        InvalidOptionError: A bad ``alpha``, ``mu_aggregator``, ``batch_size`` or ``max_length``.
+        InvalidOptionError: A bad ``alpha``, ``mu_aggregator``, ``batch_size``, ``max_length``, ``folds`` or
+            ``criterion``.
         AdapterError: No usable adapter (missing, unloadable, or a PEFT method SVDecode cannot run).
         DataFormatError: Malformed data; ``EmptyDataError`` when no completion token is left.
 
@@ -107,6 +112,10 @@ def build(
             raise InvalidOptionError(f"{name} must be an integer ≥ {least}, got {value!r}", got=value)
     if folds == 1:
         raise InvalidOptionError("folds must be 0 (no cross-validation) or at least 2, got 1", got=folds)
+    if criterion not in CRITERIA:
+        raise InvalidOptionError(
+            f"unknown criterion {criterion!r}", hint=f"use one of: {', '.join(CRITERIA)}", got=criterion
+        )
     pairs = load_pairs(data) if isinstance(data, (str, os.PathLike)) else as_pairs(data)
     peft_model, source, loaded = resolve_adapter(model, adapter)
     try:
@@ -120,6 +129,7 @@ def build(
             batch_size=batch_size,
             max_length=max_length,
             folds=folds,
+            criterion=criterion,
             show_progress=show_progress,
             progress=progress,
         )
@@ -128,106 +138,11 @@ def build(
             peft_model.unload()  # remove the injected adapter layers: `model` is as the caller gave it
 
 
-# --- adapters --------------------------------------------------------------------------------------------
-
-
-# --- forward passes --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Batch:
-    input_ids: Tensor  # [B, S]
-    attention_mask: Tensor  # [B, S]
-    rows: Tensor  # [N] batch row of each predicting position
-    positions: Tensor  # [N] position (in the padded real-token sequence) whose logits predict a gold token
-    targets: Tensor  # [N] the gold tokens
-
-
-def _make_batch(encoded: list[tuple[list[int], int]], *, pad_id: int, left: bool) -> _Batch:
-    width = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    rows, positions, targets = [], [], []
-    for row, (ids, first) in enumerate(encoded):
-        offset = width - len(ids) if left else 0
-        input_ids[row, offset : offset + len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[row, offset : offset + len(ids)] = 1
-        for j in range(first, len(ids)):  # the logits at j - 1 predict token j
-            rows.append(row)
-            positions.append(offset + j - 1)
-            targets.append(ids[j])
-
-    def long(values: list[int]) -> Tensor:
-        return torch.tensor(values, dtype=torch.long)
-
-    return _Batch(input_ids, mask, long(rows), long(positions), long(targets))
-
-
-def _positions(mask: Tensor) -> Tensor:
-    """Position ids that count real tokens only (pads take a harmless clamped value)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def _hidden_rows(transformer: Any, batch: _Batch, *, device: torch.device, prompts: Tensor | None = None) -> Tensor:
-    """Last hidden states ``[N, H]`` at the batch's predicting positions; ``prompts`` are virtual-token embeddings."""
-    decoder = transformer.get_decoder()
-    input_ids = batch.input_ids.to(device)
-    mask = batch.attention_mask.to(device)
-    shift = 0
-    if prompts is None:
-        out = decoder(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False)
-    else:
-        embeds = transformer.get_input_embeddings()(input_ids)
-        shift = prompts.shape[1]
-        embeds = torch.cat([prompts.to(device=device, dtype=embeds.dtype), embeds], dim=1)
-        mask = torch.cat([torch.ones_like(mask[:, :shift]), mask], dim=1)
-        out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask), use_cache=False)
-    hidden: Tensor = out.last_hidden_state
-    return hidden[batch.rows.to(device), batch.positions.to(device) + shift]
-
-
-def _head_logits(transformer: Any, rows: Tensor) -> Tensor:
-    """The model's logits for gathered hidden rows: output head plus the logit post-processing some models apply."""
-    logits: Tensor = transformer.get_output_embeddings()(rows)
-    logits = logits.double() if logits.dtype == torch.float64 else logits.float()
-    config = transformer.config
-    scale = getattr(transformer, "logit_scale", None)  # Cohere
-    if isinstance(scale, (int, float)):
-        logits = logits * scale
-    scaling = getattr(config, "logits_scaling", None)  # Granite
-    if isinstance(scaling, (int, float)) and scaling:
-        logits = logits / scaling
-    cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2/3
-    if isinstance(cap, (int, float)) and cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
-def _head_has_adapter(transformer: Any) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    head = transformer.get_output_embeddings()
-    return any(isinstance(m, BaseTunerLayer) for m in head.modules())
-
-
 def _chat_record(pairs: Sequence[Mapping[str, Any]], tokenizer: Any) -> dict[str, Any]:
     """``chat_template_sha256`` when the calibration pairs were rendered with a chat template (else nothing)."""
     if not any(isinstance(p["prompt"], list) for p in pairs):
         return {}
     return {"chat_template_sha256": template_sha256(tokenizer)}
-
-
-# --- the calibration -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _eval_mode(module: Any) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _build(
@@ -241,6 +156,7 @@ def _build(
     batch_size: int,
     max_length: int,
     folds: int,
+    criterion: str,
     show_progress: bool,
     progress: Callable[[int, int], None] | None,
 ) -> SteeringVector:
@@ -262,7 +178,7 @@ def _build(
             hint="give pairs with non-empty completions",
         )
     width = logits_width(transformer)
-    totals = _calibrate(
+    totals = calibrate(
         peft_model,
         used,
         tokenizer=tokenizer,
@@ -277,8 +193,6 @@ def _build(
     task_vector = (task_sum / n_tokens).to(torch.float32).cpu()
     mu, quantiles = fit_strengths(terms, label), _quantiles(terms)
     mu_static = fit_strengths(terms.with_direction(task_vector), label)
-    keys = group_keys([pairs[i] for i in used_index])
-    validation = _validation(terms, used, keys, base_logprob, folds=folds, full=(mu, mu_static))
     files = adapter_files_of(peft_model)
     name = getattr(transformer.config, "_name_or_path", "") or getattr(transformer, "name_or_path", "") or None
     revision = getattr(transformer.config, "_commit_hash", None)
@@ -300,79 +214,56 @@ def _build(
         },
         adapter={"path": source, "peft_type": method, "sha256": adapter_sha256(files)},
         alpha=alpha,
-        validation=validation,
     )
-    return SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
+    vector = SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
+    calibrated = _Calibrated([pairs[i] for i in used_index], used, terms, base_logprob)
+    validation = _validation(peft_model, vector, calibrated, tokenizer, folds, criterion, batch_size)
+    return dataclasses.replace(vector, config=dataclasses.replace(config, validation=validation))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Calibrated:
+    """What the cross-validation needs from the calibration pass: the used pairs, their ids, the gold terms."""
+
+    pairs: list[dict[str, Any]]
+    used: list[tuple[list[int], int]]
+    terms: TokenTerms
+    base_logprob: Tensor
 
 
 def _validation(
-    terms: TokenTerms,
-    used: list[tuple[list[int], int]],
-    keys: list[str],
-    base_logprob: Tensor,
-    *,
+    peft_model: Any,
+    vector: SteeringVector,
+    calibrated: _Calibrated,
+    tokenizer: Any,
     folds: int,
-    full: tuple[MuStats, MuStats],
+    criterion: str,
+    batch_size: int,
 ) -> dict[str, Any] | None:
     """The cross-validated comparison of settings (the ``validation`` block), or ``None`` when ``folds`` is 0 or
     the data have too few distinct prompts for ``folds`` folds."""
+    keys = group_keys(calibrated.pairs)
     if not folds or len(set(keys)) < folds * MIN_UNITS_PER_FOLD:
         return None
-    counts = torch.tensor([len(ids) - start for ids, start in used], dtype=torch.long)
-    example = torch.repeat_interleave(torch.arange(len(used)), counts)
-    return cross_validate_pairs(terms, example, keys, base_logprob=base_logprob, folds=folds, full=full)
-
-
-def _calibrate(
-    peft_model: Any,
-    used: list[tuple[list[int], int]],
-    *,
-    tokenizer: Any,
-    alpha: float,
-    batch_size: int,
-    prompt_learning: bool,
-    show_progress: bool,
-    progress: Callable[[int, int], None] | None,
-) -> Totals:
-    """The two forward passes per calibration token (warm, then base), in ``[chunk, V]`` blocks: this process's
-    share of the batches, their totals kept per (batch, chunk) so any process count merges to the same bytes."""
-    transformer = peft_model.get_base_model()
-    device = next(transformer.parameters()).device
-    pad = pad_id(tokenizer)
-    width = logits_width(transformer)
-    left = getattr(tokenizer, "padding_side", "right") == "left"
-    chunk = max(16, CHUNK_ELEMENTS // width)
-    shared_head = prompt_learning or not _head_has_adapter(transformer)
-    n_batches = -(-len(used) // batch_size)
-    totals = Totals()
-    mine = shard(n_batches)  # all batches without a process group
-
-    def base_context() -> Any:
-        return nullcontext() if prompt_learning else peft_model.disable_adapter()
-
-    with torch.no_grad(), _eval_mode(peft_model):
-        for done, index in enumerate(mine, start=1):
-            batch = _make_batch(used[index * batch_size : (index + 1) * batch_size], pad_id=pad, left=left)
-            prompts = peft_model.get_prompt(batch_size=batch.input_ids.shape[0]) if prompt_learning else None
-            warm_rows = _hidden_rows(transformer, batch, device=device, prompts=prompts)
-            with base_context():
-                base_rows = _hidden_rows(transformer, batch, device=device)
-            targets = batch.targets.to(device)
-            for number, lo in enumerate(range(0, targets.numel(), chunk)):
-                warm = _head_logits(transformer, warm_rows[lo : lo + chunk])
-                with nullcontext() if shared_head else base_context():
-                    base = _head_logits(transformer, base_rows[lo : lo + chunk])
-                totals.add(index, number, warm, base, targets[lo : lo + chunk], alpha=alpha)
-                del warm, base
-                if device.type == "cpu":
-                    trim_heap()
-            del warm_rows, base_rows
-            if show_progress:
-                print(f"build: batch {done}/{len(mine)}", file=sys.stderr, flush=True)
-            if progress is not None:
-                progress(done, len(mine))
-
-    return totals
+    counts = torch.tensor([len(ids) - start for ids, start in calibrated.used], dtype=torch.long)
+    example = torch.repeat_interleave(torch.arange(len(calibrated.used)), counts)
+    full = (vector.config.mu, vector.config.mu_static)
+    if criterion == "nll":
+        return cross_validate_pairs(
+            calibrated.terms, example, keys, base_logprob=calibrated.base_logprob, folds=folds, full=full
+        )
+    return rank_validation(
+        peft_model,
+        vector,
+        calibrated.pairs,
+        terms=calibrated.terms,
+        token_unit=example,
+        keys=keys,
+        base_logprob=calibrated.base_logprob,
+        tokenizer=tokenizer,
+        folds=folds,
+        batch_size=batch_size,
+    )
 
 
 def _quantiles(terms: TokenTerms) -> dict[str, dict[str, float]]:

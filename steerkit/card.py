@@ -18,7 +18,7 @@ from typing import Any
 
 from steerkit import constants as C
 from steerkit.config import SteerConfig
-from steerkit.schema import best_per_mode
+from steerkit.schema import best_per_mode, criterion_words, measure_name, recommended_words
 
 __all__ = ["CARD_TAGS", "render_card"]
 
@@ -291,16 +291,15 @@ def _level(key: str) -> bool:
 def _validation_lines(validation: Mapping[str, Any]) -> list[str]:
     """The cross-validated comparison: the recommendation and why, and warm plus the best candidate per mode."""
     rec = validation["recommended"]
-    measure = "NLL per token" if validation["measure"] == "nll" else str(validation["measure"])
-    chosen = "warm alone (μ = 0)" if rec["mode"] is None else f"`{rec['setting']}` (μ = {_fmt(rec['mu'])})"
-    lines = ["", "## Recommended setting", "", f"**{chosen}**: {_cell(validation['reason'])}.", ""]
+    measure = measure_name(validation)
+    lines = ["", "## Recommended setting", "", f"**{recommended_words(rec)}**: {_cell(validation['reason'])}.", ""]
     lines.append(
-        f"{validation['folds']}-fold cross-validation on {validation['n']} calibration {validation['unit']}s, "
-        f"held-out {measure}; Δ is the gain over warm alone with its paired 95% bootstrap interval."
+        f"{validation['folds']}-fold cross-validation on {validation['n']} calibration {validation['unit']}s by the "
+        f"{criterion_words(validation)}; Δ is the gain over warm alone with its paired 95% bootstrap interval."
     )
     lines += ["", f"| setting | μ | {measure} | Δ vs warm | 95% interval |", "|---|---|---|---|---|"]
     for c in best_per_mode(validation):
-        interval = "" if c["mode"] is None else f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
+        interval = "" if c["setting"] == "warm" else f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
         lines.append(
             f"| {_cell(c['setting'])} | {_fmt(c['mu'])} | {_fmt(c['estimate'])} | {_fmt(c['delta_vs_warm'])} "
             f"| {interval} |"

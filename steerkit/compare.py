@@ -6,8 +6,8 @@
   no adapter: static mode works on any model with the vocabulary);
 - ``dynamic``: φ steered by SVDecode, ``ẑ = z_φ + μ̄·δ̂`` with δ̂ recomputed from θ and φ at every step;
 - ``recommended`` (not in :data:`SETTINGS`, asked by name): what the vector's ``validation`` block recommends
-  (:func:`recommended_setting`): one of the three above at the cross-validated μ, warm alone when steering did
-  not help.
+  (:func:`recommended_setting`): one of the four above (static and dynamic at the cross-validated μ): warm alone
+  when steering did not help, base when the adapter hurt.
 
 :func:`evaluate_settings` scores multiple-choice items in any of them (one pass of warm and base logits serves
 them all, with each setting's paired Δ against warm) and :func:`generate_settings` generates text in any of them.
@@ -57,13 +57,13 @@ def _check_settings(settings: Sequence[str]) -> list[str]:
 
 
 def recommended_setting(vector: SteeringVector) -> tuple[str, float | None, str]:
-    """What the ``recommended`` setting runs: ``(setting among warm/static/dynamic, μ, label)``, from
+    """What the ``recommended`` setting runs: ``(setting among base/warm/static/dynamic, μ, label)``, from
     :meth:`Steering.recommended <steerkit.steering.Steering.recommended>` (what ``attach(mode=None)`` runs)."""
     if vector.config.recommendation is None:
         return "dynamic", None, "dynamic (not validated)"
     spec = Steering.recommended(vector)
-    if spec.is_warm_alone:
-        return "warm", None, "warm"
+    if spec.is_warm_alone or spec.is_base:
+        return str(spec.setting), None, str(spec.setting)
     return spec.mode, float(spec.strength), str(spec.setting)
 
 
@@ -113,14 +113,14 @@ def _setting_runs(
     )
     rec, rec_mu, _ = recommended_setting(vector)
     if "recommended" in settings:
-        needs_warm = needs_warm or rec != "static" or bool(vector.adapter_files)
+        needs_warm = needs_warm or rec not in ("static", "base") or bool(vector.adapter_files)
     for setting in settings:
-        if setting == "base":
+        if setting == "base" or (setting == "recommended" and rec == "base"):
             with _plain(model) as plain:
                 yield setting, plain, None
     if not needs_warm:
         for setting in settings:
-            if setting == "static" or setting == "recommended":  # no adapter: static steering of the base model
+            if setting == "static" or (setting == "recommended" and rec != "base"):  # static steering of the base
                 yield setting, model, Steering(vector, "static", mu_static if setting == "static" else rec_mu)
         return
     with _warm_model(vector, model, tokenizer=tokenizer, strict=strict) as warm:
@@ -131,7 +131,7 @@ def _setting_runs(
                 yield setting, warm, Steering(vector, "static", mu_static)
             elif setting == "dynamic":
                 yield setting, warm, Steering(vector, "dynamic", mu)
-            elif setting == "recommended":
+            elif setting == "recommended" and rec != "base":
                 yield setting, warm, None if rec == "warm" else Steering(vector, rec, rec_mu)
 
 
@@ -201,7 +201,7 @@ def evaluate_settings(
         )
         results = {s: terms_result(t, items) for s, t in terms.items()}
         if "recommended" in chosen:
-            strength = 0.0 if rec == "warm" else (terms[rec].mu if rec_mu is None else rec_mu)
+            strength = 0.0 if rec in ("warm", "base") else (terms[rec].mu if rec_mu is None else rec_mu)
             results["recommended"] = terms_result(dataclasses.replace(terms[rec], mu=strength), items)
             results["recommended"]["steering"]["setting"] = label
     else:

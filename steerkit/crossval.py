@@ -7,16 +7,20 @@ wrong default can make the user's model worse. So the calibration data is split 
 item; records sharing a prompt stay together), every candidate is fitted on K − 1 folds and measured on the one
 held out, and the paired difference against warm alone gets a bootstrap interval over the held-out units:
 
-- **pairs** (:func:`cross_validate_pairs`, run by :func:`steerkit.build`): the measure is the held-out NLL of the
-  gold completion tokens (mean per token, per example); the static vector and every strength are refitted on the
-  training folds from the kept-entry terms, so no extra forward pass is needed;
+- **pairs, by rank** (:func:`cross_validate_ranking`, :func:`steerkit.build`'s default criterion): each example's
+  gold completion is scored against its distractors (:mod:`steerkit.ranking`) and the measure is its softmax mass
+  over them, MC2-style, with accuracy and the gold-token NLL reported beside it; the base model is a candidate;
+- **pairs, by NLL** (:func:`cross_validate_pairs`, ``build(criterion="nll")``): the measure is the held-out NLL of
+  the gold completion tokens (mean per token, per example). For both pair criteria the static vector and every
+  strength are refitted on the training folds from the kept-entry terms;
 - **items** (:func:`cross_validate_items`, run by :func:`steerkit.tune.tune_mu`): the measure is the task metric
   (``mc2``, ``mc1``, ``accuracy`` or ``acc_norm``); the stored strengths are fixed, the searched one is searched
-  on the training folds only.
+  on the training folds only; the base model is a candidate when its terms are given.
 
-The gate: the recommendation is the candidate with the largest held-out gain whose interval lies above zero;
-when none does it is warm alone (μ = 0), and the reason says so. The recommended μ is the chosen rule refitted on
-all the calibration data. ``delta_vs_warm`` is always a gain (lower NLL, or a higher metric, is positive).
+The gate (:mod:`steerkit.gate`): the recommendation is the candidate with the largest held-out gain whose interval
+lies above zero; when none does it is warm alone (μ = 0), and the reason says so. The recommended μ is the chosen
+rule refitted on all the calibration data. ``delta_vs_warm`` is always a gain (lower NLL, or a higher metric, is
+positive).
 """
 
 from __future__ import annotations
@@ -31,17 +35,24 @@ from torch import Tensor
 
 from steerkit.config import MuStats
 from steerkit.errors import InvalidOptionError
-from steerkit.stats import item_metrics, paired_bootstrap
+from steerkit.gate import recommend
+from steerkit.stats import item_metrics
 from steerkit.svdecode import AGGREGATORS, CURVATURES, aggregate_mu
 from steerkit.terms import OptionTerms, TokenTerms, fit_mu
 
-__all__ = ["MIN_UNITS_PER_FOLD", "cross_validate_items", "cross_validate_pairs", "fit_strengths", "group_keys"]
+__all__ = [
+    "MIN_UNITS_PER_FOLD",
+    "cross_validate_items",
+    "cross_validate_pairs",
+    "cross_validate_ranking",
+    "fit_strengths",
+    "group_keys",
+]
 
 #: The stored strength rules every steered candidate is tried with, in table order.
 RULES: tuple[str, ...] = (*(f"{a}/{c}" for c in CURVATURES for a in AGGREGATORS), "fit")
 #: Cross-validation needs at least this many held-out units (examples or items) per fold.
 MIN_UNITS_PER_FOLD = 2
-N_BOOTSTRAP = 2000
 
 
 def group_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -136,9 +147,111 @@ def cross_validate_pairs(
         per_unit,
         strengths,
         base=base,
-        meta={"measure": "nll", "unit": "example", "folds": folds, "seed": seed, "n": n_units},
+        meta={"measure": "nll", "criterion": "nll", "unit": "example", "folds": folds, "seed": seed, "n": n_units},
         seed=seed,
     )
+
+
+def cross_validate_ranking(
+    terms: TokenTerms,
+    token_unit: Tensor,
+    keys: Sequence[str],
+    options: OptionTerms,
+    base_options: Tensor,
+    *,
+    base_logprob: Tensor,
+    folds: int = 5,
+    seed: int = 0,
+    full: tuple[MuStats, MuStats] | None = None,
+    gate: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """K-fold cross-validation of base, warm, static and dynamic by how each example's gold completion ranks.
+
+    Every example is an item whose option 0 is the gold completion and the others its distractors. An option's
+    score is its mean log-probability per token; the measure is the softmax mass of the gold option over the
+    item's options (MC2-style), with accuracy (the gold option scores highest) and the gold tokens' NLL
+    reported beside it. The static vector and every strength are refitted on the training folds' gold tokens.
+
+    Args:
+        terms: The kept-entry terms of every calibration (gold) token, direction δ̂, tokens in unit order.
+        token_unit: ``[T]`` the example of each gold token.
+        keys: A grouping key per example (:func:`group_keys`).
+        options: The option terms of the items (direction δ̂; one item per example, gold option first).
+        base_options: ``[n_options]`` each option's base (adapter off) summed log-probability.
+        base_logprob: ``[T]`` the base model's log-probability of each gold token.
+        folds: K.
+        seed: Seed of the fold assignment and the bootstrap.
+        full: ``(mu, mu_static)`` fitted on all the data: the recommended μ comes from here.
+        gate: ``"nll"``: a candidate qualifies only if its held-out NLL is not significantly worse than warm's.
+        meta: Extra keys recorded in the block (the distractor source and count).
+
+    Returns:
+        The ``validation`` block, ``measure`` ``"rank"`` (see :func:`recommend`).
+    """
+    n_units = len(keys)
+    width = int(max(terms.index.max(), options.terms.index.max())) + 1 if terms.index.numel() else 1
+    fold = torch.tensor(folds_of(keys, folds, seed=seed), dtype=torch.long)
+    token_fold = fold[token_unit]
+    count = torch.bincount(options.segment, minlength=options.n_options).double().clamp(min=1.0)
+    table: dict[str, dict[str, Tensor]] = {m: {} for m in ("rank", "accuracy", "nll")}
+
+    def put(name: str, k: int, option_scores: Tensor, gold_nll: Tensor) -> None:
+        held = fold == k
+        mass, hit = _gold_mass(option_scores / count, options.layout)
+        for column, values in (("rank", mass), ("accuracy", hit)):
+            table[column].setdefault(name, torch.zeros(n_units, dtype=torch.float64))[held] = values[held]
+        table["nll"].setdefault(name, torch.zeros(terms.n_tokens, dtype=torch.float64))[token_fold == k] = gold_nll
+
+    segment_sum = _segment_sum(options)
+    base_scores = base_options.double()
+    for k in range(folds):
+        train, test = terms.subset(token_fold != k), terms.subset(token_fold == k)
+        v = _mean_direction(train, width)
+        put("base", k, base_scores, -base_logprob.double()[token_fold == k])
+        put("warm", k, segment_sum(options.terms.logprobs(0.0)), -test.logprobs(0.0))
+        static_options, static_test = options.terms.with_direction(v), test.with_direction(v)
+        for mode, stats, o_terms, g_terms in (
+            ("static", fit_strengths(train.with_direction(v)), static_options, static_test),
+            ("dynamic", fit_strengths(train), options.terms, test),
+        ):
+            for rule in RULES:
+                strength = stats.select(rule)
+                put(f"{mode}/{rule}", k, segment_sum(o_terms.logprobs(strength)), -g_terms.logprobs(strength))
+    nll = {name: -_per_unit(values, token_unit, n_units) for name, values in table["nll"].items()}
+    mu, mu_static = full if full is not None else (fit_strengths(terms), _static_strengths(terms))
+    strengths = {f"static/{r}": mu_static.select(r) for r in RULES} | {f"dynamic/{r}": mu.select(r) for r in RULES}
+    rank = {"warm": table["rank"]["warm"], **{s: v for s, v in table["rank"].items() if s != "warm"}}
+    return recommend(
+        rank,
+        strengths,
+        base=None,
+        meta={"measure": "rank", "unit": "example", "folds": folds, "seed": seed, "n": n_units, **(meta or {})},
+        seed=seed,
+        columns={"accuracy": table["accuracy"], "nll": nll},
+        gate=gate,
+    )
+
+
+def _segment_sum(options: OptionTerms) -> Callable[[Tensor], Tensor]:
+    """Per-token log-probabilities ``[T]`` → summed per option ``[n_options]``."""
+
+    def total(values: Tensor) -> Tensor:
+        return torch.zeros(options.n_options, dtype=torch.float64).index_add_(0, options.segment, values)
+
+    return total
+
+
+def _gold_mass(scores: Tensor, layout: Sequence[Mapping[str, list[int]]]) -> tuple[Tensor, Tensor]:
+    """Per item: the softmax mass of option 0 (the gold completion) over its options, and whether it ranks first
+    (ties count as misses). A gold score of ``−inf`` has mass 0."""
+    mass, hit = torch.zeros(len(layout), dtype=torch.float64), torch.zeros(len(layout), dtype=torch.float64)
+    for i, entry in enumerate(layout):
+        s = scores[entry["choices"]]
+        if torch.isfinite(s[0]):
+            mass[i] = torch.exp(s[0] - torch.logsumexp(s, dim=0))
+            hit[i] = float(bool((s[0] > s[1:]).all()))
+    return mass, hit
 
 
 def _mean_direction(terms: TokenTerms, width: int) -> Tensor:
@@ -162,10 +275,11 @@ def cross_validate_items(
     folds: int = 5,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """K-fold cross-validation of warm, static and dynamic on calibration items, by the task metric.
+    """K-fold cross-validation of base, warm, static and dynamic on calibration items, by the task metric.
 
     Args:
-        terms: ``{"warm", "static", "dynamic"}`` option terms of ``items`` (optionally ``"base"``).
+        terms: ``{"warm", "static", "dynamic"}`` option terms of ``items``; a ``"base"`` entry makes the base
+            model (adapter off) a candidate.
         items: The calibration items.
         metric: ``"mc2"``, ``"mc1"``, ``"accuracy"`` or ``"acc_norm"``.
         strengths: ``{"static": mu_static, "dynamic": mu}``: the vector's stored strengths (fixed in every fold).
@@ -196,95 +310,7 @@ def cross_validate_items(
                 out[held] = torch.tensor(values(terms[mode], mu), dtype=torch.float64)[held]
             per_unit[f"{mode}/search:{metric}"] = out
             chosen[f"{mode}/search:{metric}"] = search(terms[mode], list(range(len(items))))
-    base = torch.tensor(values(terms["base"], 0.0), dtype=torch.float64) if "base" in terms else None
-    return recommend(
-        per_unit,
-        chosen,
-        base=base,
-        meta={"measure": metric, "unit": "item", "folds": folds, "seed": seed, "n": len(items)},
-        seed=seed,
-    )
-
-
-def recommend(
-    per_unit: Mapping[str, Tensor],
-    strengths: Mapping[str, float],
-    *,
-    base: Tensor | None,
-    meta: Mapping[str, Any],
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The ``validation`` block from held-out per-unit values (higher is better) of every candidate.
-
-    Returns:
-        ``{"measure", "unit", "folds", "seed", "n", "n_bootstrap", "candidates": [{"setting", "mode", "rule",
-        "mu", "estimate", "delta_vs_warm", "ci_low", "ci_high"}, ...], "warm_vs_base": {...} | None,
-        "recommended": {"setting", "mode", "rule", "mu"}, "reason"}``. For ``nll`` the estimate is the held-out
-        NLL per token (lower is better); ``delta_vs_warm`` is always the gain over warm alone.
-    """
-    warm = per_unit["warm"]
-    sign = -1.0 if meta["measure"] == "nll" else 1.0
-    candidates: list[dict[str, Any]] = []
-    for setting, values in per_unit.items():
-        mode, _, rule = setting.partition("/")
-        entry: dict[str, Any] = {
-            "setting": setting,
-            "mode": None if setting == "warm" else mode,
-            "rule": rule or None,
-            "mu": 0.0 if setting == "warm" else float(strengths[setting]),
-            "estimate": sign * float(values.mean()),
-            "delta_vs_warm": 0.0,
-            "ci_low": 0.0,
-            "ci_high": 0.0,
-        }
-        if setting != "warm":
-            d = paired_bootstrap(values, warm, n_bootstrap=N_BOOTSTRAP, seed=seed)
-            entry.update(delta_vs_warm=d["difference"], ci_low=d["ci_low"], ci_high=d["ci_high"])
-        candidates.append(entry)
-    warm_vs_base = None
-    if base is not None:
-        d = paired_bootstrap(warm, base, n_bootstrap=N_BOOTSTRAP, seed=seed)
-        warm_vs_base = {
-            "base_estimate": sign * float(base.mean()),
-            "delta": d["difference"],
-            "ci_low": d["ci_low"],
-            "ci_high": d["ci_high"],
-        }
-    steered = [c for c in candidates if c["setting"] != "warm"]
-    helping = [c for c in steered if c["ci_low"] > 0.0]
-    unit = "examples" if meta["unit"] == "example" else "items"
-    what = "held-out NLL per token" if meta["measure"] == "nll" else f"held-out {meta['measure']}"
-    if helping:
-        best = max(helping, key=lambda c: c["delta_vs_warm"])  # max keeps the first of equals: table order
-        reason = (
-            f"{best['setting']} gains {_signed(best['delta_vs_warm'])} {what} over warm alone "
-            f"[{_signed(best['ci_low'])}, {_signed(best['ci_high'])}] on {meta['n']} {unit}, "
-            f"{meta['folds']}-fold: the largest gain whose interval lies above zero"
-        )
-    else:
-        best = candidates[0]
-        top = max(steered, key=lambda c: c["delta_vs_warm"]) if steered else None
-        reason = "steering did not help on this data: no candidate beats warm alone with an interval above zero"
-        if top is not None:
-            reason += (
-                f" (best: {top['setting']}, {_signed(top['delta_vs_warm'])} "
-                f"[{_signed(top['ci_low'])}, {_signed(top['ci_high'])}])"
-            )
-        reason += "; recommending μ = 0"
-    if warm_vs_base is not None and warm_vs_base["ci_high"] < 0.0:
-        reason += (
-            f"; the warm model is worse than base on this data ({_signed(warm_vs_base['delta'])} "
-            f"[{_signed(warm_vs_base['ci_low'])}, {_signed(warm_vs_base['ci_high'])}])"
-        )
-    return {
-        **meta,
-        "n_bootstrap": N_BOOTSTRAP,
-        "candidates": candidates,
-        "warm_vs_base": warm_vs_base,
-        "recommended": {k: best[k] for k in ("setting", "mode", "rule", "mu")},
-        "reason": reason,
-    }
-
-
-def _signed(x: float) -> str:
-    return f"{x:+.4f}"
+    if "base" in terms:  # the base model (adapter off) is a candidate like the others
+        per_unit["base"] = torch.tensor(values(terms["base"], 0.0), dtype=torch.float64)
+    meta = {"measure": metric, "criterion": f"metric:{metric}", "unit": "item", "folds": folds, "seed": seed}
+    return recommend(per_unit, chosen, base=None, meta={**meta, "n": len(items)}, seed=seed)

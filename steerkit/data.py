@@ -3,7 +3,11 @@
 Two record shapes, plain dicts:
 
 - a **pair** ``{"prompt": str, "completion": str}``: what :func:`steerkit.warm_start` trains on and
-  :func:`steerkit.build` calibrates on (the completion is the teacher-forced gold text);
+  :func:`steerkit.build` calibrates on (the completion is the teacher-forced gold text). A pair may carry
+  ``"distractors"``, wrong completions of the same prompt that build's ranking criterion scores against the gold
+  one; a **preference record** (TRL's ``{"prompt", "chosen", "rejected"}``, text or messages) is the pair
+  ``chosen`` with the distractor ``rejected``, and a multiple-choice item is the pair of its correct choice with
+  its other choices as distractors;
 - a **multiple-choice item** ``{"prompt": str, "choices": list[str], "label": int}`` (one correct choice) or
   ``{"prompt", "choices", "labels": list[int]}`` (0/1 per choice, several may be true). TruthfulQA items also
   carry ``"mc2_choices"``, ``"mc2_labels"`` (true answers 1, false 0) and ``"category"`` (any item may carry
@@ -32,6 +36,7 @@ Record = dict[str, Any]
 R = TypeVar("R", bound=Mapping[str, Any])
 
 PAIR_KEYS = ("prompt", "completion")
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 ITEM_KEYS = (
     "prompt", "choices", "label", "labels", "mc2_choices", "mc2_labels", "category", "true_answers", "false_answers",
 )  # fmt: skip
@@ -252,6 +257,8 @@ def validate_record(record: Any, where: str, **fields: Any) -> Record:
         return item
     if "messages" in record:
         return {"messages": validate_messages(record["messages"], where)}
+    if "chosen" in record or "rejected" in record:
+        return _preference(record, where, bad)
     if "prompt" in record and "completion" in record and is_conversation(record["prompt"]):
         if not is_conversation(record["completion"]):
             raise bad('a conversational "prompt" needs a "completion" list of messages too', "give both as messages")
@@ -259,18 +266,57 @@ def validate_record(record: Any, where: str, **fields: Any) -> Record:
         completion = validate_messages(record["completion"], where, what="completion")
         if any(m["role"] != "assistant" for m in completion):
             raise bad('"completion" messages must all have role "assistant"', "put the other turns in the prompt")
-        return {"prompt": prompt, "completion": completion}
+        return _with_distractors({"prompt": prompt, "completion": completion}, record, bad)
     if "prompt" in record and "completion" in record:
         if not isinstance(record["prompt"], str) or not isinstance(record["completion"], str):
             raise bad('"prompt" and "completion" must be strings', "quote both as JSON strings")
         if not record["completion"]:
             raise bad('"completion" is empty', "give the gold answer text; an empty completion calibrates nothing")
-        return {k: record[k] for k in PAIR_KEYS}
+        return _with_distractors({k: record[k] for k in PAIR_KEYS}, record, bad)
     keys = ", ".join(sorted(map(str, record))) or "none"
     raise bad(
         f"neither a prompt/completion pair nor a multiple-choice item (keys: {keys})",
-        'use {"prompt", "completion"}, {"messages": [...]} or {"prompt", "choices", "label"}',
+        'use {"prompt", "completion"}, {"prompt", "chosen", "rejected"}, {"messages": [...]} or '
+        '{"prompt", "choices", "label"}',
     )
+
+
+def _preference(record: Mapping[str, Any], where: str, bad: Callable[[str, str], DataFormatError]) -> Record:
+    """A preference record (``prompt``, ``chosen``, ``rejected``): the pair ``chosen``, distractor ``rejected``."""
+    missing = [k for k in PREFERENCE_KEYS if k not in record]
+    if missing:
+        raise bad(f"a preference record needs {', '.join(PREFERENCE_KEYS)}; missing {', '.join(missing)}",
+                  'give {"prompt", "chosen", "rejected"}')  # fmt: skip
+    prompt, chosen, rejected = (record[k] for k in PREFERENCE_KEYS)
+    for key, value in (("chosen", chosen), ("rejected", rejected)):
+        if value in ("", []):
+            raise bad(f'"{key}" is empty', f"give the {key} completion's text")
+    if chosen == rejected:
+        raise bad('"rejected" equals "chosen"', "a preference record needs a rejected completion that differs")
+    pair = validate_record({"prompt": prompt, "completion": chosen}, where)
+    return _with_distractors(pair, {"distractors": [rejected]}, bad)
+
+
+def _with_distractors(pair: Record, record: Mapping[str, Any], bad: Callable[[str, str], DataFormatError]) -> Record:
+    """``pair`` with the record's ``distractors`` (wrong completions, each the completion's type), checked."""
+    if "distractors" not in record:
+        return pair
+    found = record["distractors"]
+    conversational = isinstance(pair["completion"], list)
+    if not isinstance(found, list) or not found:
+        raise bad('"distractors" must be a non-empty list of completions', "list wrong completions, or leave it out")
+    checked = []
+    for d in found:
+        if conversational:
+            if not is_conversation(d):
+                raise bad("a distractor of a conversational completion must be a list of messages", "give messages")
+            d = validate_messages(d, "distractor", what="completion")
+        elif not isinstance(d, str) or not d:
+            raise bad("each distractor must be a non-empty string", "give the wrong completions as text")
+        if d == pair["completion"]:
+            raise bad("a distractor equals the completion", "drop it: a distractor is a wrong completion")
+        checked.append(d)
+    return {**pair, "distractors": checked}
 
 
 def to_pairs(record: Record, where: str = "data") -> list[Record]:
@@ -278,9 +324,13 @@ def to_pairs(record: Record, where: str = "data") -> list[Record]:
     if "messages" in record:
         return [{"prompt": p, "completion": c} for p, c in turns(record["messages"], where)]
     if "choices" not in record:
-        return [{"prompt": record["prompt"], "completion": record["completion"]}]
+        return [{k: record[k] for k in (*PAIR_KEYS, "distractors") if k in record}]
     index = record["label"] if "label" in record else record["labels"].index(1)
-    return [{"prompt": record["prompt"], "completion": record["choices"][index]}]
+    gold = record["choices"][index]
+    labels = record.get("labels") or [int(i == index) for i in range(len(record["choices"]))]
+    wrong = [c for c, correct in zip(record["choices"], labels, strict=True) if not correct and c != gold]
+    pair = {"prompt": record["prompt"], "completion": gold}
+    return [pair | {"distractors": list(dict.fromkeys(wrong))} if wrong else pair]
 
 
 def nonempty(records: list[Record], where: str | Path) -> list[Record]:

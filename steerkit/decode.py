@@ -45,7 +45,7 @@ class SteeredModel:
         model: The model ``generate`` runs on (in dynamic mode the ``PeftModel``, possibly the one loaded here).
         mode: ``"dynamic"`` or ``"static"``.
         setting: What was chosen: the mode, or with ``mode=None`` the recommended setting (``"warm"``,
-            ``"static/fit"``, ...).
+            ``"base"``, ``"static/fit"``, ...).
         mu: The strength used (a float or a ``[batch]`` tensor).
         alpha: Confidence threshold of the mask.
         filter_masked: Whether decoding sets masked tokens to ``−inf``.
@@ -174,6 +174,9 @@ class SteeredModel:
         processors = LogitsProcessorList(list(kwargs.pop("logits_processor", None) or []))
         processors.append(self.processor)
         args = () if inputs is None else (inputs,)
+        if self.steering.is_base and is_peft(self.model):  # the recommendation: the base model, adapter off
+            with self.model.disable_adapter():
+                return self.model.generate(*args, logits_processor=processors, **kwargs)
         if not isinstance(self.processor, DynamicSteeringProcessor):
             return self.model.generate(*args, logits_processor=processors, **kwargs)
         config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
@@ -236,7 +239,8 @@ def attach(
         mode: ``"dynamic"`` (the paper's SVDecode: a base forward per step), ``"static"`` (the stored task
             vector: no second forward), or ``None``: the setting the vector's cross-validation recommends
             (:meth:`Steering.recommended <steerkit.steering.Steering.recommended>`; when steering did not help
-            there, warm alone: static at μ = 0, no filter), and dynamic for a vector without one.
+            there, warm alone: static at μ = 0, no filter; when the adapter hurt, the base model with the adapter
+            off), and dynamic for a vector without one.
         mu: Strength: a float or a ``[batch]`` tensor; default the recommended μ (``mode=None``), else
             ``vector.mu`` (dynamic) / ``vector.mu_static`` (static).
         tokenizer: Checked against the vector's tokenizer fingerprint.

@@ -1,9 +1,9 @@
 """Type checks of the JSON values in ``steer_config.json``: the format-1 fields and the additive ``validation`` block.
 
 :mod:`steerkit.config` runs these while it reads a config; every refusal is an
-:class:`~steerkit.errors.ArtifactValueError` naming the file, the key and the value. :func:`recommended` reads the
-setting the ``validation`` block recommends (:mod:`steerkit.crossval` writes it), :func:`best_per_mode` its
-shortest summary.
+:class:`~steerkit.errors.ArtifactValueError` naming the file, the key and the value. :func:`best_per_mode` is the
+``validation`` block's shortest summary (:mod:`steerkit.crossval` writes the block), and :func:`measure_name`,
+:func:`criterion_words` and :func:`recommended_words` the words the card and the CLI both use for it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from typing import Any
 from steerkit.errors import ArtifactValueError, show
 from steerkit.svdecode import CURVATURES
 
-__all__ = ["REBUILD", "best_per_mode", "check_fields", "finite", "json_object", "string"]
+__all__ = [
+    "REBUILD",
+    "best_per_mode",
+    "check_fields",
+    "criterion_words",
+    "finite",
+    "json_object",
+    "measure_name",
+    "recommended_words",
+    "string",
+]
 
 
 def finite(value: Any, what: str) -> float:
@@ -137,11 +147,42 @@ def _check_setting(entry: Mapping[str, Any], what: str) -> None:
 
 
 def best_per_mode(validation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The ``validation`` block's warm candidate and, per mode, the candidate with the largest Δ vs warm (the first
-    of equals), in table order: what the card and the CLI show when they do not list every candidate."""
+    """The ``validation`` block's warm (and base) candidate and, per mode, the candidate with the largest Δ vs warm
+    (the first of equals), in table order: what the card and the CLI show when they do not list every candidate."""
     best: dict[str, Mapping[str, Any]] = {}
     for c in validation["candidates"]:
-        mode = c["mode"] or "warm"
+        mode = c["mode"] or c["setting"]
         if mode not in best or c["delta_vs_warm"] > best[mode]["delta_vs_warm"]:
             best[mode] = c
     return list(best.values())
+
+
+def measure_name(validation: Mapping[str, Any]) -> str:
+    """A column heading for the block's measure: ``NLL/token``, ``gold mass`` (the rank criterion), or the metric."""
+    return {"nll": "NLL/token", "rank": "gold mass"}.get(str(validation["measure"]), str(validation["measure"]))
+
+
+def criterion_words(validation: Mapping[str, Any]) -> str:
+    """How the block measured each setting, in words. A block without ``criterion`` (older artifacts) is NLL."""
+    criterion = validation.get("criterion") or ("nll" if validation["measure"] == "nll" else "metric")
+    if criterion == "nll":
+        return "held-out NLL per token of the gold completions"
+    if criterion == "rank":
+        source = validation.get("distractors") or {}
+        where = {"record": "the records' own", "drawn": "drawn", "record+drawn": "own or drawn"}.get(
+            str(source.get("source")), "the"
+        )
+        return (
+            f"held-out rank of each gold completion against {where} distractors (k = {source.get('k', '?')} "
+            "drawn): its softmax mass over the options, scored per token"
+        )
+    return f"held-out {validation['measure']} on the items"
+
+
+def recommended_words(rec: Mapping[str, Any]) -> str:
+    """The recommended setting in words: warm alone, the base model, or the setting with its μ."""
+    if rec["setting"] == "base":
+        return "the base model, adapter off (μ = 0)"
+    if rec["mode"] is None:
+        return "warm alone (μ = 0)"
+    return f"{rec['setting']} (μ = {float(rec['mu']):.4g})"

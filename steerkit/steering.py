@@ -42,7 +42,7 @@ class Steering:
             what was calibrated). ``False`` steers the model as given (a transfer to another model with this
             vocabulary). A ``PeftModel`` is always used as given.
         setting: What was chosen, for tables and reprs: the mode, or the recommended setting's name
-            (``"warm"``, ``"static/fit"``, ...).
+            (``"warm"``, ``"base"``, ``"static/fit"``, ...).
 
     Example:
         >>> Steering(vector, mode="static", mu=-1.5).strength           # doctest: +SKIP
@@ -83,13 +83,16 @@ class Steering:
     def recommended(cls, vector: SteeringVector, *, mu: float | Tensor | None = None) -> Steering:
         """The setting the vector's cross-validation recommends (its ``validation`` block).
 
-        Warm alone is static steering at μ = 0 (exactly the warm logits, no filter). A vector built without
-        cross-validation gets dynamic mode at its default μ. A given ``mu`` overrides the recommended strength
-        (and with warm alone recommended, steers dynamically at that μ).
+        Warm alone is static steering at μ = 0 (exactly the warm logits, no filter). ``base`` (the adapter hurt on
+        the calibration data) is the same with the adapter off: :func:`steerkit.attach` runs the base model. A
+        vector built without cross-validation gets dynamic mode at its default μ. A given ``mu`` overrides the
+        recommended strength (and with warm alone or base recommended, steers dynamically at that μ).
         """
         found = vector.config.recommendation
         if found is None:
             return cls(vector, "dynamic", mu)
+        if found.setting == "base" and mu is None:
+            return cls(vector, "static", 0.0, adapter=False, setting="base")
         if found.mode is None:
             return cls(vector, "static", 0.0, setting="warm") if mu is None else cls(vector, "dynamic", mu)
         return cls(vector, found.mode, found.mu if mu is None else mu, setting=found.setting)
@@ -113,6 +116,11 @@ class Steering:
     def is_warm_alone(self) -> bool:
         """Whether this spec is warm alone (the recommendation when steering did not help)."""
         return self.setting == "warm"
+
+    @property
+    def is_base(self) -> bool:
+        """Whether this spec is the base model, adapter off (the recommendation when the adapter hurt)."""
+        return self.setting == "base"
 
     @property
     def strength(self) -> float | Tensor:

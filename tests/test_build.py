@@ -207,9 +207,9 @@ def test_alpha_is_used(lora: Any, tokenizer: Any) -> None:
 def test_a_long_batch_uses_several_chunks(
     lora: Any, lora_ref: dict[str, Any], tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import steerkit.builder as B
+    import steerkit.calibration as C
 
-    monkeypatch.setattr(B, "CHUNK_ELEMENTS", 1)  # chunks of 16 rows
+    monkeypatch.setattr(C, "CHUNK_ELEMENTS", 1)  # chunks of 16 rows
     assert_matches(build(lora, lora, PAIRS, tokenizer=tokenizer, batch_size=8), lora_ref)
 
 

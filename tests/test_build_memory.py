@@ -72,7 +72,8 @@ def _measure(mode: str) -> dict[str, Any]:
 
     import torch
 
-    from steerkit.builder import _make_batch, _positions, build
+    from steerkit.builder import build
+    from steerkit.calibration import _make_batch, _positions
     from steerkit.data import encode_pair
 
     model, tokenizer, pairs = _workload()

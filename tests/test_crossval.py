@@ -13,8 +13,9 @@ import torch
 from tiny import make_vector, tiny_llama, tiny_lora
 
 import steerkit
-from steerkit.crossval import RULES, cross_validate_pairs, fit_strengths, folds_of, recommend
+from steerkit.crossval import RULES, cross_validate_pairs, fit_strengths, folds_of
 from steerkit.errors import ArtifactValueError, InvalidOptionError
+from steerkit.gate import recommend
 from steerkit.stats import item_metrics
 from steerkit.terms import TokenTerms
 
@@ -171,7 +172,9 @@ def test_build_records_the_same_block_for_the_same_inputs_and_it_round_trips(tmp
     b = steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer)
     assert a.config.validation is not None
     assert a.config.to_json() == b.config.to_json()
-    assert a.config.validation["measure"] == "nll" and a.config.validation["n"] == 20
+    block = a.config.validation
+    assert (block["measure"], block["criterion"], block["n"]) == ("rank", "rank", 20)
+    assert block["distractors"] == {"source": "drawn", "k": 3}
     a.save(tmp_path / "v")
     loaded = steerkit.load(tmp_path / "v")
     assert loaded.config.validation == json.loads(json.dumps(a.config.validation))

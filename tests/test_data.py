@@ -32,11 +32,12 @@ def test_jsonl_pairs_and_items(tmp_path: Path) -> None:
             {"prompt": "Both:", "choices": [" x", " y", " z"], "labels": [1, 0, 1]},
         ],
     )
-    # unknown keys ("id") are dropped; items become pairs whose completion is the (first) correct choice
+    # unknown keys ("id") are dropped; items become pairs whose completion is the (first) correct choice and
+    # whose distractors are the wrong choices (build's ranking criterion scores the gold text against them)
     assert load_pairs(path) == [
         {"prompt": "Q: 1+1?\nA:", "completion": " 2"},
-        {"prompt": "Pick:", "completion": " b"},
-        {"prompt": "Both:", "completion": " x"},
+        {"prompt": "Pick:", "completion": " b", "distractors": [" a"]},
+        {"prompt": "Both:", "completion": " x", "distractors": [" y"]},
     ]
     with pytest.raises(DataFormatError) as info:
         load_items(path)
@@ -64,6 +65,14 @@ def test_jsonl_pairs_and_items(tmp_path: Path) -> None:
         ('{"prompt": "x", "choices": [" a", " b"], "labels": [1]}', '"labels" must list 0 or 1 for each choice'),
         ('{"prompt": "x", "choices": [], "label": 0}', '"choices" must be a non-empty list of strings'),
         ('{"prompt": 1, "choices": [" a"], "label": 0}', '"prompt" must be a string'),
+        ('{"prompt": "x", "chosen": " a", "rejected": " a"}', '"rejected" equals "chosen"'),
+        ('{"prompt": "x", "chosen": " a", "rejected": ""}', '"rejected" is empty'),
+        ('{"prompt": "x", "chosen": " a"}', "a preference record needs prompt, chosen, rejected; missing rejected"),
+        ('{"prompt": "x", "completion": " a", "distractors": [" a"]}', "a distractor equals the completion"),
+        (
+            '{"prompt": "x", "completion": " a", "distractors": []}',
+            '"distractors" must be a non-empty list of completions',
+        ),
         (
             '{"prompt": "x", "choices": [" a"], "label": 0, "mc2_choices": [" a"]}',
             '"mc2_choices" and "mc2_labels" come together',
@@ -97,10 +106,25 @@ def test_empty_and_missing_sources(tmp_path: Path) -> None:
     assert issubclass(EmptyDataError, DataFormatError)
 
 
+def test_preference_records_plain_and_conversational_become_pairs_with_their_rejected_completion() -> None:
+    plain = {"prompt": "Q:", "chosen": " yes", "rejected": " no", "score": 1}
+    assert as_pairs([plain]) == [{"prompt": "Q:", "completion": " yes", "distractors": [" no"]}]
+    user = [{"role": "user", "content": "hi"}]
+    chat = {
+        "prompt": user,
+        "chosen": [{"role": "assistant", "content": "hello"}],
+        "rejected": [{"role": "assistant", "content": "go away"}],
+    }
+    assert as_pairs([chat]) == [{"prompt": user, "completion": chat["chosen"], "distractors": [chat["rejected"]]}]
+    with pytest.raises(DataFormatError) as info:
+        as_pairs([plain, {"prompt": "Q:", "chosen": " yes", "rejected": " yes"}], where="prefs")
+    assert info.value.message == 'prefs, record 1: "rejected" equals "chosen"'
+
+
 def test_in_memory_records() -> None:
     assert as_pairs([{"prompt": "p", "completion": " c", "meta": 1}]) == [{"prompt": "p", "completion": " c"}]
     item = {"prompt": "p", "choices": [" a", " b"], "labels": [0, 1]}
-    assert as_pairs([item]) == [{"prompt": "p", "completion": " b"}]
+    assert as_pairs([item]) == [{"prompt": "p", "completion": " b", "distractors": [" a"]}]
     assert as_items([item]) == [item]
     with pytest.raises(DataFormatError) as info:
         as_items([item, {"prompt": "p", "completion": " c"}], where="calib")

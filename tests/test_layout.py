@@ -146,16 +146,26 @@ def test_every_exported_name_is_used_elsewhere_or_is_public() -> None:
     assert not unused, f"exported but used by no other module and not public: {unused}"
 
 
-def test_building_a_vector_never_imports_the_scoring_stack() -> None:
+def _reached(start: str) -> set[str]:
     edges = graph()
     reached: set[str] = set()
-    todo = ["steerkit.builder"]
+    todo = [start]
     while todo:
         for nxt in edges[todo.pop()] - reached:
             reached.add(nxt)
             todo.append(nxt)
+    return reached
+
+
+def test_calibration_never_imports_the_scoring_stack_and_build_never_the_decoding_one() -> None:
+    # the calibration pass (warm and base logits of the gold tokens) stands alone; build's ranking criterion
+    # scores options (steerkit.scoring) but never decodes, evaluates a task or tunes
+    calibration = _reached("steerkit.calibration")
     for module in ("steerkit.scoring", "steerkit.evaluate", "steerkit.batching", "steerkit.decode"):
-        assert module not in reached, f"build reaches {module}"
+        assert module not in calibration, f"calibration reaches {module}"
+    build = _reached("steerkit.builder")
+    for module in ("steerkit.decode", "steerkit.evaluate", "steerkit.compare", "steerkit.tune", "steerkit.openended"):
+        assert module not in build, f"build reaches {module}"
 
 
 #: At most this many lines in a function, its docstring not counted: long functions get split, not files.

@@ -64,26 +64,25 @@ def render_validation(console: Any, validation: dict[str, Any] | None, *, full: 
     if not validation:
         console.print("Not cross-validated (too few calibration prompts): steering is unchecked on this data.")
         return
-    measure = "NLL/token" if validation["measure"] == "nll" else validation["measure"]
+    from steerkit.schema import best_per_mode, criterion_words, measure_name, recommended_words
+
+    measure = measure_name(validation)
     title = f"Cross-validation: {validation['folds']}-fold, {validation['n']} {validation['unit']}s, held-out {measure}"
     t = table("setting", "μ", measure, "Δ vs warm [95% CI]", title=title)
+    t.caption = f"Criterion: {criterion_words(validation)}."
     candidates = validation["candidates"]
     shown = candidates
     if not full:
-        from steerkit.schema import best_per_mode
-
         best = best_per_mode(validation)
         chosen = validation["recommended"]["setting"]
         shown = [c for c in candidates if c in best or c["setting"] == chosen]
     for c in shown:
-        delta = "-" if c["mode"] is None else f"{c['delta_vs_warm']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+        warm = c["setting"] == "warm"
+        delta = "-" if warm else f"{c['delta_vs_warm']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
         t.add_row(c["setting"], fmt_float(c["mu"]), f"{c['estimate']:.4f}", delta)
     console.print(t)
     rec = validation["recommended"]
-    if rec["mode"] is None:
-        console.print(f"[bold]Recommended: warm alone (μ = 0).[/] {validation['reason']}")
-    else:
-        console.print(f"[bold]Recommended: {rec['setting']} (μ = {fmt_float(rec['mu'])}).[/] {validation['reason']}")
+    console.print(f"[bold]Recommended: {recommended_words(rec)}.[/] {validation['reason']}")
 
 
 def render_table(results: dict[str, dict[str, Any]], metrics: Sequence[str], *, title: str | None = None) -> Table:

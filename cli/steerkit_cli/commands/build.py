@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 def build(
     base: Annotated[str, typer.Argument(help="Base model: a Hub id, a local model folder or a .gguf file.")],
     adapter: Annotated[str, typer.Argument(help="The warm-start PEFT adapter: a local folder or a Hub id.")],
-    data: Annotated[Path, typer.Argument(help="Calibration pairs: .jsonl, BIG-bench task.json or TruthfulQA.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help="Calibration data: .jsonl pairs, preference records or items; BIG-bench or TruthfulQA."),
+    ],
     out_dir: OutOpt,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Confidence-mask threshold α.")] = 0.1,
     mu_aggregator: Annotated[
@@ -45,6 +48,13 @@ def build(
     folds: Annotated[
         int, typer.Option(min=0, help="K of the cross-validation that picks the recommended setting (0: none).")
     ] = 5,
+    criterion: Annotated[
+        str,
+        typer.Option(
+            help="How cross-validation compares settings: rank (the gold completion's mass against distractors) "
+            "or nll (the gold tokens' held-out NLL)."
+        ),
+    ] = "rank",
     force: ForceOpt = False,
     model_revision: ModelRevisionOpt = None,
     token: TokenOpt = None,
@@ -70,6 +80,7 @@ def build(
             batch_size=batch_size,
             max_length=max_length,
             folds=folds,
+            criterion=criterion,
             progress=task("build"),
         )
     from steerkit.distributed import is_main
