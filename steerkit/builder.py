@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from steerkit.adapters import adapter_files_of, is_prompt_learning_adapter, peft_type, resolve_adapter
 from steerkit.calibration import calibrate
@@ -31,10 +30,11 @@ from steerkit.checks import check_alpha
 from steerkit.config import SteerConfig, parse_mu_name
 from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_pairs, fit_strengths, group_keys
 from steerkit.data import as_pairs, data_sha256, encode_pair
+from steerkit.distributed import shard
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, tokenizer_fingerprint
-from steerkit.ranking import rank_validation
+from steerkit.ranking import Calibrated, rank_validation
 from steerkit.readers import load_pairs
 from steerkit.svdecode import CURVATURES, mu_star
 from steerkit.terms import TokenTerms
@@ -169,14 +169,7 @@ def _build(
             got=method,
         )
     transformer = peft_model.get_base_model()
-    encoded = [encode_pair(tokenizer, p["prompt"], p["completion"], max_length=max_length) for p in pairs]
-    used_index = [i for i, (ids, start) in enumerate(encoded) if len(ids) > max(start, 1)]
-    used = [(encoded[i][0], max(encoded[i][1], 1)) for i in used_index]
-    if not used:
-        raise EmptyDataError(
-            "no completion tokens to calibrate on (every completion is empty after tokenization)",
-            hint="give pairs with non-empty completions",
-        )
+    used_index, used = _encoded(pairs, tokenizer, max_length)
     width = logits_width(transformer)
     totals = calibrate(
         peft_model,
@@ -216,53 +209,77 @@ def _build(
         alpha=alpha,
     )
     vector = SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
-    calibrated = _Calibrated([pairs[i] for i in used_index], used, terms, base_logprob)
-    validation = _validation(peft_model, vector, calibrated, tokenizer, folds, criterion, batch_size)
+    calibrated = Calibrated([pairs[i] for i in used_index], used, terms, base_logprob, max_length, prompt_learning)
+    validation = _validation(
+        peft_model,
+        vector,
+        calibrated,
+        tokenizer,
+        folds=folds,
+        criterion=criterion,
+        batch_size=batch_size,
+        show_progress=show_progress,
+        progress=progress,
+    )
     return dataclasses.replace(vector, config=dataclasses.replace(config, validation=validation))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Calibrated:
-    """What the cross-validation needs from the calibration pass: the used pairs, their ids, the gold terms."""
-
-    pairs: list[dict[str, Any]]
-    used: list[tuple[list[int], int]]
-    terms: TokenTerms
-    base_logprob: Tensor
+def _encoded(
+    pairs: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
+) -> tuple[list[int], list[tuple[list[int], int]]]:
+    """The pairs with completion tokens (their indices) and their ``(ids, first completion position)``."""
+    encoded = [encode_pair(tokenizer, p["prompt"], p["completion"], max_length=max_length) for p in pairs]
+    used_index = [i for i, (ids, start) in enumerate(encoded) if len(ids) > max(start, 1)]
+    if not used_index:
+        raise EmptyDataError(
+            "no completion tokens to calibrate on (every completion is empty after tokenization)",
+            hint="give pairs with non-empty completions",
+        )
+    return used_index, [(encoded[i][0], max(encoded[i][1], 1)) for i in used_index]
 
 
 def _validation(
     peft_model: Any,
     vector: SteeringVector,
-    calibrated: _Calibrated,
+    calibrated: Calibrated,
     tokenizer: Any,
+    *,
     folds: int,
     criterion: str,
     batch_size: int,
+    show_progress: bool,
+    progress: Callable[[int, int], None] | None,
 ) -> dict[str, Any] | None:
     """The cross-validated comparison of settings (the ``validation`` block), or ``None`` when ``folds`` is 0 or
     the data have too few distinct prompts for ``folds`` folds."""
     keys = group_keys(calibrated.pairs)
     if not folds or len(set(keys)) < folds * MIN_UNITS_PER_FOLD:
         return None
-    counts = torch.tensor([len(ids) - start for ids, start in calibrated.used], dtype=torch.long)
-    example = torch.repeat_interleave(torch.arange(len(calibrated.used)), counts)
-    full = (vector.config.mu, vector.config.mu_static)
     if criterion == "nll":
         return cross_validate_pairs(
-            calibrated.terms, example, keys, base_logprob=calibrated.base_logprob, folds=folds, full=full
+            calibrated.terms,
+            calibrated.token_unit(),
+            keys,
+            base_logprob=calibrated.base_logprob,
+            folds=folds,
+            full=(vector.config.mu, vector.config.mu_static),
         )
+    done = len(shard(-(-len(calibrated.used) // batch_size)))  # the calibration pass's batches: the bar goes on
+
+    def going_on(step: int, total: int) -> None:
+        if progress is not None:
+            progress(done + step, done + total)
+
     return rank_validation(
         peft_model,
         vector,
-        calibrated.pairs,
-        terms=calibrated.terms,
-        token_unit=example,
+        calibrated,
         keys=keys,
-        base_logprob=calibrated.base_logprob,
         tokenizer=tokenizer,
         folds=folds,
         batch_size=batch_size,
+        show_progress=show_progress,
+        progress=going_on,
     )
 
 

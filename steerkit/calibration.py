@@ -60,9 +60,11 @@ class Totals:
         lp_b = torch.log_softmax(base, dim=-1).clamp(min=LOGPROB_FLOOR)
         p_w = lp_w.exp()
         kl = float(torch.where(p_w > 0, p_w * (lp_w - lp_b), torch.zeros_like(lp_w)).sum(dtype=torch.float64))
-        base_logprob = lp_b.gather(1, targets[:, None]).squeeze(1).double()  # for the warm-vs-base check
         del lp_w, lp_b, p_w
         terms = TokenTerms.from_logits(warm, delta, keep, targets)
+        # the base log-probabilities of the gold tokens, by the same arithmetic as the warm ones (equal logits give
+        # equal values, bit for bit): the warm-vs-base check and the base candidate of the cross-validation
+        base_logprob = TokenTerms.from_logits(base, delta, keep, targets).logprobs(0.0).clamp(min=LOGPROB_FLOOR)
         self.chunks.append(
             Chunk(
                 batch=batch,

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerkit._hf import pad_id
+from steerkit._hf import pad_id, trim_heap
 from steerkit.adapters import WarmAndBase, warm_and_base
 from steerkit.batching import (
     CommonPrefix,
@@ -255,6 +255,8 @@ def _collect(
                 )
                 parts[role].append(TokenTerms.from_logits(logits.cpu(), direction.cpu(), keep.cpu(), targets.cpu()))
             segments.append(torch.tensor(seg, dtype=torch.long))
+            del warm, base
+            trim_heap()  # each batch's [T, V] logits differ in size: glibc would keep the freed ones
             done += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
