@@ -19,10 +19,39 @@ from torch import Tensor
 
 from steerkit.errors import InvalidOptionError
 
-__all__ = ["METRICS", "item_metrics", "paired_bootstrap", "summarize"]
+__all__ = ["METRICS", "chance", "headline_metric", "item_metrics", "paired_bootstrap", "summarize"]
 
 #: The multiple-choice metrics, in table order.
 METRICS: tuple[str, ...] = ("accuracy", "acc_norm", "mc1", "mc2")
+
+
+def headline_metric(items: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """The metric an item set is judged on by default, and why, in words.
+
+    ``mc2`` when the items carry an MC2 set (TruthfulQA); else ``acc_norm`` when some item's choices differ in
+    length (in UTF-8 bytes: summed log-probabilities favour short choices, so lm-evaluation-harness reports
+    multiple-choice tasks by ``acc_norm``); else ``accuracy``.
+
+    Example:
+        >>> headline_metric([{"prompt": "p", "choices": [" yes", " no"], "label": 0}])
+        ('acc_norm', 'the choices differ in length')
+    """
+    if any("mc2_choices" in it for it in items):
+        return "mc2", "the items carry an MC2 set"
+    if any(len({len(str(c).encode("utf-8")) for c in it["choices"]}) > 1 for it in items):
+        return "acc_norm", "the choices differ in length"
+    return "accuracy", "every item's choices have one length"
+
+
+def chance(items: Sequence[Mapping[str, Any]]) -> float:
+    """The accuracy of a uniform random pick over each item's choices, averaged over the items.
+
+    Example:
+        >>> chance([{"choices": ["a", "b"], "label": 0}, {"choices": ["a", "b", "c", "d"], "labels": [1, 1, 0, 0]}])
+        0.5
+    """
+    shares = [(sum(it["labels"]) if "labels" in it else 1) / max(len(it["choices"]), 1) for it in items]
+    return sum(shares) / max(len(shares), 1)
 
 
 def _argmax(values: Sequence[float]) -> int:

@@ -21,7 +21,7 @@ from steerkit.crossval import MIN_UNITS_PER_FOLD, cross_validate_items, group_ke
 from steerkit.data import data_sha256
 from steerkit.errors import InvalidOptionError
 from steerkit.scoring import collect_option_terms, collect_setting_terms
-from steerkit.stats import METRICS, item_metrics
+from steerkit.stats import METRICS, headline_metric, item_metrics
 from steerkit.steering import Steering
 from steerkit.terms import OptionTerms
 from steerkit.vector import SteeringVector
@@ -101,7 +101,10 @@ def _best(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return best
 
 
-def _check_metric(metric: str, items: Sequence[Mapping[str, Any]]) -> None:
+def _check_metric(metric: str | None, items: Sequence[Mapping[str, Any]]) -> Metric:
+    """``metric``, or the item set's headline metric when it is ``None`` (:func:`steerkit.stats.headline_metric`)."""
+    if metric is None:
+        return headline_metric(items)[0]  # type: ignore[return-value]
     if metric not in METRICS:
         raise InvalidOptionError(f"unknown metric {metric!r}", hint=f"use one of: {', '.join(METRICS)}", got=metric)
     if metric in ("mc1", "mc2") and not any("mc2_choices" in item for item in items):
@@ -110,6 +113,7 @@ def _check_metric(metric: str, items: Sequence[Mapping[str, Any]]) -> None:
             hint="use metric='accuracy' for plain multiple-choice items",
             got=metric,
         )
+    return metric  # type: ignore[return-value]
 
 
 def search_mu(
@@ -118,7 +122,7 @@ def search_mu(
     items: Sequence[Mapping[str, Any]],
     *,
     tokenizer: Any,
-    metric: Metric = "mc2",
+    metric: Metric | None = None,
     mode: Literal["dynamic", "static"] = "dynamic",
     grid: Sequence[float] | None = None,
     refine: bool = True,
@@ -133,7 +137,9 @@ def search_mu(
         model: The model to attach to (a plain base model loads the vector's adapter in dynamic mode).
         items: Calibration items (schema in :mod:`steerkit.evaluate`).
         tokenizer: The model's tokenizer.
-        metric: ``"mc2"``, ``"mc1"`` (TruthfulQA items) or ``"accuracy"``.
+        metric: ``"mc2"``, ``"mc1"`` (TruthfulQA items), ``"accuracy"`` or ``"acc_norm"``; ``None`` (the default)
+            is the items' headline metric (:func:`steerkit.stats.headline_metric`: ``mc2`` with an MC2 set,
+            ``acc_norm`` when the choices differ in length, else ``accuracy``).
         mode: Which strength to search: dynamic μ̄ or static μ_s.
         grid: Strengths to try first (default :func:`default_grid`).
         refine: Refine around the best grid point (two rounds of a 17-point linear grid between neighbours).
@@ -147,7 +153,7 @@ def search_mu(
     Raises:
         InvalidOptionError: Unknown metric, MC1/MC2 without MC2 sets, or an empty grid.
     """
-    _check_metric(metric, items)
+    metric = _check_metric(metric, items)
     points = sorted({float(g) for g in (default_grid() if grid is None else grid)})
     if not points:
         raise InvalidOptionError("the μ grid is empty", hint="give at least one strength, or grid=None")
@@ -168,7 +174,7 @@ def search_terms(
     terms: OptionTerms,
     items: Sequence[Mapping[str, Any]],
     *,
-    metric: Metric = "mc2",
+    metric: Metric | None = None,
     grid: Sequence[float] | None = None,
     refine: bool = True,
     subset: Sequence[int] | None = None,
@@ -178,7 +184,9 @@ def search_terms(
     Args:
         terms: :func:`~steerkit.scoring.collect_option_terms` of ``items`` under the steering to tune.
         items: The items the terms were collected for.
-        metric: ``"mc2"``, ``"mc1"`` or ``"accuracy"``.
+        metric: ``"mc2"``, ``"mc1"`` (TruthfulQA items), ``"accuracy"`` or ``"acc_norm"``; ``None`` (the default)
+            is the items' headline metric (:func:`steerkit.stats.headline_metric`: ``mc2`` with an MC2 set,
+            ``acc_norm`` when the choices differ in length, else ``accuracy``).
         grid: Strengths to try first (default :func:`default_grid`).
         refine: Refine around the best grid point.
         subset: Search on the items at these indices only (a cross-validation training fold).
@@ -189,7 +197,7 @@ def search_terms(
     Raises:
         InvalidOptionError: Unknown metric, MC1/MC2 without MC2 sets, or an empty grid.
     """
-    _check_metric(metric, items)
+    metric = _check_metric(metric, items)
     points = sorted({float(g) for g in (default_grid() if grid is None else grid)})
     if not points:
         raise InvalidOptionError("the μ grid is empty", hint="give at least one strength, or grid=None")
@@ -245,7 +253,7 @@ def tune_and_validate(
     items: Sequence[Mapping[str, Any]],
     *,
     tokenizer: Any,
-    metric: Metric = "mc2",
+    metric: Metric | None = None,
     mode: Literal["dynamic", "static"] = "dynamic",
     folds: int = 5,
     grid: Sequence[float] | None = None,
@@ -254,7 +262,7 @@ def tune_and_validate(
     strict: bool = True,
 ) -> tuple[MuSearch, SteeringVector]:
     """:func:`tune_mu` returning the :class:`MuSearch` too: ``(search, tuned vector)``."""
-    _check_metric(metric, items)
+    metric = _check_metric(metric, items)
     if not isinstance(folds, int) or folds < 0 or folds == 1:
         raise InvalidOptionError(f"folds must be 0 or at least 2, got {folds!r}", got=folds)
     keys = group_keys(items)

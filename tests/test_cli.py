@@ -336,7 +336,13 @@ def test_eval_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any,
 
     expected = evaluate_settings(vector, model, load_items(work / "test.jsonl"), tokenizer=tokenizer)
     # acc_norm is in the results, and listed among the metrics when the choices differ in length (not here)
-    assert data == {"n": 6, "metrics": ["accuracy"], "results": json.loads(json.dumps(expected))}
+    assert data == {
+        "n": 6,
+        "metrics": ["accuracy"],
+        "headline": {"metric": "accuracy", "because": "every item's choices have one length"},
+        "chance": 0.5,
+        "results": json.loads(json.dumps(expected)),
+    }
     assert list(data["results"]) == ["base", "warm", "static", "dynamic"]
     for res in data["results"].values():
         acc = res["accuracy"]
@@ -370,11 +376,40 @@ def test_eval_modes_mu_and_table(work: Path, vector_dir: Path, tmp_path: Path) -
     assert data["results"]["static"]["accuracy"] == base["results"]["warm"]["accuracy"]  # μ = 0 is the warm model
     result = invoke("eval", vector_dir, work / "test.jsonl", "--modes", "base,dynamic", "--plot", tmp_path / "e.png")
     assert result.exit_code == 0, result.stderr
-    rows = [line.split()[0] for line in result.stdout.splitlines() if line.strip().startswith(("base", "dynamic"))]
+    rows = [line.split()[0] for line in result.stdout.splitlines() if line.split()[:1] in (["base"], ["dynamic"])]
     assert rows == ["base", "dynamic"]
+    assert "Headline metric: accuracy, because every item's choices have one length." in result.stdout
     assert (tmp_path / "e.png").is_file()
     err = error_of(invoke("eval", vector_dir, work / "test.jsonl", "--modes", "base,best", "--json"))
     assert err["message"] == "unknown --modes entry 'best'"
+
+
+def test_eval_names_its_headline_metric_flags_below_chance_and_a_base_recommendation(
+    work: Path, vector_dir: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    items = [{"prompt": f"{w}=", "choices": [w[::-1], w + "!!", "?"], "label": 1} for w in WORDS[:6]]
+    path = tmp_path / "uneven.jsonl"
+    path.write_text("".join(json.dumps(i) + "\n" for i in items))
+    vector = SteeringVector.load(vector_dir)
+    rec = {"setting": "base", "mode": None, "rule": None, "mu": 0.0}
+    validation = {"measure": "rank", "criterion": "rank", "unit": "example", "folds": 5, "n": 12, "seed": 0,
+                  "recommended": rec, "reason": "the adapter hurts", "candidates": []}  # fmt: skip
+    dataclasses.replace(vector, config=dataclasses.replace(vector.config, validation=validation)).save(
+        tmp_path / "base-rec"
+    )
+    data = data_of(invoke("eval", tmp_path / "base-rec", path, "--json"))
+    assert data["headline"] == {"metric": "acc_norm", "because": "the choices differ in length"}
+    assert data["chance"] == pytest.approx(1 / 3) and data["metrics"] == ["accuracy", "acc_norm"]
+    assert data["results"]["recommended"]["accuracy"] == data["results"]["base"]["accuracy"]
+    text = invoke("eval", tmp_path / "base-rec", path).stdout
+    assert "Headline metric: acc_norm, because the choices differ in length." in text
+    below = [s for s, r in data["results"].items() if r["accuracy"]["value"] < 1 / 3]
+    flagged = [line.split(":")[0] for line in text.splitlines() if "is below chance (0.333)" in line]
+    assert flagged == below
+    assert "recommended (base): acc_norm" in text
+    assert "the recommendation is the base model, adapter off: the adapter hurt on the calibration data" in text
 
 
 def test_tune_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any, Any], tmp_path: Path) -> None:
@@ -391,6 +426,7 @@ def test_tune_json_equals_library(work: Path, vector_dir: Path, tiny: tuple[Any,
         "out": str(out),
         "mode": "static",
         "metric": "accuracy",
+        "metric_because": "every item's choices have one length",
         "mu": found.best,
         "value": found.value,
         "value_at_zero": dict(found.grid)[0.0],

@@ -305,3 +305,15 @@ def test_evaluate_settings_scores_the_recommended_setting(built: Any, tokenizer:
         "filter_masked": False,
         "setting": "static/fit",
     }
+
+
+def test_tune_defaults_to_the_items_headline_metric_and_scores_base_as_a_candidate(built: Any, tokenizer: Any) -> None:
+    from steerkit.tune import tune_and_validate
+
+    data = items(12)  # choices " yes", " no, not at all", " maybe": lengths differ, so acc_norm
+    found, tuned = tune_and_validate(built, tiny_lora(tiny_llama()), data, tokenizer=tokenizer, mode="static")
+    block = tuned.config.validation
+    assert found.metric == "acc_norm"
+    assert (block["measure"], block["criterion"], block["warm_vs_base"]) == ("acc_norm", "metric:acc_norm", None)
+    assert [c["setting"] for c in block["candidates"]][:1] == ["warm"]
+    assert "base" in {c["setting"] for c in block["candidates"]}

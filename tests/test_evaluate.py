@@ -306,3 +306,15 @@ def test_setting_terms_of_one_pass_equal_each_setting_on_its_own(peft: Any, tok:
     assert together["base"].mu == 0.0 and together["static"].mu == 3.0 and together["dynamic"].mu == -5.0
     with pytest.raises(InvalidOptionError, match=r"unknown setting\(s\) \['best'\]"):
         collect_setting_terms(peft, ITEMS, tokenizer=tok, vector=vector, settings=["warm", "best"])
+
+
+def test_the_headline_metric_fits_the_items_and_chance_is_the_mean_share_of_correct_choices() -> None:
+    from steerkit.stats import chance, headline_metric
+
+    even = [{"prompt": "p", "choices": [" yes", " nah"], "label": 0}]
+    uneven = [*even, {"prompt": "q", "choices": [" a", " bbb", " c"], "labels": [1, 0, 1]}]
+    truthful = [{**even[0], "mc2_choices": [" yes", " nah"], "mc2_labels": [1, 0]}]
+    assert headline_metric(even) == ("accuracy", "every item's choices have one length")
+    assert headline_metric(uneven) == ("acc_norm", "the choices differ in length")
+    assert headline_metric(truthful) == ("mc2", "the items carry an MC2 set")
+    assert chance(uneven) == pytest.approx((1 / 2 + 2 / 3) / 2)

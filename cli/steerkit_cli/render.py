@@ -58,6 +58,36 @@ def fmt_delta(delta: dict[str, Any] | None) -> str:
     return f"{delta['difference']:+.3f} [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}]"
 
 
+def verdict_lines(results: dict[str, dict[str, Any]], metric: str) -> list[str]:
+    """One line per setting with a paired Δ vs warm on ``metric``: the Δ, its interval, and whether it is better,
+    worse or no clear difference; the ``recommended`` line names its setting (and says so when it is the base
+    model, adapter off: the adapter hurt on the calibration data)."""
+    from steerkit.demo import verdict
+
+    lines = []
+    for setting, res in results.items():
+        delta = (res.get("delta_vs_warm") or {}).get(metric)
+        if delta is None:
+            continue
+        said = verdict(delta)
+        name = setting
+        chosen = (res.get("steering") or {}).get("setting")
+        if setting == "recommended" and chosen:
+            name = f"recommended ({chosen})"
+        line = (
+            f"{name}: {metric} {delta['difference']:+.3f} vs warm, 95% CI [{delta['ci_low']:+.3f}, "
+            f"{delta['ci_high']:+.3f}] (paired bootstrap, n = {delta['n']}): "
+        )
+        if said == "no clear difference":
+            line += "no clear difference: the interval includes 0, so this run does not show an effect"
+        else:
+            line += f"{said} than warm alone"
+        if setting == "recommended" and chosen == "base":
+            line += "; the recommendation is the base model, adapter off: the adapter hurt on the calibration data"
+        lines.append(line)
+    return lines
+
+
 def render_validation(console: Any, validation: dict[str, Any] | None, *, full: bool = False) -> None:
     """The cross-validated comparison of a ``validation`` block: a table (the best candidate per mode, or every
     candidate with ``full``), then the recommendation and why, in plain words."""

@@ -10,7 +10,7 @@ import typer
 from steerkit_cli.errors import CliError, command
 from steerkit_cli.options import ForceOpt, JsonOpt, examples
 from steerkit_cli.output import Output
-from steerkit_cli.render import render_table, table
+from steerkit_cli.render import render_table, table, verdict_lines
 from steerkit_cli.resolve import quiet_libraries
 
 if TYPE_CHECKING:
@@ -88,8 +88,6 @@ def demo(
 
 
 def _render_demo(console: Console, res: Any) -> None:
-    from steerkit.demo import verdict
-
     vector = res.vector
     console.print(
         f"Warm start: LoRA on {res.n_train} {res.task} pairs, loss {res.losses[0]:.3f} → {res.losses[-1]:.3f}"
@@ -118,19 +116,8 @@ def _render_demo(console: Console, res: Any) -> None:
             f"Recommended by cross-validation on the calibration pairs: [bold]{rec['setting']}[/] "
             f"(μ = {rec['mu']:.4g}). {vector.config.validation['reason']}"
         )
-    for setting in ("static", "dynamic", "recommended"):
-        delta = res.evaluation.get(setting, {}).get("delta_vs_warm", {}).get(res.metric)
-        if delta is None:
-            continue
-        said = verdict(delta)
-        line = (
-            f"{setting}: {res.metric} {delta['difference']:+.3f} vs warm, "
-            f"95% CI [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}] (paired bootstrap, n = {delta['n']}): "
-        )
-        if said == "no clear difference":
-            line += "no clear difference: the interval includes 0, so this run does not show an effect"
-        else:
-            line += f"{said} than warm alone"
+    shown = {s: res.evaluation[s] for s in ("static", "dynamic", "recommended") if s in res.evaluation}
+    for line in verdict_lines(shown, res.metric):
         console.print(line)
     console.print(f"Done in {res.seconds['total']:.0f} s. Next: steerkit inspect {res.out}")
 

@@ -25,7 +25,7 @@ from steerkit_cli.options import (
     examples,
 )
 from steerkit_cli.output import Output
-from steerkit_cli.render import plot_eval, render_table, require_matplotlib
+from steerkit_cli.render import plot_eval, render_table, require_matplotlib, verdict_lines
 from steerkit_cli.resolve import load_data, load_model_for, load_vector
 
 if TYPE_CHECKING:
@@ -118,13 +118,22 @@ def evaluate(
             strict=strict,
             progress=lambda stage, step, total: task(f"eval {stage}")(step, total),
         )
-    metrics = [m for m in METRICS if m in next(iter(results.values())) and (m != "acc_norm" or _lengths_differ(items))]
-    result: dict[str, Any] = {"n": len(items), "metrics": metrics, "results": results}
+    from steerkit.stats import chance, headline_metric
+
+    headline, why = headline_metric(items)
+    metrics = [m for m in METRICS if m in next(iter(results.values())) and (m != "acc_norm" or headline != "accuracy")]
+    result: dict[str, Any] = {
+        "n": len(items),
+        "metrics": metrics,
+        "headline": {"metric": headline, "because": why},
+        "chance": chance(items),
+        "results": results,
+    }
     if plot is not None:
         plot_eval(plot, results, metrics)
         result["plot"] = str(plot)
     title = f"{data} (n = {len(items)})"
-    out.result(result, lambda console: _render_eval(console, results, metrics, title=title, plot=plot))
+    out.result(result, lambda console: _render_eval(console, results, metrics, title=title, plot=plot, facts=result))
 
 
 def _evaluate_generation(
@@ -159,11 +168,6 @@ def _evaluate_generation(
     out.result(result, lambda console: _render_eval(console, found["results"], metrics, title=title, plot=plot))
 
 
-def _lengths_differ(items: list[dict[str, Any]]) -> bool:
-    """Whether some item's choices differ in length (in UTF-8 bytes): then ``acc_norm`` is shown beside accuracy."""
-    return any(len({len(str(c).encode("utf-8")) for c in item["choices"]}) > 1 for item in items)
-
-
 def _parse_modes(modes: str) -> list[str]:
     """The settings of ``--modes``, in the order given.
 
@@ -181,9 +185,26 @@ def _parse_modes(modes: str) -> list[str]:
 
 
 def _render_eval(
-    console: Console, results: dict[str, dict[str, Any]], metrics: Sequence[str], *, title: str, plot: Path | None
+    console: Console,
+    results: dict[str, dict[str, Any]],
+    metrics: Sequence[str],
+    *,
+    title: str,
+    plot: Path | None,
+    facts: dict[str, Any] | None = None,
 ) -> None:
     console.print(render_table(results, metrics, title=title))
+    if facts is not None:
+        headline = facts["headline"]["metric"]
+        console.print(f"Headline metric: {headline}, because {facts['headline']['because']}.")
+        for line in verdict_lines(results, headline):
+            console.print(line)
+        for setting, res in results.items():
+            if res["accuracy"]["value"] < facts["chance"]:
+                console.print(
+                    f"[bold]{setting}: accuracy {res['accuracy']['value']:.3f} is below chance "
+                    f"({facts['chance']:.3f}) on these items[/]; acc_norm {res['acc_norm']['value']:.3f}"
+                )
     if plot is not None:
         console.print(f"Plot written to {plot}")
 

@@ -41,7 +41,8 @@ def tune(
     metric: Annotated[
         str | None,
         typer.Option(
-            help="mc2, mc1, accuracy or acc_norm \\[default: mc2 for TruthfulQA items, else accuracy].",
+            help="mc2, mc1, accuracy or acc_norm \\[default: mc2 for TruthfulQA items, acc_norm when the choices "
+            "differ in length, else accuracy].",
             show_default=False,
         ),
     ] = None,
@@ -69,7 +70,9 @@ def tune(
         raise CliError(f"unknown --mode {mode!r}", hint="use dynamic or static")
     check_out(out_dir, force=force)
     items = load_data(data, items=True, max_examples=max_examples)
-    chosen_metric = metric or ("mc2" if any("mc2_choices" in it for it in items) else "accuracy")
+    from steerkit.stats import headline_metric
+
+    chosen_metric, why = (metric, "--metric") if metric else headline_metric(items)
     vector = load_vector(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
@@ -97,6 +100,7 @@ def tune(
         "out": str(out_dir),
         "mode": mode,
         "metric": chosen_metric,
+        "metric_because": why,
         "mu": found.best,
         "value": found.value,
         "value_at_zero": at_zero,
@@ -117,6 +121,8 @@ def _render_tune(console: Console, result: dict[str, Any]) -> None:
         f"{result['value']:.3f} (at {name} = 0: {result['value_at_zero']:.3f}; "
         f"previous {name} = {result['previous_mu']:.4g})"
     )
+    if result["metric_because"] != "--metric":
+        console.print(f"Metric: {result['metric']}, because {result['metric_because']} (--metric chooses another).")
     render_validation(console, result["validation"])
     console.print(f"Saved the tuned vector to [bold]{result['out']}[/]")
 
