@@ -209,7 +209,7 @@ def _build(
         alpha=alpha,
     )
     vector = SteeringVector(task_vector=task_vector, config=config, adapter_files=files)
-    calibrated = Calibrated([pairs[i] for i in used_index], used, terms, base_logprob, max_length, prompt_learning)
+    calibrated = Calibrated([pairs[i] for i in used_index], used, terms, base_logprob)
     validation = _validation(
         peft_model,
         vector,
@@ -278,7 +278,6 @@ def _validation(
         tokenizer=tokenizer,
         folds=folds,
         batch_size=batch_size,
-        show_progress=show_progress,
         progress=going_on,
     )
 

@@ -21,13 +21,10 @@ from torch import Tensor
 from steerkit._hf import pad_id, trim_heap
 from steerkit.distributed import gather_per_rank, shard, world
 from steerkit.models import logits_width
-from steerkit.svdecode import LOGPROB_FLOOR, steering_delta
+from steerkit.svdecode import CHUNK_ELEMENTS, LOGPROB_FLOOR, steering_delta
 from steerkit.terms import TokenTerms
 
 __all__ = ["calibrate"]
-
-#: Elements per ``[chunk, V]`` logits block (chunk = this // V rows, at least 16): 4 MiB of float32.
-CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclasses.dataclass

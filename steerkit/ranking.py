@@ -10,10 +10,9 @@ default) turns every calibration pair into an item whose choices are the gold co
   text is a completion of the same prompt; on a True/False task that is the other label).
 
 The gold completions are the calibration pairs themselves, so their terms come from build's calibration pass;
-only the distractors take one more pass of warm and base logits, through the same code
-(:func:`steerkit.calibration.calibrate`: ``[chunk, V]`` blocks, so memory stays that of a plain forward). The
-option terms are what :func:`steerkit.crossval.cross_validate_ranking` re-scores under every candidate setting
-and fold.
+only the distractors take one more pass of warm and base logits (:func:`steerkit.scoring.collect_setting_terms`:
+each prompt runs once for all its distractors, a prefix every prompt shares runs once in all). The option terms
+are what :func:`steerkit.crossval.cross_validate_ranking` re-scores under every candidate setting and fold.
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerkit.calibration import calibrate
 from steerkit.crossval import cross_validate_ranking
-from steerkit.data import encode_pair
+from steerkit.scoring import collect_setting_terms
 from steerkit.terms import OptionTerms, TokenTerms
 from steerkit.vector import SteeringVector
 
@@ -94,16 +92,12 @@ class Calibrated:
         used: Their ``(ids, first completion position)``.
         terms: The kept-entry terms of every gold token (direction δ̂), pairs one after another.
         base_logprob: ``[T]`` the base model's log-probability of each gold token.
-        max_length: The token cap the pairs were encoded with (distractors get the same).
-        prompt_learning: Whether the adapter is prompt tuning or p-tuning.
     """
 
     pairs: list[dict[str, Any]]
     used: list[tuple[list[int], int]]
     terms: TokenTerms
     base_logprob: Tensor
-    max_length: int
-    prompt_learning: bool
 
     def token_unit(self) -> Tensor:
         """``[T]`` the pair each gold token belongs to."""
@@ -121,7 +115,6 @@ def rank_validation(
     folds: int,
     batch_size: int,
     gate: str | None = None,
-    show_progress: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The ``validation`` block by the ranking criterion (one extra pass of warm and base logits over the
@@ -132,21 +125,17 @@ def rank_validation(
     items, source = ranking_items(calibrated.pairs, keys)
     if items is None:
         return _no_ranking(source, len(calibrated.pairs), folds)
-    sequences, owner = _distractor_sequences(items, tokenizer, calibrated.max_length)
-    if not sequences:
-        return _no_ranking("every distractor is empty after tokenization", len(calibrated.pairs), folds)
-    totals = calibrate(
+    wrong = [{"prompt": it["prompt"], "choices": it["choices"][1:], "label": 0} for it in items]
+    found = collect_setting_terms(
         peft_model,
-        sequences,
+        wrong,
         tokenizer=tokenizer,
-        alpha=vector.config.alpha,
+        vector=vector,
+        settings=("base", "dynamic"),
         batch_size=batch_size,
-        prompt_learning=calibrated.prompt_learning,
-        show_progress=show_progress,
         progress=progress,
     )
-    *_, wrong_terms, wrong_base = totals.gathered().merged(vector.config.vocab_size)
-    options, base_options = _options(calibrated, sequences, owner, wrong_terms, wrong_base)
+    options, base_options = _options(calibrated, found["dynamic"], found["base"].option_scores(0.0))
     return cross_validate_ranking(
         calibrated.terms,
         calibrated.token_unit(),
@@ -161,40 +150,18 @@ def rank_validation(
     )
 
 
-def _distractor_sequences(
-    items: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: int
-) -> tuple[list[tuple[list[int], int]], list[int]]:
-    """Every distractor as ``(ids, first completion position)``, encoded as the pairs were, and the item it
-    belongs to; a distractor with no token left after tokenization is dropped."""
-    sequences, owner = [], []
-    for i, item in enumerate(items):
-        for wrong in item["choices"][1:]:
-            ids, start = encode_pair(tokenizer, item["prompt"], wrong, max_length=max_length)
-            if len(ids) > max(start, 1):
-                sequences.append((ids, max(start, 1)))
-                owner.append(i)
-    return sequences, owner
-
-
-def _options(
-    calibrated: Calibrated,
-    sequences: Sequence[tuple[list[int], int]],
-    owner: Sequence[int],
-    wrong_terms: TokenTerms,
-    wrong_base: Tensor,
-) -> tuple[OptionTerms, Tensor]:
-    """Option terms of every item (option ``i`` is pair ``i``'s gold completion, then the distractors) and each
-    option's summed base log-probability."""
-    n, m = len(calibrated.pairs), len(sequences)
-    counts = torch.tensor([len(ids) - start for ids, start in sequences], dtype=torch.long)
-    segment = torch.cat([calibrated.token_unit(), n + torch.repeat_interleave(torch.arange(m), counts)])
-    layout: list[dict[str, list[int]]] = [{"choices": [i]} for i in range(n)]
-    for j, i in enumerate(owner):
-        layout[i]["choices"].append(n + j)
-    terms = TokenTerms.cat([calibrated.terms, wrong_terms])
-    base = torch.cat([calibrated.base_logprob.double(), wrong_base.double()])
-    base_options = torch.zeros(n + m, dtype=torch.float64).index_add_(0, segment, base)
-    return OptionTerms(terms=terms, segment=segment, n_options=n + m, layout=layout), base_options
+def _options(calibrated: Calibrated, wrong: OptionTerms, wrong_base: Tensor) -> tuple[OptionTerms, Tensor]:
+    """Option terms of every item (option ``i`` is pair ``i``'s gold completion, from the calibration pass; then
+    the distractors) and each option's summed base log-probability."""
+    n = len(calibrated.pairs)
+    segment = torch.cat([calibrated.token_unit(), n + wrong.segment])
+    layout = [{"choices": [i, *(n + j for j in entry["choices"])]} for i, entry in enumerate(wrong.layout)]
+    gold_base = torch.zeros(n, dtype=torch.float64).index_add_(
+        0, calibrated.token_unit(), calibrated.base_logprob.double()
+    )
+    terms = TokenTerms.cat([calibrated.terms, wrong.terms])
+    options = OptionTerms(terms=terms, segment=segment, n_options=n + wrong.n_options, layout=layout)
+    return options, torch.cat([gold_base, wrong_base.double()])
 
 
 def _no_ranking(reason: str, n: int, folds: int) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from steerkit.checks import check_mu
 from steerkit.distributed import gather_terms, shard
 from steerkit.errors import InvalidOptionError
 from steerkit.steering import Steering
-from steerkit.svdecode import steering_direction
+from steerkit.svdecode import CHUNK_ELEMENTS, steering_direction
 from steerkit.terms import OptionTerms, TokenTerms
 from steerkit.vector import SteeringVector
 
@@ -244,19 +244,9 @@ def _collect(
                     targets = ids[r_t, c_t + 1]
                     warm, base = both(option_logits, ids, mask, r_t, c_t)  # role is ignored
             for role in roles:
-                logits = base if role == "base" else warm
-                assert logits is not None
-                direction, keep = steering_direction(
-                    logits,
-                    base_logits=base if role == "dynamic" else None,
-                    static_vector=static_vector if role == "static" else None,
-                    alpha=alpha,
-                    n_tokens=n_tokens,
-                )
-                parts[role].append(TokenTerms.from_logits(logits.cpu(), direction.cpu(), keep.cpu(), targets.cpu()))
+                parts[role] += _role_terms(role, warm, base, targets, static_vector, alpha=alpha, n_tokens=n_tokens)
             segments.append(torch.tensor(seg, dtype=torch.long))
             del warm, base
-            trim_heap()  # each batch's [T, V] logits differ in size: glibc would keep the freed ones
             done += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -271,6 +261,38 @@ def _collect(
         r: OptionTerms(terms=TokenTerms.cat(parts[r]), segment=segment, n_options=len(sequences), layout=layout)
         for r in roles
     }
+
+
+def _role_terms(
+    role: str,
+    warm: Tensor | None,
+    base: Tensor | None,
+    targets: Tensor,
+    static_vector: Tensor | None,
+    *,
+    alpha: float,
+    n_tokens: int | None,
+) -> list[TokenTerms]:
+    """One role's terms of a batch's ``[T, V]`` logits, in ``[chunk, V]`` blocks (the direction, the mask and
+    their float64 copies never exceed a block)."""
+    logits = base if role == "base" else warm
+    assert logits is not None
+    rows = max(16, CHUNK_ELEMENTS // logits.shape[-1])
+    out = []
+    for lo in range(0, logits.shape[0], rows):
+        block = logits[lo : lo + rows]
+        direction, keep = steering_direction(
+            block,
+            base_logits=base[lo : lo + rows] if role == "dynamic" and base is not None else None,
+            static_vector=static_vector if role == "static" else None,
+            alpha=alpha,
+            n_tokens=n_tokens,
+        )
+        out.append(TokenTerms.from_logits(block.cpu(), direction.cpu(), keep.cpu(), targets[lo : lo + rows].cpu()))
+        del direction, keep
+        if block.device.type == "cpu":
+            trim_heap()  # blocks and batches differ in size: glibc would keep the freed ones
+    return out
 
 
 def _progress_bar(total: int) -> Any:

@@ -60,6 +60,8 @@ CURVATURES: tuple[str, ...] = ("paper", "exact")
 AGGREGATORS: tuple[str, ...] = ("mean", "median", "trimmed", "ratio")
 EPSILON = 1e-12
 LOGPROB_FLOOR = -1e4
+#: Elements per ``[chunk, V]`` logits block (chunk = this // V rows, at least 16): 4 MiB of float32.
+CHUNK_ELEMENTS = 1 << 20
 TRIM_FRACTION = 0.1  # "trimmed" drops this fraction of μ* at each end (mean of the central 80%)
 
 

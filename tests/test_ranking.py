@@ -15,7 +15,6 @@ from tiny import tiny_llama, tiny_lora
 
 import steerkit
 from steerkit.crossval import RULES, _gold_mass, cross_validate_ranking, fit_strengths, folds_of
-from steerkit.data import encode_pair
 from steerkit.errors import InvalidOptionError
 from steerkit.gate import recommend
 from steerkit.ranking import DISTRACTORS, ranking_items
@@ -98,33 +97,28 @@ def test_build_ranks_only_the_calibration_prompts_and_passes_only_over_the_distr
     import steerkit.ranking as ranking
 
     made: list[list[dict[str, Any]]] = []
-    passes: list[list[tuple[list[int], int]]] = []
-    real_items, real_pass = ranking.ranking_items, ranking.calibrate
+    passes: list[list[dict[str, Any]]] = []
+    real_items, real_pass = ranking.ranking_items, ranking.collect_setting_terms
 
     def items_spy(*args: Any, **kwargs: Any) -> Any:
         out = real_items(*args, **kwargs)
         made.append(out[0])
         return out
 
-    def pass_spy(model: Any, sequences: list[tuple[list[int], int]], **kwargs: Any) -> Any:
-        passes.append(sequences)
-        return real_pass(model, sequences, **kwargs)
+    def pass_spy(model: Any, items: list[dict[str, Any]], **kwargs: Any) -> Any:
+        passes.append(items)
+        return real_pass(model, items, **kwargs)
 
     monkeypatch.setattr(ranking, "ranking_items", items_spy)
-    monkeypatch.setattr(ranking, "calibrate", pass_spy)
+    monkeypatch.setattr(ranking, "collect_setting_terms", pass_spy)
     data = pairs(12)
     steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer)
     assert len(made) == 1 and len(passes) == 1
     assert [(it["prompt"], it["choices"][0]) for it in made[0]] == [(p["prompt"], p["completion"]) for p in data]
     golds = {p["completion"] for p in data}
     assert all(set(it["choices"][1:]) <= golds for it in made[0])  # drawn from the calibration completions only
-    # the gold completions' terms are the calibration pass's own: the one extra pass runs the distractors alone
-    expected = [
-        (ids, max(start, 1))
-        for it in made[0]
-        for ids, start in (encode_pair(tokenizer, it["prompt"], wrong) for wrong in it["choices"][1:])
-    ]
-    assert passes[0] == expected
+    # the gold completions' terms are the calibration pass's own: the one extra pass scores the distractors alone
+    assert [(it["prompt"], it["choices"]) for it in passes[0]] == [(it["prompt"], it["choices"][1:]) for it in made[0]]
     made.clear()
     passes.clear()
     steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer, criterion="nll")
@@ -136,8 +130,8 @@ def test_the_ranking_pass_continues_builds_progress_count(tokenizer: Any) -> Non
     steerkit.build(
         tiny_lora(tiny_llama()), None, pairs(12), tokenizer=tokenizer, batch_size=4, progress=lambda *s: steps.append(s)
     )
-    # 12 pairs in batches of 4 (3 steps), then 12 × 3 distractors in batches of 4 (9 more)
-    assert steps == [(1, 3), (2, 3), (3, 3), *[(3 + k, 12) for k in range(1, 10)]]
+    # 12 pairs in batches of 4 (3 steps); then 12 prompts with 3 distractors each, counted in sequences
+    assert steps == [(1, 3), (2, 3), (3, 3), *[(3 + 3 * k, 3 + 36) for k in range(1, 13)]]
 
 
 # --- the measure and the fold rule -----------------------------------------------------------------------------

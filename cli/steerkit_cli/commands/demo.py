@@ -88,6 +88,8 @@ def demo(
 
 
 def _render_demo(console: Console, res: Any) -> None:
+    from steerkit.schema import criterion_words, recommended_words
+
     vector = res.vector
     console.print(
         f"Warm start: LoRA on {res.n_train} {res.task} pairs, loss {res.losses[0]:.3f} → {res.losses[-1]:.3f}"
@@ -110,11 +112,11 @@ def _render_demo(console: Console, res: Any) -> None:
     n = next(iter(res.evaluation.values()))["n"]
     title = f"Held-out {res.task} items (n = {n}; all metrics in --json)"
     console.print(render_table(res.evaluation, [res.metric], title=title))
-    if vector.config.validation:
-        rec = vector.config.validation["recommended"]
+    validation = vector.config.validation
+    if validation:
         console.print(
-            f"Recommended by cross-validation on the calibration pairs: [bold]{rec['setting']}[/] "
-            f"(μ = {rec['mu']:.4g}). {vector.config.validation['reason']}"
+            f"Recommended by cross-validation on the calibration pairs ({criterion_words(validation)}): "
+            f"[bold]{recommended_words(validation['recommended'])}[/]. {validation['reason']}"
         )
     shown = {s: res.evaluation[s] for s in ("static", "dynamic", "recommended") if s in res.evaluation}
     for line in verdict_lines(shown, res.metric):
