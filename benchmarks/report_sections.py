@@ -6,14 +6,12 @@ Used by ``benchmarks/report.py``; every number comes from ``benchmarks/results/{
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 METHOD_NAMES = {"lora": "LoRA", "ia3": "IA3", "prompt_tuning": "prompt tuning"}
 TASK_NAMES = {"truthfulqa": "TruthfulQA", "social_iqa": "Social-IQa"}
 HEADLINE = {"truthfulqa": "mc2", "social_iqa": "accuracy"}
-BEST_FIXED = ("static", "trimmed/exact")  # the best fixed rule before cross-validation (4 significant gains of 12)
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
 
@@ -71,70 +69,116 @@ def _configs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, flo
     )
 
 
+#: The pickers of the recommendation table: (aggregator of their ``recommended`` rows, label). ``{metric}`` is
+#: the task's headline metric (tune's pick).
+PICKERS = (
+    ("recommended", "build by rank (default)"),
+    ("recommended:build-rank-gated", "build by rank, NLL-gated"),
+    ("recommended:build-nll", "build by NLL (before)"),
+    ("recommended:{metric}", "tune (items, task metric)"),
+)
+
+
+def _pick_rows(rows: Sequence[Mapping[str, Any]], key: Mapping[str, Any]) -> dict[str, Mapping[str, Any] | None]:
+    """Each picker's test row for one configuration. A configuration not rerun since build ranked has no
+    ``build-nll`` row, and its ``recommended`` row is the NLL pick: it goes to that column, the rank ones stay empty."""
+    found = {a: find(rows, mode="recommended", aggregator=a.format(metric=key["metric"]), **key) for a, _ in PICKERS}
+    if found["recommended:build-nll"] is None and found["recommended"] is not None:
+        found["recommended:build-nll"], found["recommended"] = found["recommended"], None
+    return found
+
+
+def _hindsight(rows: Sequence[Mapping[str, Any]], key: Mapping[str, Any]) -> float:
+    """The test Δ vs warm of the best steering setting chosen in hindsight on the test split (0 if none gains)."""
+    gains = [r["delta_vs_warm"] for r in rows if r["mode"] in ("static", "dynamic") and _matches(r, key)]
+    return max([0.0, *(g for g in gains if g is not None)])
+
+
+def _matches(row: Mapping[str, Any], key: Mapping[str, Any]) -> bool:
+    return all(row.get(k) == v for k, v in key.items())
+
+
 def recommendation_section(
     rows: Sequence[Mapping[str, Any]],
     heading: str = "## The recommended setting (cross-validated, no-regression gate) {#recommended}",
 ) -> list[str]:
-    """Per configuration: what cross-validation on the calibration data picked, and its test Δ vs warm."""
+    """Per configuration: what each picker chose on the calibration data, and its test Δ vs warm."""
     configs = [c for c in _configs(rows) if find(rows, task=c[0], peft_method=c[1], lr_label=c[2], mode="recommended")]
     if not configs:
         return []
     out = [
         heading,
         "",
-        "`steerkit build` compares warm alone, static and dynamic under every μ rule by 5-fold cross-validation on",
-        "the calibration pairs (held-out NLL of the gold completions) and recommends the largest gain whose paired",
-        "interval lies above zero, else μ = 0 (warm alone); `steerkit tune` does the same on the calibration items",
-        "with the task metric, the μ search included (searched on the training folds only). No test item or",
-        "statistic is involved in either choice. Test Δ of the headline metric vs warm (points, paired 95% interval;",
-        "\\* when it excludes 0), beside the best fixed rule before (static `trimmed/exact`):",
+        "`steerkit build` compares the base model (adapter off), warm alone, and static and dynamic under every μ",
+        "rule by 5-fold cross-validation on the calibration pairs, and recommends the largest gain over warm whose",
+        "paired interval lies above zero, else warm alone. By default it measures how each held-out prompt's gold",
+        "completion ranks against 3 distractors (other calibration answers, drawn seeded: these tasks' pairs carry no",
+        "wrong answers of their own): the softmax mass on the gold completion. Beside it: the same ranking gated by",
+        '"held-out NLL not significantly worse than warm", the held-out NLL of the gold tokens (build\'s criterion',
+        "before), and `steerkit tune`, which cross-validates the task metric on the calibration *items*, μ search",
+        "included. No test item or statistic is involved in any choice. Test Δ of the headline metric vs warm",
+        "(points, paired 95% interval; \\* when it excludes 0):",
         "",
-        "| task | PEFT | lr | build picks | Δ | tune picks | Δ | static `trimmed/exact` Δ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | PEFT | lr | " + " | ".join(f"{label} | Δ" for _, label in PICKERS) + " | best in hindsight |",
+        "|---|---|---|" + "---|---|" * len(PICKERS) + "---|",
     ]
-    picks: dict[str, Counter[str]] = {"recommended": Counter(), "items": Counter()}
-    signs: dict[str, list[int]] = {"recommended": [], "items": [], "fixed": []}
+    signs: dict[str, list[int]] = {a: [] for a, _ in PICKERS}
+    gains: dict[str, float] = {a: 0.0 for a, _ in PICKERS}
+    best_total, missing = 0.0, 0
     for task, method, label, lr in configs:
-        metric = HEADLINE[task]
-        key = {"task": task, "peft_method": method, "lr_label": label, "metric": metric}
-        build_row = find(rows, mode="recommended", aggregator="recommended", **key)
-        tune_row = find(rows, mode="recommended", aggregator=f"recommended:{metric}", **key)
-        fixed = find(rows, mode=BEST_FIXED[0], aggregator=BEST_FIXED[1], **key)
-        for name, row in (("recommended", build_row), ("items", tune_row)):
+        key = {"task": task, "peft_method": method, "lr_label": label, "metric": HEADLINE[task]}
+        found = _pick_rows(rows, key)
+        missing += found["recommended"] is None
+        best = _hindsight(rows, key)
+        best_total += best
+        cells = []
+        for aggregator, _ in PICKERS:
+            row = found[aggregator]
+            cells += ["–" if row is None else f"`{row['setting']}`", delta_ci(row)]
             if row is not None:
-                picks[name][str(row["setting"]).split("/")[0]] += 1
-                signs[name].append(_sign(row))
-        signs["fixed"].append(_sign(fixed))
-
-        def pick(row: Mapping[str, Any] | None) -> str:
-            return "–" if row is None else f"`{row['setting']}`"
-
+                signs[aggregator].append(_sign(row))
+                gains[aggregator] += row["delta_vs_warm"]
         out.append(
-            f"| {TASK_NAMES.get(task, task)} | {METHOD_NAMES.get(method, method)} | {label} {lr:g} | {pick(build_row)} "
-            f"| {delta_ci(build_row)} | {pick(tune_row)} | {delta_ci(tune_row)} | {delta_ci(fixed)} |"
+            f"| {TASK_NAMES.get(task, task)} | {METHOD_NAMES.get(method, method)} | {label} {lr:g} | "
+            + " | ".join(cells)
+            + f" | {signed(best)} |"
         )
     out.append("")
-    for name, label in (("recommended", "build (pairs, NLL)"), ("items", "tune (items, task metric)")):
-        s = signs[name]
+    for aggregator, label in PICKERS:
+        s = signs[aggregator]
         if s:
-            chosen = ", ".join(f"{k} {v}" for k, v in sorted(picks[name].items()))
+            share = f"{100 * gains[aggregator] / best_total:.0f}%" if best_total > 0 else "–"
             out.append(
-                f"- **{label}**: picked {chosen} in {len(s)} configurations; significantly better than warm in "
-                f"{s.count(1)}, significantly worse in {s.count(-1)}."
+                f"- **{label}**: significantly better than warm in {s.count(1)} of {len(s)} configurations, "
+                f"significantly worse in {s.count(-1)}; its summed Δ is {share} of the best setting's in hindsight "
+                f"({signed(gains[aggregator])} of {signed(best_total)} points)."
             )
-    total = len(_configs(rows))
-    if len(configs) < total:
+    out += _build_verdict(signs, gains, best_total)
+    if missing:
         out.append(
-            f"- Rerun with the recommendation so far: {len(configs)} of {total} configurations; the others need "
-            "`python benchmarks/reproduce.py --resume` (it reruns every configuration that lacks these rows)."
+            f"- {missing} of {len(configs)} configurations were not rerun since build ranks: their build pick is the "
+            "NLL one; `python benchmarks/reproduce.py --resume` reruns them."
         )
-    f = signs["fixed"]
-    out += [
-        f"- **static `trimmed/exact` (fixed rule)**: significantly better in {f.count(1)}, significantly worse in "
-        f"{f.count(-1)} of the same {len(f)} configurations.",
-        "",
+    return [*out, ""]
+
+
+def _build_verdict(signs: Mapping[str, list[int]], gains: Mapping[str, float], best_total: float) -> list[str]:
+    """Which build criterion the evidence favours (no significant loss, then the largest summed Δ), and the
+    targets: significantly better in at least 4 configurations, at least 70% of the hindsight gain."""
+    builds = [a for a, _ in PICKERS if a.startswith("recommended") and "{metric}" not in a and signs[a]]
+    safe = [a for a in builds if -1 not in signs[a]] or builds
+    if not signs["recommended"] or best_total <= 0:  # not rerun since build ranks: nothing to weigh
+        return []
+    best = max(safe, key=lambda a: gains[a])
+    label = dict(PICKERS)[best]
+    share = gains[best] / best_total
+    wins = signs[best].count(1)
+    met = "met" if wins >= 4 and share >= 0.7 else "**missed**"
+    return [
+        f"- Of the build criteria, those with no significant loss: {', '.join(dict(PICKERS)[a] for a in safe)}; "
+        f"the largest summed Δ among them: **{label}**. Targets (significantly better in ≥ 4 configurations, "
+        f"≥ 70% of the gain in hindsight): {met} ({wins} and {100 * share:.0f}%)."
     ]
-    return out
 
 
 def open_ended_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:

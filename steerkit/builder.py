@@ -86,10 +86,11 @@ def build(
             ``validation``) with ``0`` or fewer than ``2·K`` distinct prompts.
         criterion: How the cross-validation measures a setting. ``"rank"``: the softmax mass of each held-out
             gold completion against its distractors (:mod:`steerkit.ranking`; one extra pass of warm and base
-            logits over the prompts and their options). ``"nll"``: the held-out NLL of the gold tokens (no extra
+            logits over the distractors). ``"nll"``: the held-out NLL of the gold tokens (no extra
             pass; base is then no candidate).
         show_progress: Print one line per batch to stderr.
-        progress: Called as ``progress(batch, total_batches)`` after each batch (the CLI renders it).
+        progress: Called as ``progress(step, total)`` after each calibration batch, then on through the ranking
+            pass (the CLI renders it).
 
     Returns:
         The :class:`~steerkit.vector.SteeringVector`, with the adapter's files and calibration statistics.

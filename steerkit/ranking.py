@@ -134,6 +134,7 @@ def rank_validation(
         settings=("base", "dynamic"),
         batch_size=batch_size,
         progress=progress,
+        bounded_memory=True,
     )
     options, base_options = _options(calibrated, found["dynamic"], found["base"].option_scores(0.0))
     return cross_validate_ranking(

@@ -169,13 +169,13 @@ def criterion_words(validation: Mapping[str, Any]) -> str:
         return "held-out NLL per token of the gold completions"
     if criterion == "rank":
         source = validation.get("distractors") or {}
-        where = {"record": "the records' own", "drawn": "drawn", "record+drawn": "own or drawn"}.get(
-            str(source.get("source")), "the"
-        )
-        return (
-            f"held-out rank of each gold completion against {where} distractors (k = {source.get('k', '?')} "
-            "drawn): its softmax mass over the options, scored per token"
-        )
+        k = source.get("k", "?")
+        against = {
+            "record": "the records' own wrong completions",
+            "drawn": f"up to {k} completions drawn from the other records",
+            "record+drawn": f"the records' own wrong completions, else up to {k} drawn from the other records",
+        }.get(str(source.get("source")), "wrong completions")
+        return f"held-out rank of each gold completion against {against}: its softmax mass, scored per token"
     return f"held-out {validation['measure']} on the items"
 
 

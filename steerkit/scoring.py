@@ -137,6 +137,7 @@ def collect_setting_terms(
     share_prompts: bool = True,
     strict: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    bounded_memory: bool = False,
 ) -> dict[str, OptionTerms]:
     """Option terms of several settings from one pass: the warm and base logits of each batch serve them all.
 
@@ -157,6 +158,8 @@ def collect_setting_terms(
         share_prompts: As in :func:`collect_option_terms`.
         strict: Refuse a tokenizer that differs from the vector's.
         progress: Called as ``progress(done, total)`` (sequences).
+        bounded_memory: On CPU, hand the freed logits blocks back to the OS after each block, so the resident
+            size stays that of a plain forward (build's ranking pass), at some cost in speed.
 
     Returns:
         ``{setting: OptionTerms}`` in ``settings`` order.
@@ -180,6 +183,7 @@ def collect_setting_terms(
             share_prompts=share_prompts,
             show_progress=False,
             progress=progress,
+            trim=bounded_memory,
         )
     mus = {"base": 0.0, "warm": 0.0, "static": float(static.strength), "dynamic": float(dynamic.strength)}
     modes = {"base": "none", "warm": "none", "static": "static", "dynamic": "dynamic"}
@@ -196,6 +200,7 @@ def _collect(
     share_prompts: bool,
     show_progress: bool,
     progress: Callable[[int, int], None] | None,
+    trim: bool = False,
 ) -> dict[str, OptionTerms]:
     """One pass over the option sequences; per role (``warm``, ``base``, ``static``, ``dynamic``) its terms.
 
@@ -212,6 +217,7 @@ def _collect(
     warm_model, alpha, n_tokens = models.warm, models.alpha, models.n_tokens
     static_vector = models.static_vector if "static" in roles else None
     device = model_device(warm_model)
+    cpu = device.type == "cpu"
     pad = pad_id(tokenizer)
     virtual = virtual_prompt(warm_model) if is_prompt_learning(warm_model) else None
     share = share_prompts and (virtual is not None or not is_prompt_learning(warm_model))
@@ -244,7 +250,9 @@ def _collect(
                     targets = ids[r_t, c_t + 1]
                     warm, base = both(option_logits, ids, mask, r_t, c_t)  # role is ignored
             for role in roles:
-                parts[role] += _role_terms(role, warm, base, targets, static_vector, alpha=alpha, n_tokens=n_tokens)
+                parts[role] += _role_terms(
+                    role, warm, base, targets, static_vector, alpha=alpha, n_tokens=n_tokens, trim=trim and cpu
+                )
             segments.append(torch.tensor(seg, dtype=torch.long))
             del warm, base
             done += len(chunk)
@@ -272,9 +280,11 @@ def _role_terms(
     *,
     alpha: float,
     n_tokens: int | None,
+    trim: bool,
 ) -> list[TokenTerms]:
     """One role's terms of a batch's ``[T, V]`` logits, in ``[chunk, V]`` blocks (the direction, the mask and
-    their float64 copies never exceed a block)."""
+    their float64 copies never exceed a block); ``trim``: hand each block's freed memory back to the OS (blocks
+    and batches differ in size, and glibc would otherwise keep them)."""
     logits = base if role == "base" else warm
     assert logits is not None
     rows = max(16, CHUNK_ELEMENTS // logits.shape[-1])
@@ -290,8 +300,8 @@ def _role_terms(
         )
         out.append(TokenTerms.from_logits(block.cpu(), direction.cpu(), keep.cpu(), targets[lo : lo + rows].cpu()))
         del direction, keep
-        if block.device.type == "cpu":
-            trim_heap()  # blocks and batches differ in size: glibc would keep the freed ones
+        if trim:
+            trim_heap()
     return out
 
 

@@ -261,7 +261,12 @@ def test_a_block_without_criterion_reads_as_nll_and_the_words_name_each_criterio
     assert criterion_words(old) == "held-out NLL per token of the gold completions"
     rank = {"measure": "rank", "criterion": "rank", "distractors": {"source": "drawn", "k": 3}}
     assert criterion_words(rank) == (
-        "held-out rank of each gold completion against drawn distractors (k = 3 drawn): its softmax mass over the "
-        "options, scored per token"
+        "held-out rank of each gold completion against up to 3 completions drawn from the other records: its "
+        "softmax mass, scored per token"
+    )
+    own = rank | {"distractors": {"source": "record", "k": 3}}
+    assert criterion_words(own) == (
+        "held-out rank of each gold completion against the records' own wrong completions: its softmax mass, "
+        "scored per token"
     )
     assert criterion_words({"measure": "mc2", "criterion": "metric:mc2"}) == "held-out mc2 on the items"
