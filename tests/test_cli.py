@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny import HANG_SECONDS
 from typer.testing import CliRunner
 
 from steerkit.vector import SteeringVector
@@ -117,7 +118,7 @@ def tiny(work: Path) -> tuple[Any, Any]:
 # --- help -------------------------------------------------------------------------------------------------
 
 
-def test_help_is_fast_and_imports_nothing_heavy() -> None:
+def test_help_imports_nothing_heavy() -> None:
     code = (
         "import sys, time; t = time.perf_counter(); from steerkit_cli.app import app; "
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'steerkit', 'huggingface_hub') if m in sys.modules]; "
@@ -128,13 +129,13 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_SECONDS)
         times.append(time.perf_counter() - start)
         assert proc.returncode == 0, proc.stderr
         assert "HEAVY []" in proc.stderr
         assert "Commands" in proc.stdout
+    # its wall time is printed, never asserted: no test depends on how fast the machine is
     print(f"\nsteerkit --help wall time (python start + import + help): best {min(times):.3f} s of {times}")
-    assert min(times) < 1.0
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -730,7 +731,7 @@ app()
 """
     args = [sys.executable, "-c", script, "pull", "me/vec", "--endpoint", endpoint, "--cache-dir", str(tmp_path)]
     env = {**os.environ, "HF_HUB_OFFLINE": "0"}
-    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=HANG_SECONDS, env=env)
     assert result.returncode == 1 and result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line != "pulling me/vec"]  # the status line
     assert len(lines) == 2, result.stderr

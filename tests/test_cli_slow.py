@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import HANG_SECONDS
 
 from steerkit.vector import SteeringVector
 
@@ -29,7 +30,7 @@ def test_sentiment_demo_prints_the_eval_table_with_paired_deltas(tmp_path: Path,
         [str(script), "demo", "--task", "sentiment", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=HANG_SECONDS,
         cwd=tmp_path,
     )
     print(proc.stdout)
@@ -49,6 +50,8 @@ def test_sentiment_demo_prints_the_eval_table_with_paired_deltas(tmp_path: Path,
     assert "Generations" in proc.stdout
     assert re.search(r"^static: accuracy [+-][\d.]+ vs warm, 95% CI", proc.stdout, re.MULTILINE)
     # running again without --force is refused, naming the folder
-    again = subprocess.run([str(script), "demo", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [str(script), "demo", "--out", str(out)], capture_output=True, text=True, timeout=HANG_SECONDS
+    )
     assert again.returncode == 1
     assert f"'{out}' already exists and is not empty" in again.stderr

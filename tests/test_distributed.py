@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import HANG_SECONDS
 
 pytestmark = pytest.mark.slow  # each run starts processes that import torch and transformers
 
@@ -32,13 +33,13 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(args: list[str], *, processes: int, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STEERKIT_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "STEERKIT_DIST_TIMEOUT": str(HANG_SECONDS), "OMP_NUM_THREADS": "1"}
     if processes == 1:
         command = [sys.executable, "-m", "steerkit_cli", *args]
     else:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
         command = [*launcher, "-m", "steerkit_cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=240)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=HANG_SECONDS)
 
 
 def test_build_on_two_processes_writes_the_same_bytes(work: Path) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny import HANG_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -238,7 +239,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_SECONDS,
         env={**_clean_env(), "NO_MKDOCS_2_WARNING": "1", "HF_HUB_OFFLINE": "1"},
     )
     return out, proc

@@ -10,6 +10,10 @@ import torch
 from steerkit.config import MuStats, SteerConfig
 from steerkit.vector import SteeringVector
 
+#: The deadline of every subprocess a test starts: it only catches a hang, never a slow machine (no test may depend
+#: on how fast the machine is).
+HANG_SECONDS = 3600
+
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = list(string.printable[:95])  # digits, letters, punctuation, space
 

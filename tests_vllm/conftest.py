@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+#: A subprocess deadline that only catches a hang, never a slow machine.
+HANG_SECONDS = 3600
+
 pytest.importorskip("vllm")
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +53,7 @@ def engine(artifacts: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
         env=env,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=HANG_SECONDS,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
