@@ -209,6 +209,23 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _not_unicode(value: Any, path: str) -> str | None:
+    """The path of the first string in ``value`` (nested lists and objects too) that UTF-8 cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "the text"
+        return None
+    children = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = _not_unicode(key, path) if isinstance(key, str) else None
+        found = found or _not_unicode(child, f"{path}[{key!r}]" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def validate_record(record: Any, where: str, **fields: Any) -> Record:
     """Check one record and return it with only the known keys; ``where`` names file and line."""
 
@@ -217,6 +234,12 @@ def validate_record(record: Any, where: str, **fields: Any) -> Record:
 
     if not isinstance(record, Mapping):
         raise bad(f"expected a JSON object, got {type(record).__name__}", 'write {"prompt": ..., "completion": ...}')
+    broken = _not_unicode(record, "")
+    if broken is not None:
+        raise bad(
+            f"{broken} is not valid Unicode text (a lone surrogate such as \\ud800)",
+            "fix the text's encoding: a JSON \\ud83d escape must be followed by its low surrogate",
+        )
     if "choices" in record:
         item = {k: record[k] for k in ITEM_KEYS if k in record}
         if is_conversation(item.get("prompt")):

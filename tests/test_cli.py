@@ -324,6 +324,18 @@ def test_generate_exclusive_options_exit_1(vector_dir: Path, args: list[str], me
     assert human_error(invoke("generate", vector_dir, "-p", "abc=", *args)) == f"Error: {message}"
 
 
+def test_generate_refuses_a_beam_width_past_its_bound_before_loading_anything(vector_dir: Path) -> None:
+    from steerkit_cli.commands.generate import MAX_BEAMS
+
+    result = invoke("generate", vector_dir, "-p", "abc=", "--num-beams", "1000000")
+    assert result.exit_code == 2  # a usage error: nothing is loaded, nothing allocated
+    assert f"should be less than or equal to {MAX_BEAMS}" in " ".join(result.stderr.split())
+    assert (
+        invoke("generate", vector_dir, "-p", "abc=", "--num-beams", str(MAX_BEAMS), "--max-new-tokens", "1").exit_code
+        == 0
+    )
+
+
 # --- eval and tune --------------------------------------------------------------------------------------------
 
 

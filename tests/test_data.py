@@ -77,6 +77,14 @@ def test_jsonl_pairs_and_items(tmp_path: Path) -> None:
             '{"prompt": "x", "choices": [" a"], "label": 0, "mc2_choices": [" a"]}',
             '"mc2_choices" and "mc2_labels" come together',
         ),
+        (
+            '{"prompt": "x\\ud800", "completion": " a"}',
+            "prompt is not valid Unicode text (a lone surrogate such as \\ud800)",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\\udc00"}]}',
+            "messages[1]['content'] is not valid Unicode text (a lone surrogate such as \\ud800)",
+        ),
     ],
 )
 def test_jsonl_malformed_line_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -87,6 +95,13 @@ def test_jsonl_malformed_line_names_file_and_line(tmp_path: Path, line: str, mes
     assert info.value.line == 3
     assert info.value.path == str(path)
     assert info.value.hint
+
+
+def test_a_lone_surrogate_is_refused_before_any_tokenizer_or_hash_sees_it() -> None:
+    with pytest.raises(DataFormatError, match="record 1: completion is not valid Unicode text"):
+        as_pairs([{"prompt": "q", "completion": " a"}, {"prompt": "q", "completion": " \ud800"}])
+    with pytest.raises(DataFormatError, match="record 0: choices\\[1\\] is not valid Unicode text"):
+        as_items([{"prompt": "q", "choices": [" a", "\udfff"], "label": 0}])
 
 
 def test_empty_and_missing_sources(tmp_path: Path) -> None:

@@ -56,7 +56,11 @@ MuOpt = Annotated[
     typer.Option(help="Steering strength \\[default: the vector's μ (dynamic) or μ_s (static)].", show_default=False),
 ]
 MaxNewTokensOpt = Annotated[int, typer.Option(min=1, help="Tokens to generate.")]
-NumBeamsOpt = Annotated[int, typer.Option(min=1, help="Beam search width (1: no beam search).")]
+#: The widest beam search ``generate`` runs: each beam holds a KV cache, so 10⁶ beams would ask for hundreds of GB.
+MAX_BEAMS = 64
+NumBeamsOpt = Annotated[
+    int, typer.Option(min=1, max=MAX_BEAMS, help=f"Beam search width (1: no beam search; at most {MAX_BEAMS}).")
+]
 DoSampleOpt = Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy decoding.")]
 TopKOpt = Annotated[
     int | None, typer.Option(min=0, help="Sampling: keep the k most likely tokens.", show_default=False)
