@@ -9,6 +9,7 @@ result. ``steerkit list`` lists the local cache instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,9 @@ class Found:
         tags: The repo's tags (the Hub's, sorted).
         sha: The commit the listing saw.
         private: Whether the repo is private (visible with your token).
-        summary: The card's ``steerkit`` metadata block (modes, μ, μ_s, validation) where it has one.
+        summary: The card's ``steerkit`` metadata block (modes, μ, μ_s, validation) where it has one; ``modes``,
+            ``mu`` and ``mu_static`` only when well typed (a list of strings, finite numbers).
+        unreadable: The card fields that were left out because their type was wrong (every card is untrusted).
     """
 
     repo_id: str
@@ -38,6 +41,7 @@ class Found:
     sha: str | None
     private: bool
     summary: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -48,6 +52,7 @@ class Found:
             "sha": self.sha,
             "private": self.private,
             "summary": self.summary,
+            "unreadable": self.unreadable,
         }
 
 
@@ -89,19 +94,47 @@ def search(
     api = HfApi(endpoint=endpoint, token=token)
     with translated(ctx):
         models = list(api.list_models(filter=wanted, search=task or None, cardData=True, limit=limit))
-    out = []
-    for m in models:
-        data = getattr(m, "card_data", None)
-        card: Mapping[str, Any] = {} if data is None else data.to_dict() if hasattr(data, "to_dict") else dict(data)
-        found_base = card.get("base_model")
-        out.append(
-            Found(
-                repo_id=m.id,
-                base_model=str(found_base) if isinstance(found_base, str) else None,
-                tags=sorted(m.tags or []),
-                sha=m.sha,
-                private=bool(m.private),
-                summary=dict(card["steerkit"]) if isinstance(card.get("steerkit"), Mapping) else {},
-            )
-        )
-    return out
+    return [_found(m) for m in models]
+
+
+def _found(m: Any) -> Found:
+    """One listing entry, every card field type-checked: a wrong one is left out and named in ``unreadable``."""
+    data = getattr(m, "card_data", None)
+    raw = data.to_dict() if data is not None and hasattr(data, "to_dict") else data
+    card: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    unreadable = []
+    found_base = card.get("base_model")
+    if found_base is not None and not isinstance(found_base, str):
+        unreadable.append("base_model")
+    block = card.get("steerkit")
+    if block is not None and not isinstance(block, Mapping):
+        unreadable.append("steerkit")
+    summary = dict(block) if isinstance(block, Mapping) else {}
+    for key in ("mu", "mu_static"):
+        value = summary.get(key)
+        if value is not None and not _finite_number(value):
+            del summary[key]
+            unreadable.append(f"steerkit.{key}")
+    modes = summary.get("modes")
+    if modes is not None and not (isinstance(modes, list) and all(isinstance(x, str) for x in modes)):
+        del summary["modes"]
+        unreadable.append("steerkit.modes")
+    return Found(
+        repo_id=str(m.id),
+        base_model=found_base if isinstance(found_base, str) else None,
+        tags=sorted(str(t) for t in m.tags or []),
+        sha=m.sha if isinstance(m.sha, str) else None,
+        private=bool(m.private),
+        summary=summary,
+        unreadable=unreadable,
+    )
+
+
+def _finite_number(value: Any) -> bool:
+    """A real number that is finite as a float (a huge integer is not; neither is a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False

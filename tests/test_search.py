@@ -69,3 +69,31 @@ def test_cli_search_json_equals_library(hub: HubServer) -> None:
     assert human.exit_code == 0 and "truthfulqa" in human.stdout and "Load one with: steerkit pull" in human.stdout
     empty = CliRunner().invoke(app, ["search", "--base-model", "nobody/none", "--endpoint", hub.endpoint])
     assert "No steering vectors found" in empty.stdout
+
+
+def test_a_hostile_card_is_listed_as_unreadable_never_fatal_and_never_reaches_the_terminal_raw(hub: HubServer) -> None:
+    publish(hub, f"{hub.user}/good-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    hostile = f"{hub.user}/hostile"
+    hub.create_repo(hostile)
+    card = (
+        "---\n"
+        "library_name: steerkit\n"
+        "tags: [steerkit]\n"
+        'base_model: "org/m[/x]\\e]0;pwned\\a\\e[2J[link=https://evil]click[/link]"\n'
+        "steerkit: {mu: abc, mu_static: 1.0e+400, modes: [1, static]}\n"
+        "---\n"
+    )
+    hub.commit(hostile, {"README.md": card.encode()})
+    kw: dict[str, Any] = {"endpoint": hub.endpoint, "token": hub.token}
+    found = {f.repo_id: f for f in search(**kw)}
+    bad = found[hostile]
+    assert bad.summary == {} and bad.unreadable == ["steerkit.mu", "steerkit.mu_static", "steerkit.modes"]
+    assert bad.base_model is not None and "\x1b" in bad.base_model  # the library keeps the data as it is
+    assert found[f"{hub.user}/good-smollm2"].unreadable == []
+    human = CliRunner().invoke(app, ["search", "--endpoint", hub.endpoint, "--token", hub.token])
+    assert human.exit_code == 0, human.stderr
+    out = human.stdout
+    assert "good-smollm2" in out and "hostile" in out  # one bad card breaks nothing
+    assert "\x1b" not in out and "\x07" not in out  # no escape sequence reaches the terminal
+    assert "org/m[/x]" in out and "[link=https://evil]click[/link]" in out  # markup shown as text, not run
+    assert "unreadable card fields: steerkit.mu, steerkit.mu_static, steerkit.modes" in " ".join(out.split())

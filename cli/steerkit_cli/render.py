@@ -209,3 +209,14 @@ def plot_vector(path: Path, quantiles: dict[str, dict[str, float]], result: dict
         )
         right.set_title("Top promoted / suppressed tokens (static vector)")
         right.tick_params(axis="y", labelsize=7)
+
+
+def remote(text: object) -> str:
+    """A string from elsewhere (Hub metadata), safe to print with rich: control characters (escape sequences
+    that set the title or clear the screen) dropped, rich markup escaped."""
+    import unicodedata
+
+    from rich.markup import escape
+
+    plain = "".join(c for c in str(text) if unicodedata.category(c) not in ("Cc", "Cf") or c == " ")
+    return escape(plain)

@@ -42,18 +42,23 @@ def search(
 
 
 def _render_search(console: Console, found: list[dict[str, Any]]) -> None:
+    from steerkit_cli.render import remote
+
     if not found:
         console.print("No steering vectors found. Share one with: steerkit push my-vector user/name")
         return
     for f in found:
         s = f["summary"]
         mu, mu_static = s.get("mu"), s.get("mu_static")
-        facts = [f"base model {f['base_model'] or '-'}", "modes " + (", ".join(s.get("modes") or []) or "-")]
+        modes = ", ".join(remote(m) for m in s.get("modes") or []) or "-"
+        facts = [f"base model {remote(f['base_model'] or '-')}", f"modes {modes}"]
         if mu is not None:
             facts.append(f"μ {mu:.4g}")
         if mu_static is not None:
             facts.append(f"μ_s {mu_static:.4g}")
-        console.print(f"[bold]{f['repo_id']}[/]  " + "; ".join(facts), soft_wrap=True)
+        if f.get("unreadable"):
+            facts.append("unreadable card fields: " + ", ".join(remote(u) for u in f["unreadable"]))
+        console.print(f"[bold]{remote(f['repo_id'])}[/]  " + "; ".join(facts), soft_wrap=True)
     console.print("Load one with: steerkit pull REPO")
 
 
