@@ -12,7 +12,7 @@
 
 Writes ``benchmarks/results/fuzz.json``. Usage::
 
-    .venv/bin/python benchmarks/fuzz.py [--cases 10000] [--kills 200] [--seed 0]
+    .venv/bin/python benchmarks/fuzz.py [--cases 12000] [--kills 200] [--seed 0]
 """
 
 from __future__ import annotations
@@ -53,6 +53,30 @@ def _stats(value: float) -> MuStats:
     )
 
 
+#: A build's ``validation`` block (rank criterion), so the generator mutates every key a reader of it uses.
+VALIDATION: dict[str, Any] = {
+    "measure": "rank",
+    "criterion": "rank",
+    "distractors": {"source": "drawn", "k": 3},
+    "unit": "example",
+    "folds": 5,
+    "n": 40,
+    "seed": 0,
+    "n_bootstrap": 1000,
+    "candidates": [
+        {"setting": "warm", "mode": None, "rule": None, "mu": 0.0, "estimate": 0.6, "delta_vs_warm": 0.0,
+         "ci_low": 0.0, "ci_high": 0.0},
+        {"setting": "base", "mode": None, "rule": None, "mu": 0.0, "estimate": 0.5, "delta_vs_warm": -0.1,
+         "ci_low": -0.2, "ci_high": -0.05},
+        {"setting": "static/fit", "mode": "static", "rule": "fit", "mu": -0.5, "estimate": 0.7,
+         "delta_vs_warm": 0.1, "ci_low": 0.05, "ci_high": 0.15},
+    ],
+    "warm_vs_base": None,
+    "recommended": {"setting": "static/fit", "mode": "static", "rule": "fit", "mu": -0.5},
+    "reason": "static/fit gains +0.1 [+0.05, +0.15]",
+}  # fmt: skip
+
+
 def base_vectors() -> list[SteeringVector]:
     """A few valid vectors: with and without adapter, evaluation, quantiles."""
     out = []
@@ -70,6 +94,7 @@ def base_vectors() -> list[SteeringVector]:
             calibration=calibration,
             adapter={"path": None, "peft_type": "LORA", "sha256": adapter_sha256(ADAPTER)} if seed != 2 else None,
             evaluation={"mc2": {"value": 0.4, "n": 10, "ci_low": 0.3, "ci_high": 0.5}} if seed == 1 else None,
+            validation=VALIDATION if seed == 1 else None,
         )
         files = dict(ADAPTER) if seed != 2 else None
         out.append(SteeringVector(torch.randn(size, generator=g) * 0.01, config, files))
@@ -287,9 +312,21 @@ def run_fuzz(cases: int, seed: int = 0, *, work: Path | None = None) -> dict[str
     }
 
 
+def _inspect(vector: SteeringVector) -> None:
+    """What ``steerkit inspect`` prints of the config (the validation table too), rendered into a buffer."""
+    import io
+
+    from rich.console import Console
+
+    from steerkit_cli.render import render_validation
+
+    render_validation(Console(file=io.StringIO(), width=120), vector.config.validation, full=True)
+
+
 def _round_trips(vector: SteeringVector, out: Path, failures: list[str], i: int, kind: str) -> bool:
     try:
         files = vector.files()  # renders the card
+        _inspect(vector)
         again = SteeringVector.load(vector.save(out))
         if again.files() != files or again.config != vector.config:
             failures.append(f"case {i} ({kind}): re-loaded files differ")
@@ -402,7 +439,7 @@ def _classify(target: Path, expected: list[dict[str, bytes]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--cases", type=int, default=10_000)
+    parser.add_argument("--cases", type=int, default=12_000)
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz.json")

@@ -124,25 +124,45 @@ def _is_level(key: str) -> bool:
 
 
 def check_validation(block: Any, where: str) -> None:
-    """Type-check the ``validation`` block: its recommendation strictly (attach uses it), candidates' numbers."""
+    """Type-check the ``validation`` block: every key every reader uses must be present and typed (the
+    recommendation strictly: attach uses it); a block that fails is refused at load, never a ``KeyError`` later."""
     block = json_object(block, where, "validation")
+    what = f"{where}: validation"
+    string(block.get("measure"), f"{what}.measure")
+    string(block.get("unit"), f"{what}.unit")
+    for key in ("folds", "n"):
+        integer(block.get(key), f"{what}.{key}")
+    for key in ("seed", "n_bootstrap"):
+        if key in block:
+            integer(block[key], f"{what}.{key}")
+    string(block.get("criterion"), f"{what}.criterion", optional=True)
+    if block.get("distractors") is not None:
+        distractors = json_object(block["distractors"], where, "validation.distractors")
+        string(distractors.get("source"), f"{what}.distractors.source")
+        integer(distractors.get("k"), f"{what}.distractors.k")
+    if block.get("warm_vs_base") is not None:
+        pair = json_object(block["warm_vs_base"], where, "validation.warm_vs_base")
+        for key in ("base_estimate", "delta", "ci_low", "ci_high"):
+            finite(pair.get(key), f"{what}.warm_vs_base.{key}")
     rec = json_object(block.get("recommended"), where, "validation.recommended")
-    _check_setting(rec, f"{where}: validation.recommended")
-    string(block.get("reason"), f"{where}: validation.reason")
-    candidates = block.get("candidates", [])
-    if not isinstance(candidates, list):
-        raise ArtifactValueError(f"{where}: validation.candidates must be a list, got {show(candidates)}")
+    _check_setting(rec, f"{what}.recommended")
+    string(block.get("reason"), f"{what}.reason")
+    candidates = block.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        raise ArtifactValueError(f"{what}.candidates must be a non-empty list, got {show(candidates)}", hint=REBUILD)
     for i, entry in enumerate(candidates):
         entry = json_object(entry, where, f"validation.candidates[{i}]")
-        _check_setting(entry, f"{where}: validation.candidates[{i}]")
+        _check_setting(entry, f"{what}.candidates[{i}]")
         for key in ("estimate", "delta_vs_warm", "ci_low", "ci_high"):
-            finite(entry.get(key), f"{where}: validation.candidates[{i}].{key}")
+            finite(entry.get(key), f"{what}.candidates[{i}].{key}")
 
 
 def _check_setting(entry: Mapping[str, Any], what: str) -> None:
     string(entry.get("setting"), f"{what}.setting")
-    if entry.get("mode") not in (None, "static", "dynamic"):
-        raise ArtifactValueError(f"{what}.mode must be null, 'static' or 'dynamic', got {show(entry.get('mode'))}")
+    if "mode" not in entry or entry["mode"] not in (None, "static", "dynamic"):
+        got = show(entry["mode"]) if "mode" in entry else "nothing"
+        raise ArtifactValueError(f"{what}.mode must be null, 'static' or 'dynamic', got {got}", hint=REBUILD)
+    string(entry.get("rule"), f"{what}.rule", optional=True)
     finite(entry.get("mu"), f"{what}.mu")
 
 

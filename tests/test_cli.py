@@ -407,8 +407,9 @@ def test_eval_names_its_headline_metric_flags_below_chance_and_a_base_recommenda
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
     vector = SteeringVector.load(vector_dir)
     rec = {"setting": "base", "mode": None, "rule": None, "mu": 0.0}
+    base = rec | {"estimate": 0.5, "delta_vs_warm": 0.1, "ci_low": 0.05, "ci_high": 0.2}
     validation = {"measure": "rank", "criterion": "rank", "unit": "example", "folds": 5, "n": 12, "seed": 0,
-                  "recommended": rec, "reason": "the adapter hurts", "candidates": []}  # fmt: skip
+                  "recommended": rec, "reason": "the adapter hurts", "candidates": [base]}  # fmt: skip
     dataclasses.replace(vector, config=dataclasses.replace(vector.config, validation=validation)).save(
         tmp_path / "base-rec"
     )

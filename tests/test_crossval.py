@@ -182,18 +182,60 @@ def test_build_records_the_same_block_for_the_same_inputs_and_it_round_trips(tmp
     assert "## Recommended setting" in card and a.config.validation["reason"] in card
 
 
+GOOD_REC = {"setting": "warm", "mode": None, "rule": None, "mu": 0.0}
+GOOD_BLOCK = {
+    "measure": "rank",
+    "criterion": "rank",
+    "distractors": {"source": "drawn", "k": 3},
+    "unit": "example",
+    "folds": 5,
+    "n": 40,
+    "seed": 0,
+    "n_bootstrap": 1000,
+    "candidates": [GOOD_REC | {"estimate": 0.5, "delta_vs_warm": 0.0, "ci_low": 0.0, "ci_high": 0.0}],
+    "warm_vs_base": None,
+    "recommended": GOOD_REC,
+    "reason": "r",
+}
+
+
 def test_a_validation_block_with_a_bad_recommendation_is_refused() -> None:
     from steerkit.config import SteerConfig
 
-    good = {"setting": "warm", "mode": None, "rule": None, "mu": 0.0}
-    data = make_vector().config.to_dict() | {"validation": {"recommended": good, "reason": "r", "candidates": []}}
-    assert SteerConfig.from_dict(data).validation is not None
-    bad = data | {"validation": {"recommended": good | {"mode": "sideways"}, "reason": "r"}}
+    data = make_vector().config.to_dict() | {"validation": GOOD_BLOCK}
+    assert SteerConfig.from_dict(data).validation == GOOD_BLOCK
+    bad = data | {"validation": GOOD_BLOCK | {"recommended": GOOD_REC | {"mode": "sideways"}}}
     with pytest.raises(ArtifactValueError, match=r"validation\.recommended\.mode must be null, 'static' or 'dynamic'"):
         SteerConfig.from_dict(bad)
-    nan = data | {"validation": {"recommended": good | {"mu": "1"}, "reason": "r"}}
+    nan = data | {"validation": GOOD_BLOCK | {"recommended": GOOD_REC | {"mu": "1"}}}
     with pytest.raises(ArtifactValueError, match=r"validation\.recommended\.mu is not a number"):
         SteerConfig.from_dict(nan)
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("measure", r"validation\.measure must be a string, got"),
+        ("unit", r"validation\.unit must be a string"),
+        ("folds", r"validation\.folds must be a non-negative integer"),
+        ("n", r"validation\.n must be a non-negative integer"),
+        ("candidates", r"validation\.candidates must be a non-empty list"),
+        ("candidates.0.mode", r"validation\.candidates\[0\]\.mode must be null, 'static' or 'dynamic', got nothing"),
+        ("distractors.k", r"validation\.distractors\.k must be a non-negative integer"),
+    ],
+)
+def test_a_validation_block_missing_a_key_a_reader_uses_is_refused_at_load(drop: str, message: str) -> None:
+    """Each of these loaded before and failed later with a bare KeyError (files(), save(), push, inspect)."""
+    from steerkit.config import SteerConfig
+
+    block = json.loads(json.dumps(GOOD_BLOCK))
+    *path, last = drop.split(".")
+    node: Any = block
+    for key in path:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    del node[last]
+    with pytest.raises(ArtifactValueError, match=message):
+        SteerConfig.from_dict(make_vector().config.to_dict() | {"validation": block})
 
 
 # --- what uses it --------------------------------------------------------------------------------------------

@@ -255,7 +255,9 @@ def test_a_block_without_criterion_reads_as_nll_and_the_words_name_each_criterio
     from steerkit.config import SteerConfig
 
     warm = {"setting": "warm", "mode": None, "rule": None, "mu": 0.0}
-    old = {"measure": "nll", "recommended": warm, "reason": "r", "candidates": []}
+    candidate = warm | {"estimate": 1.0, "delta_vs_warm": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    old = {"measure": "nll", "unit": "example", "folds": 5, "n": 40, "recommended": warm, "reason": "r"}
+    old |= {"candidates": [candidate]}
     data = make_vector().config.to_dict() | {"validation": old}
     assert SteerConfig.from_dict(data).validation == old
     assert criterion_words(old) == "held-out NLL per token of the gold completions"

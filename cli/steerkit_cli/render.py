@@ -99,7 +99,7 @@ def render_validation(console: Any, validation: dict[str, Any] | None, *, full: 
     measure = measure_name(validation)
     title = f"Cross-validation: {validation['folds']}-fold, {validation['n']} {validation['unit']}s, held-out {measure}"
     t = table("setting", "μ", measure, "Δ vs warm [95% CI]", title=title)
-    t.caption = f"Criterion: {criterion_words(validation)}."
+    t.caption = f"Criterion: {remote(criterion_words(validation))}."
     candidates = validation["candidates"]
     shown = candidates
     if not full:
@@ -109,10 +109,10 @@ def render_validation(console: Any, validation: dict[str, Any] | None, *, full: 
     for c in shown:
         warm = c["setting"] == "warm"
         delta = "-" if warm else f"{c['delta_vs_warm']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
-        t.add_row(c["setting"], fmt_float(c["mu"]), f"{c['estimate']:.4f}", delta)
+        t.add_row(remote(c["setting"]), fmt_float(c["mu"]), f"{c['estimate']:.4f}", delta)
     console.print(t)
-    rec = validation["recommended"]
-    console.print(f"[bold]Recommended: {recommended_words(rec)}.[/] {validation['reason']}")
+    rec = validation["recommended"]  # a pulled artifact's strings are remote: escaped
+    console.print(f"[bold]Recommended: {remote(recommended_words(rec))}.[/] {remote(validation['reason'])}")
 
 
 def render_table(results: dict[str, dict[str, Any]], metrics: Sequence[str], *, title: str | None = None) -> Table:
