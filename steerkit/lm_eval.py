@@ -32,6 +32,7 @@ from torch import Tensor
 from steerkit._hf import AdapterSwitch, is_peft
 from steerkit._version import __version__
 from steerkit.adapters import load_adapter
+from steerkit.checks import check_alpha
 from steerkit.compatibility import Compatibility, check_compatible
 from steerkit.decode import SteeredModel, attach
 from steerkit.errors import InvalidOptionError
@@ -59,10 +60,43 @@ def register() -> None:
         model_registry.register(MODEL_NAME, target="steerkit.lm_eval:SteerkitLM")
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    """A model arg that must be true or false: a bool, or one of its spellings (anything else is refused)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise InvalidOptionError(f"{name}={value!r} is neither true nor false", hint=f"use {name}=true or {name}=false")
+
+
+def _as_float(value: Any, name: str) -> float | None:
+    """A numeric model arg (``None`` stays ``None``); a string that is no number is refused in one line."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidOptionError(f"{name}={value!r} is not a number", hint=f"give {name}=<number>") from None
+
+
+def _args(
+    vector: Any, mu: Any, alpha: Any, strict: Any, filter_masked: Any, vector_revision: str | None
+) -> tuple[float | None, float | None, bool, bool | None]:
+    """``(mu, alpha, strict, filter_masked)`` checked before anything loads: no model arg fails open."""
+    if vector_revision and not isinstance(vector, SteeringVector) and Path(str(vector)).expanduser().is_dir():
+        raise InvalidOptionError(
+            f"vector_revision={vector_revision!r} names a Hub revision, but {str(vector)!r} is a local folder",
+            hint="drop vector_revision, or give the vector as a Hub id",
+        )
+    a = _as_float(alpha, "alpha")
+    if a is not None:
+        check_alpha(a, hint="give alpha=<number in [0, 1]> (the vector's own is the default)")
+    fm = None if filter_masked is None else _as_bool(filter_masked, "filter_masked")
+    return _as_float(mu, "mu"), a, _as_bool(strict, "strict"), fm
 
 
 def _commit(directory: Path | None) -> str | None:
@@ -119,6 +153,7 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
             )
         if mode == "warm" and mu is not None:
             raise InvalidOptionError("mode=warm scores the warm model unsteered: it takes no mu", hint="drop mu")
+        mu_value, a, strict_on, filter_on = _args(vector, mu, alpha, strict, filter_masked, vector_revision)
         directory: Path | None = None
         if isinstance(vector, SteeringVector):
             self.steerkit_vector, self.steerkit_vector_id = vector, None
@@ -142,12 +177,9 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
             model, _ = load_adapter(v, model)  # the vector's adapter: the warm model (raises when there is none)
             self._model = model
         tokenizer = self._steerkit_tokenizer if self._steerkit_tokenizer is not None else self.tokenizer
-        a = None if alpha is None else float(alpha)
         self.steerkit_steered: SteeredModel | None = None
         if mode == "warm":
-            self.steerkit_compat: Compatibility = check_compatible(
-                v, model, tokenizer=tokenizer, strict=_as_bool(strict)
-            )
+            self.steerkit_compat: Compatibility = check_compatible(v, model, tokenizer=tokenizer, strict=strict_on)
             self.steerkit_alpha = float(v.config.alpha if a is None else a)
             self.steerkit_mu = 0.0
         else:
@@ -155,11 +187,11 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
                 v,
                 model,
                 mode="static" if mode == "static" else "dynamic",
-                mu=None if mu is None else float(mu),
+                mu=mu_value,
                 tokenizer=tokenizer,
-                strict=_as_bool(strict),
+                strict=strict_on,
                 alpha=a,
-                filter_masked=None if filter_masked is None else _as_bool(filter_masked),
+                filter_masked=filter_on,
             )
             self.steerkit_steered, self.steerkit_compat = steered, steered.compat
             self.steerkit_alpha, self.steerkit_mu = steered.alpha, float(steered.mu)

@@ -210,6 +210,27 @@ def test_refusals(tiny: dict[str, Any], tmp_path: Path) -> None:
         SteerkitLM(pretrained=model, vector=make_vector(), mode="dynamic", device="cpu")
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"strict": "ture"}, "strict='ture' is neither true nor false"),
+        ({"strict": "enabled"}, "strict='enabled' is neither true nor false"),
+        ({"filter_masked": "maybe"}, "filter_masked='maybe' is neither true nor false"),
+        ({"mu": "abc"}, "mu='abc' is not a number"),
+        ({"alpha": "abc"}, "alpha='abc' is not a number"),
+        ({"mode": "warm", "alpha": "nan"}, "alpha must be in \\[0, 1\\], got nan"),
+        ({"vector_revision": "v2"}, "vector_revision='v2' names a Hub revision, but .* is a local folder"),
+    ],
+)
+def test_model_args_never_fail_open(tiny: dict[str, Any], extra: dict[str, str], message: str) -> None:
+    """Each of these turned a check off, or ended in a bare ValueError, or was recorded wrong (issue 28)."""
+    from steerkit.lm_eval import SteerkitLM
+
+    kwargs = {"pretrained": str(tiny["root"] / "model"), "vector": str(tiny["root"] / "vector"), "device": "cpu"}
+    with pytest.raises(InvalidOptionError, match=message):
+        SteerkitLM(**(kwargs | extra))
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_the_command_line_runs_the_model_type(tiny: dict[str, Any], offline: Path, tmp_path: Path) -> None:
     from steerkit.lm_eval import main
