@@ -16,8 +16,12 @@ from typing import Any
 
 from steerkit._hub_errors import Context, translated
 from steerkit.card import CARD_TAGS
+from steerkit.errors import HubServerError, InvalidOptionError
 
 __all__ = ["Found", "search"]
+
+#: The most results one search returns (``limit=None`` too): a listing that pages on forever ends there.
+MAX_RESULTS = 1000
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def search(
         base_model: Only vectors whose card names this base model (a Hub id).
         task: Words that must occur in the repo id (the Hub's ``search``).
         tags: More tags every result must carry.
-        limit: Most results (``None``: all).
+        limit: Most results, at most :data:`MAX_RESULTS` (``None``: that many).
         token: Hub token (also lists your private repos); never printed or stored.
         endpoint: Hub URL (default: huggingface_hub's).
 
@@ -79,7 +83,9 @@ def search(
         :class:`Found` entries, in the Hub's order.
 
     Raises:
-        HubError: A subclass when the Hub refuses or cannot be reached.
+        InvalidOptionError: A ``limit`` that is not an integer in ``1..MAX_RESULTS``.
+        HubError: A subclass when the Hub refuses or cannot be reached; ``HubServerError`` when its listing is
+            malformed (an entry without an id, say).
 
     Example:
         >>> [f.repo_id for f in search(base_model="HuggingFaceTB/SmolLM2-135M-Instruct")]   # doctest: +SKIP
@@ -93,8 +99,25 @@ def search(
     ctx = Context(repo_id="(search)", revision=None, endpoint=endpoint, action="search", token=token)
     api = HfApi(endpoint=endpoint, token=token)
     with translated(ctx):
-        models = list(api.list_models(filter=wanted, search=task or None, cardData=True, limit=limit))
-    return [_found(m) for m in models]
+        listing = api.list_models(filter=wanted, search=task or None, cardData=True, limit=_limit(limit))
+        try:
+            return [_found(m) for m in listing]
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise HubServerError(
+                f"the Hub's model listing is malformed ({type(exc).__name__}: {str(exc)[:80]})",
+                hint="the server answered with entries steerkit cannot read; try again, or another --endpoint",
+            ) from None
+
+
+def _limit(limit: Any) -> int:
+    """The most results one search returns: a listing that pages on and on ends there."""
+    if limit is None:
+        return MAX_RESULTS
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RESULTS:
+        raise InvalidOptionError(
+            f"limit must be an integer from 1 to {MAX_RESULTS}, got {limit!r}", hint="narrow the search instead"
+        )
+    return limit
 
 
 def _found(m: Any) -> Found:
@@ -102,7 +125,7 @@ def _found(m: Any) -> Found:
     data = getattr(m, "card_data", None)
     raw = data.to_dict() if data is not None and hasattr(data, "to_dict") else data
     card: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    unreadable = []
+    unreadable = [] if raw is None or isinstance(raw, Mapping) else ["cardData"]
     found_base = card.get("base_model")
     if found_base is not None and not isinstance(found_base, str):
         unreadable.append("base_model")

@@ -97,3 +97,40 @@ def test_a_hostile_card_is_listed_as_unreadable_never_fatal_and_never_reaches_th
     assert "\x1b" not in out and "\x07" not in out  # no escape sequence reaches the terminal
     assert "org/m[/x]" in out and "[link=https://evil]click[/link]" in out  # markup shown as text, not run
     assert "unreadable card fields: steerkit.mu, steerkit.mu_static, steerkit.modes" in " ".join(out.split())
+
+
+def test_search_bounds_the_listing_and_a_malformed_one_is_a_hub_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerkit.errors import HubServerError, InvalidOptionError
+    from steerkit.search import MAX_RESULTS
+
+    asked: list[Any] = []
+
+    def listing(self: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs["limit"])
+        yield from ()
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_models", listing)
+    assert search(limit=None) == [] and asked == [MAX_RESULTS]  # "all" is bounded: a Link chain ends there
+    for bad in (0, MAX_RESULTS + 1, 10**6, True, "5"):
+        with pytest.raises(InvalidOptionError, match=f"limit must be an integer from 1 to {MAX_RESULTS}"):
+            search(limit=bad)  # type: ignore[arg-type]
+
+    def malformed(self: Any, **kwargs: Any) -> Any:
+        yield huggingface_hub.ModelInfo(**{"id": "ok/one", "tags": ["steerkit"]})
+        raise KeyError("id")  # what huggingface_hub raises for an entry without an id
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_models", malformed)
+    with pytest.raises(HubServerError, match=r"the Hub's model listing is malformed \(KeyError"):
+        search()
+    result = CliRunner().invoke(app, ["search", "--limit", "1000000"])
+    assert result.exit_code == 2 and "1000" in result.stderr
+
+
+def test_mixed_type_tags_and_a_card_that_is_no_object_are_read_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    entry = SimpleNamespace(id="x/y", tags=["b", 1, None], sha=5, private=0, card_data=["not", "an", "object"])
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_models", lambda self, **kw: iter([entry]))
+    (found,) = search()
+    assert (found.repo_id, found.tags, found.sha, found.private) == ("x/y", ["1", "None", "b"], None, False)
+    assert found.summary == {} and found.unreadable == ["cardData"]

@@ -23,7 +23,7 @@ def search(
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="A tag every result must carry; repeat for several.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Most results.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most results (at most 1000).")] = 50,
     token: TokenOpt = None,
     endpoint: EndpointOpt = None,
     json_output: JsonOpt = False,
