@@ -9,8 +9,8 @@ It implements both logits-processor interfaces of vLLM 0.32: Model Runner V2 (th
 
 - **Vectors** are loaded once per process from ``$STEERKIT_VLLM_VECTORS``: comma-separated entries
   ``NAME=SOURCE`` (or a bare ``SOURCE``, named by its last path part), ``SOURCE`` an artifact folder or a Hub id
-  with an optional ``@revision``. Paths in requests are never read. The engine refuses to start when a vector's
-  ``vocab_size`` or tokenizer differs from the served model's.
+  with an optional ``@revision`` (a Hub id only: ``/data/vec@v2`` is a folder). Paths in requests are never read.
+  The engine refuses to start when a vector's ``vocab_size`` or tokenizer differs from the served model's.
 - **A request** selects one with ``SamplingParams(extra_args=steer("NAME", mu=X))``, i.e.
   ``extra_args={"steerkit": {"vector": NAME, "mu": X}}`` (over the OpenAI-compatible server, whose ``vllm_xargs``
   are flat: ``{"steerkit_vector": NAME, "steerkit_mu": X}``); μ defaults to the artifact's μ_s. Requests without
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import weakref
 import zlib
 from dataclasses import dataclass
@@ -90,23 +91,37 @@ class ServedVector:
 
 
 def parse_spec(spec: str) -> list[tuple[str, str, str | None]]:
-    """``"a=path,b=user/repo@v1,path2"`` → ``[(name, source, revision)]``; names must be unique."""
+    """``"a=path,b=user/repo@v1,path2"`` → ``[(name, source, revision)]``; names must be unique. An existing path
+    is a source whole; else ``NAME=`` splits at the first ``=`` (``NAME``: letters, digits, ``_.-``) and ``@REV`` at
+    the last ``@`` after a Hub id only (Hub ids hold no ``@``): ``/data/vec@v2`` and ``/data/a=b`` are folders."""
     entries: list[tuple[str, str, str | None]] = []
     for raw in spec.replace("\n", ",").split(","):
         item = raw.strip()
         if not item:
             continue
-        name, _, source = item.rpartition("=") if "=" in item else ("", "", item)
-        revision: str | None = None
-        if "@" in source:
-            source, revision = source.rsplit("@", 1)
-        name = name.strip() or Path(source.rstrip("/")).name
-        if not name or not source.strip():
+        name, source, revision = _entry(item)
+        if not name or not source:
             raise InvalidOptionError(f"${ENV_VECTORS} entry {item!r} names no artifact", hint="use NAME=FOLDER_OR_REPO")
         if any(name == seen for seen, _, _ in entries):
             raise InvalidOptionError(f"${ENV_VECTORS} names the vector {name!r} twice", hint="give each a NAME=")
-        entries.append((name, source.strip(), revision))
+        entries.append((name, source, revision))
     return entries
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def _entry(item: str) -> tuple[str, str, str | None]:
+    """One entry of the spec: ``(name, source, revision)`` (see :func:`parse_spec`)."""
+    name, source = "", item
+    head, eq, tail = item.partition("=")
+    if eq and not Path(item).expanduser().exists() and _NAME.fullmatch(head.strip()):
+        name, source = head.strip(), tail.strip()
+    repo, at, rev = source.rpartition("@")
+    hub = at and _HUB_ID.fullmatch(repo) and not Path(source).expanduser().exists()
+    source, revision = (repo, rev.strip() or None) if hub else (source, None)
+    return name or Path(source.rstrip("/")).name, source, revision
 
 
 _SERVED: dict[str, dict[str, ServedVector]] = {}
@@ -183,6 +198,11 @@ def request_steering(params: Any, table: dict[str, ServedVector]) -> tuple[Serve
         InvalidOptionError: A malformed ``"steerkit"`` entry, an unknown vector, or a μ that is not a finite number.
     """
     extra = getattr(params, "extra_args", None) or {}
+    if not isinstance(extra, dict) or not all(isinstance(key, str) for key in extra):
+        raise InvalidOptionError(
+            f"extra_args must be an object with string keys, got {type(extra).__name__}",
+            hint="select a vector with extra_args=steerkit.vllm.steer(NAME, mu=X)",
+        )
     flat = {key[len(FLAT_PREFIX) :]: value for key, value in extra.items() if key.startswith(FLAT_PREFIX)}
     if EXTRA_KEY not in extra and not flat:
         return None

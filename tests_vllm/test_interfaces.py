@@ -125,7 +125,9 @@ def test_a_vocabulary_mismatch_refuses_to_start(vectors: dict[str, SteeringVecto
         _v2(V + 64)
 
 
-def test_validate_params_and_spec(vectors: dict[str, SteeringVector], artifacts: tuple[Path, Path]) -> None:
+def test_validate_params_and_spec(
+    vectors: dict[str, SteeringVector], artifacts: tuple[Path, Path], tmp_path: Path
+) -> None:
     SteeringLogitsProcessor.validate_params(SamplingParams())
     SteeringLogitsProcessor.validate_params(SamplingParams(extra_args={"other": 1, **steer("flip", mu=2)}))
     SteeringLogitsProcessor.validate_params(SamplingParams(extra_args={"steerkit_vector": "tqa", "steerkit_mu": -1}))
@@ -139,11 +141,16 @@ def test_validate_params_and_spec(vectors: dict[str, SteeringVector], artifacts:
     ):  # type: ignore[arg-type]
         with pytest.raises(InvalidOptionError):
             SteeringLogitsProcessor.validate_params(SamplingParams(extra_args=bad))
-    assert parse_spec(" a=/x/y , /p/q@v2,\nuser/repo") == [
+    assert parse_spec(" a=/x/y , user/q@v2,\nuser/repo") == [
         ("a", "/x/y", None),
-        ("q", "/p/q", "v2"),
+        ("q", "user/q", "v2"),
         ("repo", "user/repo", None),
     ]
+    # a folder's name is never split: "@" and "=" in a path stay in it (an existing path is taken whole)
+    assert parse_spec("/data/vec@v2, v=/data/a=b") == [("vec@v2", "/data/vec@v2", None), ("v", "/data/a=b", None)]
+    odd = tmp_path / "x=y@v1"
+    odd.mkdir()
+    assert parse_spec(str(odd)) == [("x=y@v1", str(odd), None)]
     with pytest.raises(InvalidOptionError, match="twice"):
         parse_spec("a=x,a=y")
     request = lora_request("tqa")
@@ -234,3 +241,15 @@ def test_a_mu_vllm_would_let_through_is_refused_by_the_plugin_and_never_raises_i
         assert proc.add_request(0, params) is False  # logged, not steered, no exception in the engine
     logits = _logits(vectors["tqa"], 1, 3)
     assert torch.equal(proc.apply(logits.clone(), _ctx([0])), logits)
+
+
+def test_extra_args_that_are_no_object_or_have_non_string_keys_are_refused_never_raised_in_the_batch(
+    vectors: dict[str, SteeringVector],
+) -> None:
+    # issue 28: these raised AttributeError from request_steering, inside the engine's batch update
+    proc = _v2()
+    for extra in (["steerkit"], "steerkit", {1: "x", "steerkit": {"vector": "tqa"}}):
+        params = SimpleNamespace(extra_args=extra)
+        with pytest.raises(InvalidOptionError, match="extra_args must be an object with string keys"):
+            request_steering(params, proc.table)
+        assert proc.add_request(0, params) is False
