@@ -37,6 +37,7 @@ __all__ = [
     "MIN_MASS",
     "BiasExport",
     "export_bias",
+    "export_target",
 ]
 
 FORMATS: tuple[str, ...] = ("sequence-bias", "logit-bias")
@@ -87,12 +88,37 @@ class BiasExport:
         return {str(token): value for token, value in self.bias.items()}
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`payload` as JSON to ``path`` (a folder gets :attr:`file_name` inside); return the file."""
-        target = Path(path)
-        if target.is_dir():
-            target = target / self.file_name
+        """Write :meth:`payload` as JSON to ``path`` (a folder gets :attr:`file_name` inside); return the file.
+
+        Into an existing ``generation_config.json`` the ``sequence_bias`` is merged: every other key (``eos_token_id``,
+        the sampling defaults) is kept. The file is replaced atomically (a temporary file beside it, then a rename),
+        and a link at the target is refused, as is a target that is a folder or lies under a file.
+
+        Raises:
+            InvalidOptionError: A link, a folder or a file in the way, or an existing file that is no JSON object.
+        """
+        target = export_target(path, self.file_name)
+        payload = self.payload()
+        if self.format == "sequence-bias" and target.exists():
+            try:
+                current = json.loads(target.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise InvalidOptionError(
+                    f"cannot merge into {str(target)!r}: it is not readable JSON ({type(exc).__name__})",
+                    hint="choose another --out, or remove the file",
+                ) from None
+            if not isinstance(current, dict):
+                raise InvalidOptionError(
+                    f"cannot merge into {str(target)!r}: it is not a JSON object", hint="choose another --out"
+                )
+            payload = {**current, **payload}
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(self.payload(), indent=2) + "\n", encoding="utf-8")
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
         return target
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +135,26 @@ class BiasExport:
             "notes": list(self.notes),
             "payload": self.payload(),
         }
+
+
+def export_target(path: str | os.PathLike[str], file_name: str) -> Path:
+    """Where an export to ``path`` goes (a folder gets ``file_name`` inside), refusing what would write elsewhere:
+    a link at the target, a target that is a folder, and a parent that is a file."""
+    target = Path(path)
+    if target.is_dir() and not target.is_symlink():
+        target = target / file_name
+    for parent in target.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise InvalidOptionError(f"cannot write under {str(parent)!r}: it is a file, not a folder")
+            break
+    if target.is_symlink():
+        raise InvalidOptionError(
+            f"{str(target)!r} is a link: an export never writes through one", hint="give the real path in --out"
+        )
+    if target.is_dir():
+        raise InvalidOptionError(f"{str(target)!r} is a folder", hint="give a file path, or another folder")
+    return target
 
 
 def export_bias(

@@ -149,3 +149,48 @@ def test_cli_refusal_is_one_line_with_a_hint(tmp_path: Path) -> None:
         "logit-bias export would drop most of the steering",
         "hint": "raise --top-k (logit-bias allows at most 1024), or pass --force to export it anyway",
     }
+
+
+def test_an_export_into_a_model_folder_keeps_its_generation_config(setting: dict[str, Any], tmp_path: Path) -> None:
+    """issue 28: --out MODEL_DIR --force replaced generation_config.json wholesale (eos/bos/pad ids lost)."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    config = {"bos_token_id": 1, "eos_token_id": [2, 7], "pad_token_id": 0, "temperature": 0.6, "do_sample": True}
+    (model_dir / "generation_config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = invoke("export", setting["folder"], "--format", "sequence-bias", "--mu", -40, "--out", model_dir,
+                    "--force", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8"))
+    payload = export_bias(setting["vector"], "sequence-bias", mu=-40.0).payload()
+    assert written == {**config, **payload}
+    assert sorted(p.name for p in model_dir.iterdir()) == ["generation_config.json"]  # no temporary file left
+    from transformers import GenerationConfig
+
+    loaded = GenerationConfig.from_pretrained(model_dir)
+    assert loaded.eos_token_id == [2, 7] and loaded.sequence_bias is not None
+
+
+def test_an_export_never_writes_through_a_link_into_a_folder_or_under_a_file(
+    setting: dict[str, Any], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("{}", encoding="utf-8")
+    link = tmp_path / "logit_bias.json"
+    link.symlink_to(elsewhere)
+    folder_in_the_way = tmp_path / "d"
+    (folder_in_the_way / "logit_bias.json").mkdir(parents=True)
+    a_file = tmp_path / "FILE"
+    a_file.write_text("x", encoding="utf-8")
+    export = export_bias(setting["vector"], "logit-bias", top_k=8, mu=-40.0, force=True)
+    cases = [
+        (link, "is a link: an export never writes through one"),
+        (folder_in_the_way, "logit_bias.json' is a folder"),
+        (a_file / "x.json", "it is a file, not a folder"),
+    ]
+    for out, message in cases:
+        with pytest.raises(InvalidOptionError, match=message):
+            export.write(out)
+        result = invoke("export", setting["folder"], "--format", "logit-bias", "--top-k", 8, "--mu", -40, "--out",
+                        out, "--force", "--json")  # fmt: skip
+        assert result.exit_code == 1 and message in json.loads(result.stdout)["error"]["message"]
+    assert elsewhere.read_text(encoding="utf-8") == "{}"  # the link's target is untouched

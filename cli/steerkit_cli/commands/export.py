@@ -79,12 +79,12 @@ def export(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
     from steerkit.errors import ArtifactExistsError
-    from steerkit.export import export_bias
+    from steerkit.export import export_bias, export_target
 
     result = export_bias(vector, format, top_k=top_k, mu=mu, force=force)
     written: Path | None = None
     if out_file is not None:
-        target = out_file / result.file_name if out_file.is_dir() else out_file
+        target = export_target(out_file, result.file_name)
         if target.exists() and not force:
             hint = "pass --force to replace it, or choose another --out"
             raise ArtifactExistsError(f"'{target}' already exists", hint=hint, path=str(target))
