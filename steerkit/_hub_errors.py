@@ -100,6 +100,11 @@ def deadline() -> float:
     return value
 
 
+#: Download workers abandoned at their deadline: a process that ends with some still running ends at once
+#: (``steerkit``'s CLI calls ``os._exit``) instead of waiting for huggingface_hub's own threads to finish.
+ABANDONED: list[threading.Thread] = []
+
+
 def within(seconds: float, ctx: Context, call: Callable[[], str]) -> str:
     """``call()`` in a daemon worker thread, waited for at most ``seconds`` (a stalled transfer cannot hang us).
 
@@ -120,6 +125,7 @@ def within(seconds: float, ctx: Context, call: Callable[[], str]) -> str:
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
+        ABANDONED.append(worker)
         raise HubConnectionError(
             f"could not {ctx.action} '{ctx.repo_id}' (revision '{ctx.shown_revision}') from {ctx.shown_endpoint} "
             f"within the {seconds:g} s deadline",
@@ -289,7 +295,7 @@ def _offline_error(exc: BaseException, ctx: Context) -> HubError | None:
             return HubConnectionError(
                 f"Hub repo '{repo}' (revision '{rev}') is not in the local cache and downloads are off ({why})",
                 hint="pull it once with network access (local_files_only=False, HF_HUB_OFFLINE unset), or pass the "
-                "cache_dir it was pulled into",
+                "cache_dir=FOLDER it was pulled into",
                 **fields,
             )
         return HubConnectionError(

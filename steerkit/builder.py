@@ -17,6 +17,7 @@ model sees exactly the real tokens. Batches are padded on the tokenizer's ``padd
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -110,7 +111,10 @@ def build(
     check_alpha(alpha)
     for name, value, least in (("batch_size", batch_size, 1), ("max_length", max_length, 2), ("folds", folds, 0)):
         if not isinstance(value, int) or value < least:
-            raise InvalidOptionError(f"{name} must be an integer ≥ {least}, got {value!r}", got=value)
+            default = inspect.signature(build).parameters[name].default
+            raise InvalidOptionError(
+                f"{name} must be an integer ≥ {least}, got {value!r}", hint=f"the default is {default}", got=value
+            )
     if folds == 1:
         raise InvalidOptionError("folds must be 0 (no cross-validation) or at least 2, got 1", got=folds)
     if criterion not in CRITERIA:

@@ -179,6 +179,11 @@ def resolve(
         >>> resolve("me/truthfulqa-smollm2", revision="v1").config.vocab_size     # doctest: +SKIP
         49152
     """
+    if not isinstance(path_or_repo_id, (str, os.PathLike)):
+        raise InvalidOptionError(
+            f"a steering vector is named by a folder or a Hub repo id, got {type(path_or_repo_id).__name__}",
+            hint="give a path (str or pathlib.Path) or 'user/name'",
+        )
     local = Path(path_or_repo_id)
     if not local.exists():
         recover(local)  # a save killed between its two renames left the old artifact beside it
@@ -308,6 +313,10 @@ def list_local(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
+    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise InvalidOptionError(
+            f"the Hub cache '{cache_dir}' is a file, not a folder", hint="give the cache folder (HF_HUB_CACHE)"
+        )
     try:
         info = scan_cache_dir(None if cache_dir is None else Path(cache_dir))
     except CacheNotFound:

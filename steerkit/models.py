@@ -161,6 +161,11 @@ def _load_gguf(path: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def _looks_like_a_path(spec: str) -> bool:
+    """A spec no Hub id can be (absolute, relative with ./ or ../, ~, or more than one /): a local path."""
+    return spec.startswith(("/", "./", "../", "~", "\\")) or spec.count("/") > 1 or os.sep in spec.replace("/", "")
+
+
 def load_model(
     spec: str | os.PathLike[str] | None = None,
     *,
@@ -196,6 +201,12 @@ def load_model(
             model, tokenizer = _load_gguf(path)
         else:
             kwargs: dict[str, Any] = {"trust_remote_code": False}
+            if not path.exists() and _looks_like_a_path(str(spec)):
+                raise ModelLoadError(
+                    f"no model folder at '{spec}'",
+                    hint="check the path, or give a Hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct'",
+                    path=str(spec),
+                )
             if not path.is_dir():
                 kwargs.update(revision=revision, token=token, local_files_only=local_files_only)
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype, **kwargs)

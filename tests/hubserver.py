@@ -128,6 +128,7 @@ class Fault:
         hits: How many requests it has failed so far.
         delay: When set, matching requests are not failed but answered normally this many seconds late
             (``status`` is then ignored): a slow or stalled Hub.
+        late: How many delayed requests have waited out their delay so far.
     """
 
     status: int
@@ -138,6 +139,7 @@ class Fault:
     times: int | None = None
     hits: int = 0
     delay: float | None = None
+    late: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -413,6 +415,8 @@ class _Handler(BaseHTTPRequestHandler):
                 slow.hits += 1
         if slow is not None and slow.delay:
             time.sleep(slow.delay)  # outside the lock: other requests are served meanwhile
+            with hub.lock:
+                slow.late += 1
         try:
             with hub.lock:
                 try:

@@ -4,6 +4,7 @@ method, any batch size and padding side; the artifact it makes; its errors."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +375,14 @@ def test_package_exports(lora: Any, tokenizer: Any) -> None:
     from steerkit.warmstart import warm_start
 
     assert steerkit.warm_start is warm_start
+
+
+def test_bad_build_options_say_the_default(lora: Any) -> None:
+    """issue 28: build(batch_size=0) was refused with no hint."""
+    for name in ("batch_size", "max_length", "folds"):
+        with pytest.raises(InvalidOptionError) as info:
+            build(lora, None, PAIRS, tokenizer=tiny_tokenizer(), **{name: -1})
+        default = inspect.signature(build).parameters[name].default
+        assert info.value.hint == f"the default is {default}"
+    with pytest.raises(InvalidOptionError, match="a steering vector is named by a folder or a Hub repo id, got int"):
+        SteeringVector.load(123)  # type: ignore[arg-type]

@@ -336,6 +336,27 @@ def test_generate_refuses_a_beam_width_past_its_bound_before_loading_anything(ve
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (["--do-sample", "--temperature", "0"], "--temperature 0 with --do-sample samples nothing", "greedy"),
+        (["--model", "/no/such/model"], "no model folder at '/no/such/model'", "check the path"),
+    ],
+)
+def test_foreign_errors_become_steerkits_own(vector_dir: Path, args: list[str], message: str, hint: str) -> None:
+    """issue 28: these ended in transformers' or huggingface_hub's ValueError text ("Repo id must be in the form")."""
+    err = error_of(invoke("generate", vector_dir, "-p", "abc=", *args, "--json"))
+    assert err["message"].startswith(message) and hint in err["hint"]
+    assert "ValueError" not in err["message"] and "Repo id" not in err["message"]
+
+
+def test_list_with_a_cache_dir_that_is_a_file_says_so(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.write_text("x", encoding="utf-8")
+    err = error_of(invoke("list", "--cache-dir", cache, "--json"))
+    assert err["message"] == f"the Hub cache '{cache}' is a file, not a folder"
+
+
 # --- eval and tune --------------------------------------------------------------------------------------------
 
 
@@ -719,6 +740,10 @@ def test_library_hints_are_shown_with_the_cli_flags() -> None:
     )
     assert describe_error(HubConnectionError("x", hint="load offline with local_files_only=True"))["hint"] == (
         "load offline with --offline"
+    )
+    offline = "pull it once (local_files_only=False, HF_HUB_OFFLINE unset), or pass the cache_dir=FOLDER it was in"
+    assert describe_error(HubConnectionError("x", hint=offline))["hint"] == (
+        "pull it once (no --offline, HF_HUB_OFFLINE unset), or pass the --cache-dir FOLDER it was in"
     )
     info = describe_error(ArtifactExistsError("even with overwrite=True", hint="pass overwrite=True (CLI: --force)"))
     assert (info["message"], info["hint"]) == ("even with --force", "pass --force")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hubserver import HubServer
 from huggingface_hub import HfApi, ModelCard
-from tiny import make_vector
+from tiny import HANG_SECONDS, make_vector
 
 from steerkit import SteeringVector, list_local
 from steerkit import constants as C
@@ -308,8 +308,8 @@ def test_nothing_cached_offline_is_a_connection_error(
         pull(hub, cache, local_files_only=True)
     assert str(info.value) == (
         f"Hub repo '{REPO}' (revision 'main') is not in the local cache and downloads are off (local_files_only=True)"
-        " — pull it once with network access (local_files_only=False, HF_HUB_OFFLINE unset), or pass the cache_dir "
-        "it was pulled into"
+        " — pull it once with network access (local_files_only=False, HF_HUB_OFFLINE unset), or pass the "
+        "cache_dir=FOLDER it was pulled into"
     )
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubConnectionError, match=r"downloads are off \(HF_HUB_OFFLINE=1\)"):
@@ -722,6 +722,25 @@ def test_a_stalled_download_hits_the_deadline(hub: HubServer, cache: Path, monke
         pull(hub, cache)
     monkeypatch.delenv("STEERKIT_HUB_DEADLINE")
     assert_same(pull(hub, cache), vector)  # the default deadline lets a normal pull through
+
+
+def test_the_cli_ends_right_after_the_deadline_message_while_the_hub_still_stalls(hub: HubServer, cache: Path) -> None:
+    """issue 28: the CLI printed the deadline message, then waited for the abandoned download thread to finish."""
+    import os
+    import subprocess
+    import sys
+
+    push(hub, make_vector())
+    env = {**os.environ, "STEERKIT_HUB_DEADLINE": "1", "HF_HUB_OFFLINE": "0"}
+    args = ["pull", REPO, "--endpoint", hub.endpoint, "--cache-dir", str(cache), "--token", hub.token, "--json"]
+    with hub.failing(200, path="/resolve/", delay=600) as stall:  # a Hub that answers ten minutes late
+        done = subprocess.run(
+            [sys.executable, "-m", "steerkit_cli", *args], capture_output=True, text=True, env=env, timeout=HANG_SECONDS
+        )
+        still_stalled = stall.late == 0  # the process ended before the stalled request was ever answered
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["error"]["message"].endswith("within the 1 s deadline")
+    assert still_stalled
 
 
 def test_eviction_spares_a_blob_a_download_holds(hub: HubServer, cache: Path) -> None:

@@ -60,4 +60,19 @@ def main() -> None:
         init_from_env()
         if not is_main():  # rank 0 prints the result and writes the files; the others only compute
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        _exit_now_if_a_download_was_abandoned(done.code)
+        raise
+
+
+def _exit_now_if_a_download_was_abandoned(code: object) -> None:
+    """After a Hub download hit its deadline, end the process at once: huggingface_hub's download threads are
+    joined at interpreter exit, so a stalled server would otherwise keep the CLI running past its message."""
+    hub = sys.modules.get("steerkit._hub_errors")
+    if hub is None or not any(worker.is_alive() for worker in getattr(hub, "ABANDONED", [])):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)

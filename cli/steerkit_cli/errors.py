@@ -157,6 +157,8 @@ ERROR_TABLE: list[
 CLI_FLAGS: dict[str, str] = {
     "strict=False": "--no-strict",
     "local_files_only=True": "--offline",
+    "local_files_only=False": "no --offline",
+    "cache_dir=FOLDER": "--cache-dir FOLDER",
     "overwrite=True": "--force",
 }
 _API_WITH_FLAG = re.compile(r"\b[a-z_]+=\S+ \(CLI: (--[a-z][a-z-]*)\)")

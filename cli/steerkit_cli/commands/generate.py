@@ -174,6 +174,11 @@ def _check_options(mode: str, *, mu: float | None, do_sample: bool, sampling: di
     given = [f"--{name.replace('_', '-')}" for name, value in sampling.items() if value is not None]
     if given and not do_sample:
         raise CliError(f"{', '.join(given)} only apply with --do-sample", hint="add --do-sample, or drop them")
+    if sampling.get("temperature") == 0:
+        raise CliError(
+            "--temperature 0 with --do-sample samples nothing: the temperature must be above 0",
+            hint="drop --do-sample for greedy decoding, or give a temperature such as 0.7",
+        )
 
 
 def _check_prompts(prompts: list[str]) -> None:
