@@ -23,6 +23,7 @@ from torch import Tensor
 
 from steerkit import constants as C
 from steerkit._hf import AdapterSwitch, is_peft
+from steerkit._io import recover
 from steerkit.compatibility import check_compatible
 from steerkit.errors import AdapterError
 from steerkit.vector import SteeringVector
@@ -132,6 +133,8 @@ def resolve_adapter(model: Any, adapter: Any) -> tuple[Any, str | None, bool]:
         )
     text = str(adapter)
     path = Path(text)
+    if not path.exists():
+        recover(path)  # a warm start killed between its two renames left the old adapter beside it
     if path.is_dir():
         if not (path / C.ADAPTER_FILES[0]).is_file():
             raise AdapterError(

@@ -162,3 +162,26 @@ def test_save_adapter_is_atomic_and_never_replaces_a_folder_that_is_not_an_adapt
     with pytest.raises(ArtifactExistsError, match=r"not a PEFT adapter .* refusing to replace it even with overwrite"):
         save_adapter(warm, documents, overwrite=True)
     assert (documents / "thesis.txt").read_text() == "mine"
+
+
+def test_an_adapter_folder_left_absent_by_a_killed_swap_is_put_back_by_its_next_reader(
+    tokenizer: Any, tmp_path: Any
+) -> None:
+    """issue 28: a warm start killed between its two renames left the adapter folder absent until the next
+    warm start; every reader of an adapter folder (here build's, through resolve_adapter) now recovers it."""
+    import os
+
+    from steerkit.adapters import resolve_adapter
+    from steerkit.warmstart import save_adapter
+
+    pairs = [{"prompt": "ab=", "completion": "ba"}, {"prompt": "cd=", "completion": "dc"}]
+    out = save_adapter(warm_start(tiny_llama(), pairs, tokenizer=tokenizer, epochs=1, batch_size=2), tmp_path / "lora")
+    before = (out / "adapter_model.safetensors").read_bytes()
+    old = tmp_path / ".lora.abcd_123.old"
+    old.mkdir()
+    os.replace(out, old / "previous")  # killed between the renames: the old adapter beside, none in place
+    assert not out.exists()
+    _, source, loaded = resolve_adapter(tiny_llama(), str(out))
+    assert loaded and source == str(out)
+    assert (out / "adapter_model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora"]
