@@ -10,6 +10,8 @@ and on the command line ``python -m steerkit.lm_eval`` is lm-eval's own CLI with
 
     python -m steerkit.lm_eval run --model steerkit --model_args pretrained=MODEL,vector=VECTOR,mode=dynamic ...
 
+``pretrained`` also takes a packaged model's name (``SmolLM2-135M-Instruct``), as every steerkit command does.
+
 What it computes (``mode``): ``warm`` scores the warm model (the vector's adapter on the base), ``static`` adds
 ``μ_s · keep ⊙ v`` and ``dynamic`` adds ``μ · δ̂`` (a base forward with the adapter switched off) to the warm
 logits at every position: loglikelihood and loglikelihood_rolling see the steered logits *without* the ``−inf``
@@ -99,6 +101,16 @@ def _args(
     return _as_float(mu, "mu"), a, _as_bool(strict, "strict"), fm
 
 
+def _packaged(pretrained: Any) -> Any:
+    """A packaged model's name (``SmolLM2-135M-Instruct``, as every steerkit command takes it) → its model folder;
+    anything else as given (a Hub id, a folder, a model object)."""
+    from steerkit.models import PACKAGED_MODELS, model_dir
+
+    if isinstance(pretrained, str) and pretrained in PACKAGED_MODELS and not Path(pretrained).exists():
+        return str(model_dir(pretrained))
+    return pretrained
+
+
 def _commit(directory: Path | None) -> str | None:
     """The Hub commit of a snapshot folder (``…/snapshots/<sha>``); ``None`` for a plain local folder."""
     if directory is not None and directory.parent.name == "snapshots":
@@ -170,7 +182,7 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
         self.steerkit_vector_revision = vector_revision
         self.steerkit_vector_commit = _commit(directory)
         self._steerkit_tokenizer: Any = None
-        super().__init__(pretrained, **kwargs)
+        super().__init__(_packaged(pretrained), **kwargs)
         v = self.steerkit_vector
         model: Any = self.model
         if not is_peft(model) and (mode != "static" or v.adapter_files):

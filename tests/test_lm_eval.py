@@ -260,3 +260,20 @@ def test_the_command_line_runs_the_model_type(tiny: dict[str, Any], offline: Pat
     assert result["config"]["steerkit_mode"] == "static"
     assert result["config"]["steerkit_task_vector_sha256"] == tiny["vector"].config.task_vector_sha256
     assert 0.0 <= result["results"][TASK]["acc,none"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_pretrained_takes_a_packaged_models_name(tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 30: pretrained=SmolLM2-135M-Instruct (the name every steerkit command accepts) failed in model_args."""
+    import steerkit.models
+    from steerkit.lm_eval import SteerkitLM
+
+    asked: list[str] = []
+
+    def folder(name: str, **_: Any) -> Path:
+        asked.append(name)
+        return Path(tiny["root"] / "model")  # the tiny model stands in for the packaged one
+
+    monkeypatch.setattr(steerkit.models, "model_dir", folder)
+    lm = SteerkitLM(pretrained="SmolLM2-135M-Instruct", vector=tiny["vector"], mode="static", device="cpu")
+    assert asked == ["SmolLM2-135M-Instruct"] and lm.steerkit_mode == "static"
