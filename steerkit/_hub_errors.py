@@ -125,6 +125,7 @@ def within(seconds: float, ctx: Context, call: Callable[[], str]) -> str:
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
+        ABANDONED[:] = [w for w in ABANDONED if w.is_alive()]  # a long-lived process keeps only the running ones
         ABANDONED.append(worker)
         raise HubConnectionError(
             f"could not {ctx.action} '{ctx.repo_id}' (revision '{ctx.shown_revision}') from {ctx.shown_endpoint} "

@@ -263,7 +263,7 @@ def _validation(
     if criterion == "nll":
         return cross_validate_pairs(
             calibrated.terms,
-            calibrated.token_unit(),
+            calibrated.token_unit,
             keys,
             base_logprob=calibrated.base_logprob,
             folds=folds,

@@ -18,6 +18,7 @@ are what :func:`steerkit.crossval.cross_validate_ranking` re-scores under every 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -99,8 +100,9 @@ class Calibrated:
     terms: TokenTerms
     base_logprob: Tensor
 
+    @functools.cached_property
     def token_unit(self) -> Tensor:
-        """``[T]`` the pair each gold token belongs to."""
+        """``[T]`` the pair each gold token belongs to (computed once)."""
         counts = torch.tensor([len(ids) - start for ids, start in self.used], dtype=torch.long)
         return torch.repeat_interleave(torch.arange(len(self.used)), counts)
 
@@ -139,7 +141,7 @@ def rank_validation(
     options, base_options = _options(calibrated, found["dynamic"], found["base"].option_scores(0.0))
     return cross_validate_ranking(
         calibrated.terms,
-        calibrated.token_unit(),
+        calibrated.token_unit,
         keys,
         options,
         base_options,
@@ -155,10 +157,10 @@ def _options(calibrated: Calibrated, wrong: OptionTerms, wrong_base: Tensor) -> 
     """Option terms of every item (option ``i`` is pair ``i``'s gold completion, from the calibration pass; then
     the distractors) and each option's summed base log-probability."""
     n = len(calibrated.pairs)
-    segment = torch.cat([calibrated.token_unit(), n + wrong.segment])
+    segment = torch.cat([calibrated.token_unit, n + wrong.segment])
     layout = [{"choices": [i, *(n + j for j in entry["choices"])]} for i, entry in enumerate(wrong.layout)]
     gold_base = torch.zeros(n, dtype=torch.float64).index_add_(
-        0, calibrated.token_unit(), calibrated.base_logprob.double()
+        0, calibrated.token_unit, calibrated.base_logprob.double()
     )
     terms = TokenTerms.cat([calibrated.terms, wrong.terms])
     options = OptionTerms(terms=terms, segment=segment, n_options=n + wrong.n_options, layout=layout)

@@ -9,14 +9,14 @@ result. ``steerkit list`` lists the local cache instead.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from steerkit._hub_errors import Context, translated
 from steerkit.card import CARD_TAGS
-from steerkit.errors import HubServerError, InvalidOptionError
+from steerkit.errors import ArtifactValueError, HubServerError, InvalidOptionError
+from steerkit.schema import finite
 
 __all__ = ["Found", "search"]
 
@@ -135,7 +135,7 @@ def _found(m: Any) -> Found:
     summary = dict(block) if isinstance(block, Mapping) else {}
     for key in ("mu", "mu_static"):
         value = summary.get(key)
-        if value is not None and not _finite_number(value):
+        if value is not None and not _finite(value):
             del summary[key]
             unreadable.append(f"steerkit.{key}")
     modes = summary.get("modes")
@@ -153,11 +153,10 @@ def _found(m: Any) -> Found:
     )
 
 
-def _finite_number(value: Any) -> bool:
-    """A real number that is finite as a float (a huge integer is not; neither is a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
+def _finite(value: Any) -> bool:
+    """Whether a card number passes the artifact's own check (:func:`steerkit.schema.finite`)."""
     try:
-        return math.isfinite(float(value))
-    except OverflowError:
+        finite(value, "card value")
+    except ArtifactValueError:
         return False
+    return True
