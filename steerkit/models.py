@@ -17,7 +17,7 @@ import torch
 from steerkit._io import atomic_directory
 from steerkit.errors import ModelLoadError
 
-__all__ = ["default_model_dir", "load_model", "logits_width", "tokenizer_fingerprint"]
+__all__ = ["default_model_dir", "load_model", "logits_width", "packaged_models", "tokenizer_fingerprint"]
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
@@ -113,6 +113,20 @@ def model_dir(name: str, *, cache: Path | None = None) -> Path:
             f"no packaged model named '{name}'", hint="one of: " + ", ".join(PACKAGED_MODELS), path=name
         )
     return gguf_model_dir(PACKAGED_MODELS[name][0], name, cache=cache)
+
+
+def packaged_models(*, cache: Path | None = None) -> list[dict[str, Any]]:
+    """The packaged models: ``name``, ``description``, ``folder`` (where ``model_dir`` caches it) and ``cached``.
+
+    Nothing is loaded or written: a folder that is not cached yet is made by the first command that names the
+    model (or by ``model_dir(name)``).
+    """
+    rows = []
+    for name, (_, description) in PACKAGED_MODELS.items():
+        folder = (cache or steerkit_home() / "models") / name
+        cached = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+        rows.append({"name": name, "description": description, "folder": str(folder), "cached": cached})
+    return rows
 
 
 def gguf_model_dir(

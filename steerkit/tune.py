@@ -10,7 +10,7 @@ smaller μ), so a flat metric keeps μ = 0. Never tune on test data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,6 +129,7 @@ def search_mu(
     batch_size: int = 8,
     show_progress: bool = False,
     strict: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> MuSearch:
     """Search the μ that maximises a multiple-choice metric on calibration items.
 
@@ -146,6 +147,7 @@ def search_mu(
         batch_size: Sequences per forward pass.
         show_progress: Progress bar for the forward passes.
         strict: Refuse a tokenizer that differs from the vector's.
+        progress: Called as ``progress(done, total)`` (sequences) after each batch of the forward passes.
 
     Returns:
         A :class:`MuSearch` with the chosen μ and every evaluated point.
@@ -165,6 +167,7 @@ def search_mu(
         batch_size=batch_size,
         strict=strict,
         show_progress=show_progress,
+        progress=progress,
     )
     found = search_terms(terms, items, metric=metric, grid=points, refine=refine)
     return dataclasses.replace(found, mode=mode)
@@ -260,8 +263,12 @@ def tune_and_validate(
     refine: bool = True,
     batch_size: int = 8,
     strict: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[MuSearch, SteeringVector]:
-    """:func:`tune_mu` returning the :class:`MuSearch` too: ``(search, tuned vector)``."""
+    """:func:`tune_mu` returning the :class:`MuSearch` too: ``(search, tuned vector)``.
+
+    ``progress(done, total)`` is called after each batch of the forward passes (sequences).
+    """
     metric = _check_metric(metric, items)
     if not isinstance(folds, int) or folds < 0 or folds == 1:
         raise InvalidOptionError(f"folds must be 0 or at least 2, got {folds!r}", got=folds)
@@ -270,7 +277,7 @@ def tune_and_validate(
     if not can_validate:
         found = search_mu(
             vector, model, items, tokenizer=tokenizer, metric=metric, mode=mode, grid=grid, refine=refine,
-            batch_size=batch_size, strict=strict,
+            batch_size=batch_size, strict=strict, progress=progress,
         )  # fmt: skip
         return found, found.apply(vector)
     terms = collect_setting_terms(
@@ -281,6 +288,7 @@ def tune_and_validate(
         settings=("base", "warm", "static", "dynamic"),
         batch_size=batch_size,
         strict=strict,
+        progress=progress,
     )
     found = dataclasses.replace(search_terms(terms[mode], items, metric=metric, grid=grid, refine=refine), mode=mode)
 

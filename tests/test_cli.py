@@ -31,6 +31,7 @@ COMMANDS = [
     "pull",
     "list",
     "search",
+    "models",
     "demo",
 ]
 WORDS = ["abc", "dog", "cat", "sun", "moon", "tree", "fish", "bird"]

@@ -35,10 +35,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(args: list[str], *, processes: int, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STEERKIT_DIST_TIMEOUT": str(HANG_SECONDS), "OMP_NUM_THREADS": "1"}
     if processes == 1:
-        command = [sys.executable, "-m", "steerkit_cli", *args]
+        command = [sys.executable, "-m", "steerkit", *args]
     else:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-        command = [*launcher, "-m", "steerkit_cli", *args]
+        command = [*launcher, "-m", "steerkit", *args]  # the module name a user guesses
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=HANG_SECONDS)
 
 
@@ -53,6 +53,32 @@ def test_build_on_two_processes_writes_the_same_bytes(work: Path) -> None:
     assert files == sorted(p.relative_to(work / "two").as_posix() for p in (work / "two").rglob("*") if p.is_file())
     for name in files:
         assert (work / "one" / name).read_bytes() == (work / "two" / name).read_bytes(), name
+
+
+def test_build_nproc_2_writes_the_same_bytes_as_one_process_at_equal_threads(work: Path) -> None:
+    base = ["build", str(work / "model"), str(work / "adapter"), str(work / "train.jsonl"), "--batch-size", "2"]
+    env = {**os.environ, "STEERKIT_DIST_TIMEOUT": str(HANG_SECONDS)}
+    env.pop("OMP_NUM_THREADS", None)  # --nproc sets torchrun's default, one thread per process
+    command = [sys.executable, "-m", "steerkit", *base, "--out", str(work / "nproc"), "--nproc", "2", "--json"]
+    two = subprocess.run(command, capture_output=True, text=True, cwd=work, env=env, timeout=HANG_SECONDS)
+    assert two.returncode == 0, two.stderr
+    one = run([*base, "--out", str(work / "one-thread"), "--json"], processes=1, cwd=work)  # OMP_NUM_THREADS=1
+    assert one.returncode == 0, one.stderr
+    assert json.loads(two.stdout)["data"]["n_examples"] == 9  # printed once, by rank 0
+    files = sorted(p.relative_to(work / "nproc").as_posix() for p in (work / "nproc").rglob("*") if p.is_file())
+    assert "steering.safetensors" in files
+    for name in files:
+        assert (work / "nproc" / name).read_bytes() == (work / "one-thread" / name).read_bytes(), name
+
+
+def test_eval_nproc_2_gives_the_same_metrics(work: Path) -> None:
+    base = ["build", str(work / "model"), str(work / "adapter"), str(work / "train.jsonl")]
+    assert run([*base, "--out", str(work / "for-eval"), "--force"], processes=1, cwd=work).returncode == 0
+    args = ["eval", str(work / "for-eval"), str(work / "test.jsonl"), "--model", str(work / "model"), "--json"]
+    one = run(args, processes=1, cwd=work)
+    two = run([*args, "--nproc=2"], processes=1, cwd=work)  # one launcher process that starts two
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert json.loads(one.stdout) == json.loads(two.stdout)
 
 
 def test_eval_on_two_processes_gives_the_same_metrics(work: Path) -> None:

@@ -12,7 +12,20 @@ import sys
 
 import typer
 
-from steerkit_cli.commands import build, demo, generate, inspect, listing, pull, push, search, tune, validate, warmstart
+from steerkit_cli.commands import (
+    build,
+    demo,
+    generate,
+    inspect,
+    listing,
+    models,
+    pull,
+    push,
+    search,
+    tune,
+    validate,
+    warmstart,
+)
 from steerkit_cli.commands import evaluate as evaluate_cmd
 from steerkit_cli.commands import export as export_cmd
 
@@ -29,7 +42,21 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (warmstart, build, inspect, validate, generate, evaluate_cmd, tune, push, pull, listing, search, demo):
+for module in (
+    warmstart,
+    build,
+    inspect,
+    validate,
+    generate,
+    evaluate_cmd,
+    tune,
+    push,
+    pull,
+    listing,
+    search,
+    models,
+    demo,
+):
     module.register(app)
 export_cmd.register(app)
 

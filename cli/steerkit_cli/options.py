@@ -96,6 +96,14 @@ MaxExamplesOpt = Annotated[
     int | None,
     typer.Option("--max-examples", min=1, help="Use only the first N examples of the data.", show_default=False),
 ]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Processes to run on (torch.distributed: gloo on CPU, nccl on GPUs); the result equals one process's.",
+    ),
+]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=2, help="Most tokens per example.")]
 StrictOpt = Annotated[
     bool,

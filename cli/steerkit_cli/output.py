@@ -24,6 +24,48 @@ if TYPE_CHECKING:
 
 __all__ = ["Output"]
 
+#: Seconds between two progress lines when stderr is not a terminal (``$STEERKIT_PROGRESS_INTERVAL`` overrides).
+PROGRESS_INTERVAL = 10.0
+
+
+def _progress_interval() -> float:
+    raw = os.environ.get("STEERKIT_PROGRESS_INTERVAL", "")
+    try:
+        value = float(raw) if raw else PROGRESS_INTERVAL
+    except ValueError:
+        return PROGRESS_INTERVAL
+    return value if value >= 0 else PROGRESS_INTERVAL
+
+
+class _ProgressLines:
+    """Progress as plain lines (a log file, CI): ``build: step 12/40, elapsed 31 s, ETA 72 s``.
+
+    A stage's first step, its last, and otherwise at most one line every ``interval`` seconds.
+    """
+
+    def __init__(self, log: Callable[[str], None], *, interval: float) -> None:
+        self.log = log
+        self.interval = interval
+        self.started: dict[str, float] = {}
+        self.last = -float("inf")
+
+    def update(self, stage: str, step: int, total: int) -> None:
+        now = time.perf_counter()
+        start = self.started.setdefault(stage, now)
+        first, done = step == 0 or now == start, step >= total
+        if not (first or done or now - self.last >= self.interval):
+            return
+        self.last = now
+        elapsed = now - start
+        line = f"{stage}: step {step}/{total}, elapsed {_seconds(elapsed)}"
+        if 0 < step < total:
+            line += f", ETA {_seconds(elapsed / step * (total - step))}"
+        self.log(line)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
 
 class Output:
     """Where a command writes: results to stdout (JSON or rich), everything else to stderr.
@@ -112,14 +154,15 @@ class Output:
             disable=self.quiet or not self.err.is_terminal,
         )
         tasks: dict[str, Any] = {}
+        lines = _ProgressLines(self.log, interval=_progress_interval())
 
         def task(description: str) -> Callable[[int, int], None]:
             def update(step: int, total: int) -> None:
                 if description not in tasks:
                     tasks[description] = bar.add_task(description, total=total)
-                    if bar.disable:
-                        self.log(f"{description}: {total} steps")
                 bar.update(tasks[description], completed=step, total=total)
+                if bar.disable:
+                    lines.update(description, step, total)
 
             return update
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from steerkit_cli.errors import command
+from steerkit_cli.launch import run_on_processes, under_torchrun
 from steerkit_cli.options import (
     BatchSizeOpt,
     ForceOpt,
@@ -15,6 +16,7 @@ from steerkit_cli.options import (
     MaxExamplesOpt,
     MaxLengthOpt,
     ModelRevisionOpt,
+    NprocOpt,
     OfflineOpt,
     OutOpt,
     TokenOpt,
@@ -59,11 +61,14 @@ def build(
     model_revision: ModelRevisionOpt = None,
     token: TokenOpt = None,
     offline: OfflineOpt = False,
+    nproc: NprocOpt = 1,
     json_output: JsonOpt = False,
     *,
     out: Output,
 ) -> None:
     """Build an SVDecode steering vector (μ statistics, static task vector, adapter) and save it."""
+    if nproc > 1 and not under_torchrun():
+        raise typer.Exit(run_on_processes("build", nproc))
     check_out(out_dir, force=force)
     pairs = load_data(data, items=False, max_examples=max_examples)
     model, tokenizer = load_model_for(out, base, revision=model_revision, token=token, offline=offline)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from steerkit_cli.errors import CliError, command
+from steerkit_cli.launch import run_on_processes, under_torchrun
 from steerkit_cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
@@ -17,6 +18,7 @@ from steerkit_cli.options import (
     MaxExamplesOpt,
     ModelOpt,
     ModelRevisionOpt,
+    NprocOpt,
     OfflineOpt,
     RevisionOpt,
     StrictOpt,
@@ -81,11 +83,14 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     endpoint: EndpointOpt = None,
     offline: OfflineOpt = False,
+    nproc: NprocOpt = 1,
     json_output: JsonOpt = False,
     *,
     out: Output,
 ) -> None:
     """Evaluate multiple-choice items: accuracy (MC1/MC2 for TruthfulQA) with n and 95% bootstrap intervals."""
+    if nproc > 1 and not under_torchrun():
+        raise typer.Exit(run_on_processes("eval", nproc))
     settings = _parse_modes(modes or ",".join(SETTINGS))
     if plot is not None:
         require_matplotlib()

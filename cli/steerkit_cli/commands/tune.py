@@ -81,7 +81,8 @@ def tune(
     )
     from steerkit.tune import tune_and_validate
 
-    with out.status(f"scoring {len(items)} items, searching μ and cross-validating for {chosen_metric}"):
+    out.log(f"scoring {len(items)} items, searching μ and cross-validating for {chosen_metric}")
+    with out.progress() as task:
         found, tuned = tune_and_validate(
             vector,
             model,
@@ -92,6 +93,7 @@ def tune(
             folds=folds,
             batch_size=batch_size,
             strict=strict,
+            progress=task("tune"),
         )
     tuned.save(out_dir, overwrite=force)
     before = vector.mu_static if mode == "static" else vector.mu
