@@ -34,7 +34,7 @@ from steerkit.data import as_pairs, data_sha256, encode_pair
 from steerkit.distributed import shard
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
-from steerkit.models import logits_width, tokenizer_fingerprint
+from steerkit.models import logits_width, packaged_name, tokenizer_fingerprint
 from steerkit.ranking import Calibrated, rank_validation
 from steerkit.readers import load_pairs
 from steerkit.svdecode import CURVATURES, mu_star
@@ -193,6 +193,7 @@ def _build(
     mu_static = fit_strengths(terms.with_direction(task_vector), label)
     files = adapter_files_of(peft_model)
     name = getattr(transformer.config, "_name_or_path", "") or getattr(transformer, "name_or_path", "") or None
+    name = packaged_name(name) or name  # "SmolLM2-135M-Instruct", not this machine's cache folder
     revision = getattr(transformer.config, "_commit_hash", None)
     config = SteerConfig(
         vocab_size=width,

@@ -129,6 +129,19 @@ def packaged_models(*, cache: Path | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def packaged_name(path: str | os.PathLike[str] | None) -> str | None:
+    """The packaged model's name when ``path`` is its cached folder (``steerkit_home()/models/NAME``), else ``None``.
+
+    An artifact records this name rather than the machine's cache path: every steerkit command resolves it anywhere.
+    """
+    if not path:
+        return None
+    folder = Path(path)
+    if folder.name in PACKAGED_MODELS and folder.parent.resolve() == (steerkit_home() / "models").resolve():
+        return folder.name
+    return None
+
+
 def gguf_model_dir(
     gguf: str | os.PathLike[str] | Callable[[Path], Path], name: str, *, cache: Path | None = None
 ) -> Path:

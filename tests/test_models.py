@@ -98,3 +98,14 @@ def test_load_model_resolves_a_packaged_name_through_its_cache(
     assert (tmp_path / "models" / "tiny-packaged" / "config.json").is_file()
     assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.pad_token is not None
     assert len(fake_gguf) == 1
+
+
+def test_an_artifact_records_a_packaged_model_by_name_not_by_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEERKIT_HOME", str(tmp_path))
+    assert models.packaged_name(tmp_path / "models" / "SmolLM2-135M-Instruct") == "SmolLM2-135M-Instruct"
+    assert models.packaged_name(str(tmp_path / "models" / "gemma-3-270m")) == "gemma-3-270m"
+    assert models.packaged_name(tmp_path / "elsewhere" / "SmolLM2-135M-Instruct") is None  # a user's own copy
+    assert models.packaged_name(tmp_path / "models" / "my-model") is None
+    assert models.packaged_name(None) is None and models.packaged_name("") is None

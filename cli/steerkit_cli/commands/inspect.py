@@ -95,7 +95,8 @@ def _render_inspect(console: Console, result: dict[str, Any], vector: Any, *, k:
     console.print(f"[bold]{result['path']}[/]  steerkit format {config.format_version}, method {config.method}")
     facts = table("", "")
     facts.show_header = False
-    facts.add_row("base model", f"{base.get('name_or_path')} (revision {base.get('revision')})")
+    revision = f" at revision {base['revision']}" if base.get("revision") else ""
+    facts.add_row("base model", f"{base.get('name_or_path')}{revision}")
     facts.add_row("vocab size", str(config.vocab_size))
     facts.add_row("tokenizer", f"{config.tokenizer.get('class')}, sha256 {str(config.tokenizer.get('sha256'))[:12]}…")
     adapter = config.adapter or {}
@@ -119,16 +120,29 @@ def _render_inspect(console: Console, result: dict[str, Any], vector: Any, *, k:
         f"μ_s = {fmt_float(config.mu_static.value)} ({config.mu_static.chosen_by})"
     )
     render_validation(console, config.validation, full=True)
-    tokens = table("promoted", "v", "suppressed", "v", title=f"Top {k} tokens of the static vector (non-zero entries)")
-    ups, downs = result["top_promoted"], result["top_suppressed"]
-    for j in range(max(len(ups), len(downs))):
-        cells = [
-            (repr(side[j]["token"]), f"{side[j]['value']:+.3g}") if j < len(side) else ("", "") for side in (ups, downs)
-        ]
-        tokens.add_row(*cells[0], *cells[1])
-    console.print(tokens)
+    _render_shifts(console, result, config.mu_static.value, k=k)
     if plot is not None:
         console.print(f"Plot written to {plot}")
+
+
+def _render_shifts(console: Console, result: dict[str, Any], mu_static: float, *, k: int) -> None:
+    """The tokens static steering moves most at the default μ_s, by how much their logits move (μ_s·v)."""
+    entries = sorted(result["top_promoted"] + result["top_suppressed"], key=lambda e: abs(e["value"]), reverse=True)[:k]
+    if not entries:
+        console.print("The static vector is zero: static steering changes nothing.")
+        return
+    title = f"Static steering at μ_s = {fmt_float(mu_static)}: the {len(entries)} largest logit shifts μ_s·v"
+    shifts = table("token", "v", "logit shift", "", title=title)
+    for entry in entries:
+        shift = mu_static * entry["value"]
+        shifts.add_row(
+            repr(entry["token"]), f"{entry['value']:+.3g}", f"{shift:+.3g}", "raised" if shift > 0 else "lowered"
+        )
+    console.print(shifts)
+    console.print(
+        "A token is moved only while the model finds it plausible (the confidence mask); a shift s multiplies its "
+        "odds against unmoved tokens by e^s (+2.3: 10×)."
+    )
 
 
 def register(app: typer.Typer) -> None:
