@@ -101,7 +101,8 @@ class DemoResult:
         metric: The metric the task is judged on (``"mc2"`` for TruthfulQA, ``"accuracy"`` for sentiment).
         n_train: Pairs used for the warm start.
         n_calibration: Pairs used to build the vector.
-        losses: Warm-start training loss per step.
+        losses: Warm-start training loss per step (each step's batch).
+        loss: The warm start's comparable loss: ``{"before", "after", "pairs"}`` on the same training pairs.
         generations: Per shown prompt: ``{"prompt", "question", "label", "base", "warm", "static", "dynamic"}``.
         evaluation: ``{setting: metrics}`` on the held-out test items, with ``delta_vs_warm`` for base, static and
             dynamic (see :func:`evaluate_settings`).
@@ -116,6 +117,7 @@ class DemoResult:
     n_train: int
     n_calibration: int
     losses: list[float]
+    loss: dict[str, Any]
     generations: list[dict[str, str]]
     evaluation: dict[str, dict[str, Any]]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -313,6 +315,7 @@ def run_demo(
         n_train=len(train),
         n_calibration=len(calibration),
         losses=list(getattr(warm, "steerkit_losses", [])),
+        loss=dict(getattr(warm, "steerkit_loss", {})),
         generations=generations,
         evaluation=evaluation,
         seconds=seconds,

@@ -9,6 +9,7 @@ the whole run — adapter initialisation, data order, dropout — is bit-reprodu
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sys
@@ -29,6 +30,8 @@ __all__ = ["METHODS", "check_adapter_target", "peft_config", "save_adapter", "wa
 #: Warm-start methods and the peft configuration each maps to.
 METHODS: tuple[str, ...] = ("lora", "ia3", "prompt_tuning", "p_tuning")
 NUM_VIRTUAL_TOKENS = 20
+#: Training pairs the before/after loss of :func:`warm_start` is measured on (two forward passes, no gradient).
+LOSS_PAIRS = 32
 
 
 def peft_config(method: str) -> Any:
@@ -74,13 +77,17 @@ def warm_start(
     seed: int = 0,
     show_progress: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    loss_pairs: int = LOSS_PAIRS,
 ) -> Any:
     """Fine-tune a fresh PEFT adapter on ``model`` for a few epochs: the warm-started model φ of SVDecode.
 
     ``model`` is wrapped with ``peft.get_peft_model`` (LoRA and IA3 inject their layers into it, as peft does).
     The loop is plain AdamW (no weight decay, no schedule) on the mean token cross-entropy of the completions;
     the caller's global RNG state is left untouched. The per-step losses are kept on the returned model as
-    ``steerkit_losses`` (a list of floats).
+    ``steerkit_losses`` (a list of floats: each step's batch, so the first and last are different examples), and
+    the comparable loss as ``steerkit_loss``: ``{"before", "after", "pairs"}``, the mean cross-entropy per
+    completion token of the same ``loss_pairs`` training pairs (drawn with ``seed``) before the first step and after
+    the last, in eval mode (two forward passes over them, no gradient).
 
     Args:
         model: A transformers causal LM (not already a ``PeftModel``).
@@ -94,6 +101,7 @@ def warm_start(
         seed: Seeds the adapter initialisation, the data order and dropout.
         show_progress: Print one line per step to stderr.
         progress: Called as ``progress(step, total_steps)`` after each step (the CLI renders it).
+        loss_pairs: How many training pairs the before/after loss is measured on (0: not measured).
 
     Returns:
         The ``PeftModel``, in eval mode.
@@ -139,6 +147,9 @@ def warm_start(
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
         num_virtual = int(getattr(config, "num_virtual_tokens", 0) or 0) if config.is_prompt_learning else 0
+        probe = random.Random(seed).sample(encoded, min(loss_pairs, len(encoded)))
+        loss_of = functools.partial(_mean_loss, probe, batch_size=batch_size, pad_id=pad, num_virtual=num_virtual)
+        before = loss_of(peft_model, device=device)
         params = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         order_rng = random.Random(seed)
@@ -161,7 +172,33 @@ def warm_start(
                     progress(step, total)
     peft_model.eval()
     peft_model.steerkit_losses = losses
+    peft_model.steerkit_loss = {"before": before, "after": loss_of(peft_model, device=device), "pairs": len(probe)}
     return peft_model
+
+
+def _mean_loss(
+    probe: list[tuple[list[int], int]],
+    peft_model: Any,
+    *,
+    batch_size: int,
+    pad_id: int,
+    num_virtual: int,
+    device: torch.device,
+) -> float | None:
+    """Mean cross-entropy per completion token of ``probe`` in eval mode (``None`` for no pairs)."""
+    if not probe:
+        return None
+    was_training = peft_model.training
+    peft_model.eval()
+    total = tokens = 0.0
+    with torch.no_grad():
+        for start in range(0, len(probe), batch_size):
+            batch = probe[start : start + batch_size]
+            n = sum(len(ids) - max(begin, 1) for ids, begin in batch)
+            loss = _batch_loss(peft_model, batch, pad_id=pad_id, num_virtual=num_virtual, device=device)
+            total, tokens = total + float(loss) * n, tokens + n
+    peft_model.train(was_training)
+    return total / tokens
 
 
 def _batch_loss(

@@ -175,6 +175,7 @@ def test_warmstart_json_equals_library(work: Path, warm_json: dict[str, Any], ti
         "seed": 3,
         "loss_first": losses[0],
         "loss_last": losses[-1],
+        "loss": peft_model.steerkit_loss,
     }
     assert sorted(p.name for p in (work / "adapter").iterdir()) == [
         "README.md",

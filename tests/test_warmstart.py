@@ -185,3 +185,47 @@ def test_an_adapter_folder_left_absent_by_a_killed_swap_is_put_back_by_its_next_
     assert loaded and source == str(out)
     assert (out / "adapter_model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lora"]
+
+
+def _nll_per_token(model: Any, tokenizer: Any, pairs: list[dict[str, str]]) -> float:
+    """Mean cross-entropy per completion token, one pair at a time (an independent recomputation)."""
+    from steerkit.data import encode_pair
+
+    total = tokens = 0.0
+    with torch.no_grad():
+        for pair in pairs:
+            ids, start = encode_pair(tokenizer, pair["prompt"], pair["completion"], max_length=512)
+            logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+            first = max(start, 1)
+            lp = torch.log_softmax(logits[first - 1 : len(ids) - 1], -1)
+            total -= float(lp.gather(1, torch.tensor(ids[first:])[:, None]).sum())
+            tokens += len(ids) - first
+    return total / tokens
+
+
+def test_the_loss_is_reported_on_the_same_pairs_before_and_after(tokenizer: Any) -> None:
+    pairs = [{"prompt": f"Is {i} fine?", "completion": " yes" if i % 2 else " no, not at all"} for i in range(10)]
+    warm = warm_start(tiny_llama(sharpness=20), pairs, tokenizer=tokenizer, lr=1e-2, epochs=2, batch_size=4)
+    loss = warm.steerkit_loss
+    assert loss["pairs"] == 10 and loss["after"] < loss["before"]
+    assert loss["after"] == pytest.approx(_nll_per_token(warm, tokenizer, pairs), rel=1e-5)
+    with warm.disable_adapter():  # LoRA starts at B = 0: "before" is the base model's loss
+        assert loss["before"] == pytest.approx(_nll_per_token(warm, tokenizer, pairs), rel=1e-5)
+    # measuring costs forward passes only: training is exactly what it is without the measurement
+    plain = warm_start(
+        tiny_llama(sharpness=20), pairs, tokenizer=tokenizer, lr=1e-2, epochs=2, batch_size=4, loss_pairs=0
+    )
+    assert plain.steerkit_losses == warm.steerkit_losses and plain.steerkit_loss["before"] is None
+    few = warm_start(tiny_llama(sharpness=20), pairs, tokenizer=tokenizer, lr=1e-2, batch_size=4, loss_pairs=3)
+    assert few.steerkit_loss["pairs"] == 3
+
+
+def test_a_loss_that_rose_is_a_warning() -> None:
+    from steerkit_cli.render import loss_lines
+
+    assert loss_lines({"before": 1.5, "after": 0.5, "pairs": 32}) == [
+        "Loss on the same 32 training pairs (mean per completion token): 1.5000 → 0.5000"
+    ]
+    rose = loss_lines({"before": 1.487, "after": 1.74, "pairs": 32})
+    assert len(rose) == 2 and "raised the loss on its own training pairs" in rose[1] and "lower --lr" in rose[1]
+    assert loss_lines({"before": None, "after": None, "pairs": 0}) == []

@@ -7,7 +7,7 @@ functions, which only run inside commands, never for ``steerkit --help``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,3 +220,17 @@ def remote(text: object) -> str:
 
     plain = "".join(c for c in str(text) if unicodedata.category(c) not in ("Cc", "Cf") or c == " ")
     return escape(plain)
+
+
+def loss_lines(loss: Mapping[str, Any]) -> list[str]:
+    """The warm start's loss, comparable: the same training pairs before and after, and a warning when it rose."""
+    if loss.get("before") is None:
+        return []
+    before, after = loss["before"], loss["after"]
+    lines = [f"Loss on the same {loss['pairs']} training pairs (mean per completion token): {before:.4f} → {after:.4f}"]
+    if after > before:
+        lines.append(
+            "[yellow]Warning:[/] the warm start raised the loss on its own training pairs (the adapter fits them "
+            "worse than no adapter): try a lower --lr or fewer --epochs."
+        )
+    return lines

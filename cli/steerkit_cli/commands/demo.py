@@ -10,7 +10,7 @@ import typer
 from steerkit_cli.errors import CliError, command
 from steerkit_cli.options import ForceOpt, JsonOpt, examples
 from steerkit_cli.output import Output
-from steerkit_cli.render import render_table, table, verdict_lines
+from steerkit_cli.render import loss_lines, render_table, table, verdict_lines
 from steerkit_cli.resolve import quiet_libraries
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ def demo(
         "n_calibration": res.n_calibration,
         "loss_first": res.losses[0],
         "loss_last": res.losses[-1],
+        "loss": res.loss,
         "mu": vector.mu,
         "mu_static": vector.mu_static,
         "generations": res.generations,
@@ -91,9 +92,9 @@ def _render_demo(console: Console, res: Any) -> None:
     from steerkit.schema import criterion_words, recommended_words
 
     vector = res.vector
-    console.print(
-        f"Warm start: LoRA on {res.n_train} {res.task} pairs, loss {res.losses[0]:.3f} → {res.losses[-1]:.3f}"
-    )
+    console.print(f"Warm start: LoRA on {res.n_train} {res.task} pairs")
+    for line in loss_lines(res.loss):
+        console.print(line)
     console.print(
         f"Steering vector from {res.n_calibration} calibration pairs: μ = {vector.mu:.4g} "
         f"({vector.config.mu.chosen_by}), μ_s = {vector.mu_static:.4g}, saved to [bold]{res.out}[/]"

@@ -21,6 +21,7 @@ from steerkit_cli.options import (
     examples,
 )
 from steerkit_cli.output import Output
+from steerkit_cli.render import loss_lines
 from steerkit_cli.resolve import check_out, load_data, load_model_for
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def warmstart(
         "seed": seed,
         "loss_first": losses[0],
         "loss_last": losses[-1],
+        "loss": peft_model.steerkit_loss,
     }
 
     out.result(result, lambda console: _render_warmstart(console, result, base=base, data=data))
@@ -90,9 +92,10 @@ def warmstart(
 
 def _render_warmstart(console: Console, result: dict[str, Any], *, base: str, data: Path) -> None:
     console.print(
-        f"Warm-started a [bold]{result['method']}[/] adapter on {result['examples']} pairs: {result['steps']} steps, "
-        f"loss {result['loss_first']:.4f} → {result['loss_last']:.4f}"
+        f"Warm-started a [bold]{result['method']}[/] adapter on {result['examples']} pairs: {result['steps']} steps"
     )
+    for line in loss_lines(result["loss"]):
+        console.print(line)
     console.print(f"Saved the adapter to [bold]{result['out']}[/]")
     console.print(f"Next: steerkit build {base} {result['out']} {data} --out my-vector")
 
