@@ -1,4 +1,4 @@
-"""Peak memory of ``build`` against a plain forward at a second model's vocabulary width (DESIGN §6: ≤ 1.3×).
+"""Peak memory of ``build`` against a plain forward at a second model's vocabulary width (target ≤ 1.3×).
 
 The same measurement as ``benchmarks/speed.py``'s for SmolLM2, at a packaged model with a wider vocabulary
 (Gemma-3-270M: 262,144 logits a position): each side runs in a fresh process (this file with ``--child``) on the

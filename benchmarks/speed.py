@@ -1,4 +1,5 @@
-"""Speed of steerkit against its bounds (DESIGN §6), measured side by side in one run on the same inputs.
+"""Speed of steerkit against its targets (docs/results.md#speed), measured side by side
+ in one run on the same inputs.
 
 - build: calibration tokens/s of :func:`steerkit.build` vs the two-forward bound (the same batches through the
   base and the warm model, logits at completion positions only, no steering maths);

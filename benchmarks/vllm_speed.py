@@ -1,4 +1,5 @@
-"""vLLM tokens/s with and without steerkit's static steering (DESIGN §6: at most 1.05×), side by side in one run.
+"""vLLM tokens/s with and without steerkit's static steering (target: at most 1.05×),
+side by side in one run.
 
 One engine (SmolLM2-135M-Instruct, float32, the vector's LoRA served as the warm model, the steerkit processor
 loaded) decodes the same TruthfulQA prompts greedily two ways per repetition, back to back: plain (warm, no

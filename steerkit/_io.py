@@ -2,12 +2,12 @@
 
 :func:`loads_json` / :func:`check_json` accept only JSON that round-trips exactly (finite numbers, UTF-8 strings,
 bounded nesting and integers) and raise steerkit errors for anything else. :func:`atomic_directory` is the careful
-swap of DESIGN §2: the new content is staged in ``.NAME.XXXXXXXX.tmp`` beside the target, the old target (if any)
-is moved to ``.NAME.XXXXXXXX.old/previous``, the new one moved in with ``os.replace``, and the old one put back if
-that fails. A process killed between the two renames leaves the target absent and the old folder in
-``.old/previous``: :func:`recover` (run by the next save, and by a load of that target) puts it back and removes
-stale staging folders. The swap holds an ``flock`` on the parent folder, so two savers never interleave, and a
-save that must not replace anything fails when a target appeared meanwhile.
+swap the artifact format promises (docs/artifact-format.md): the new content is staged in ``.NAME.XXXXXXXX.tmp``
+beside the target, the old target (if any) is moved to ``.NAME.XXXXXXXX.old/previous``, the new one moved in with
+``os.replace``, and the old one put back if that fails. A process killed between the two renames leaves the target
+absent and the old folder in ``.old/previous``: :func:`recover` (run by the next save, and by a load of that target)
+puts it back and removes stale staging folders. The swap holds an ``flock`` on the parent folder, so two savers
+never interleave, and a save that must not replace anything fails when a target appeared meanwhile.
 """
 
 from __future__ import annotations

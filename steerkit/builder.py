@@ -1,17 +1,17 @@
 """Building a steering vector: calibration over prompt/completion pairs with a base model and its PEFT adapter.
 
-For every gold completion token (teacher-forced; prompt tokens excluded) :func:`build` takes the warm logits
-``z_φ`` (adapter on) and the base logits ``z_θ`` (the same weights, adapter disabled) at the same real tokens,
-and from them (DESIGN §1, via :mod:`steerkit.svdecode`) the masked direction ``δ̂_t``, the per-token Newton step
-``μ*_t`` under both curvatures, the exact NLL minimiser ``fit``, and the static task vector ``v = mean_t δ̂_t``
-with its own strengths μ_s.
+For every gold completion token (teacher-forced; prompt tokens excluded) :func:`build` takes the warm logits ``z_φ``
+(adapter on) and the base logits ``z_θ`` (the same weights, adapter disabled) at the same real tokens, and from them
+(docs/concepts.md, via :mod:`steerkit.svdecode`) the masked direction ``δ̂_t``, the per-token Newton step ``μ*_t``
+under both curvatures, the exact NLL minimiser ``fit``, and the static task vector ``v = mean_t δ̂_t`` with its own
+strengths μ_s.
 
-Cost (DESIGN §6): two decoder passes per batch, one per model. Logits are computed only at completion positions:
-the decoder's hidden states are gathered there and the output head is applied to the gathered rows in chunks,
-so at most one ``[chunk, V]`` float32 block per model exists at a time, whatever the batch. Prompt-based adapters
-(prompt tuning, p-tuning) prepend virtual tokens to the warm pass only; positions are aligned so that the base
-model sees exactly the real tokens. Batches are padded on the tokenizer's ``padding_side`` with explicit
-``position_ids``, so the result does not depend on batch size or padding side.
+Cost (targets in docs/results.md#speed): two decoder passes per batch, one per model. Logits are computed only at
+completion positions: the decoder's hidden states are gathered there and the output head is applied to the gathered
+rows in chunks, so at most one ``[chunk, V]`` float32 block per model exists at a time, whatever the batch.
+Prompt-based adapters (prompt tuning, p-tuning) prepend virtual tokens to the warm pass only; positions are aligned
+so that the base model sees exactly the real tokens. Batches are padded on the tokenizer's ``padding_side`` with
+explicit ``position_ids``, so the result does not depend on batch size or padding side.
 """
 
 from __future__ import annotations

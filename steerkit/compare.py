@@ -1,4 +1,4 @@
-"""The four decoding settings side by side (DESIGN §5): evaluate and generate in base, warm, static, dynamic.
+"""The four decoding settings side by side: evaluate and generate in base, warm, static, dynamic.
 
 - ``base``: the base model θ, no adapter, no steering;
 - ``warm``: the warm-started model φ (the vector's PEFT adapter on), no steering;

@@ -1,4 +1,4 @@
-"""Compatibility of a steering vector with a model and tokenizer (DESIGN §3), checked before attaching.
+"""Compatibility of a steering vector with a model and tokenizer (docs/concepts.md), checked before attaching.
 
 - The model's logits width must equal the vector's ``vocab_size`` (else :class:`IncompatibleModelError`).
 - Where a tokenizer is given, its sha256 fingerprint must equal the vector's (``strict=False`` warns instead).
@@ -78,7 +78,7 @@ def _short(name: str) -> str:
 def check_compatible(
     vector: SteeringVector, model: Any, *, tokenizer: Any | None = None, strict: bool = True
 ) -> Compatibility:
-    """Check that ``vector`` can steer ``model`` (DESIGN §3).
+    """Check that ``vector`` can steer ``model`` (docs/concepts.md#compatibility).
 
     Args:
         vector: The steering vector.

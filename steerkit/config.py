@@ -1,4 +1,5 @@
-"""The artifact's configuration (DESIGN §2): :class:`MuStats`, :class:`SteerConfig` and μ aggregator names.
+"""The artifact's configuration (docs/artifact-format.md):
+:class:`MuStats`, :class:`SteerConfig` and μ aggregator names.
 
 Plain frozen dataclasses that validate themselves, round-trip through JSON (``to_dict``/``from_dict``) and stamp
 their provenance (steerkit, torch, transformers and peft versions) automatically. ``from_dict`` checks the format
@@ -201,7 +202,7 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class SteerConfig:
-    """Everything ``steer_config.json`` holds (DESIGN §2); see the artifact-format page for each key.
+    """Everything ``steer_config.json`` holds ; see the artifact-format page for each key.
 
     Provenance (steerkit, torch, transformers and peft versions) is stamped automatically.
     """

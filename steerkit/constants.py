@@ -1,4 +1,4 @@
-"""File names and fixed strings of the artifact format (DESIGN §2), in one place."""
+"""File names and fixed strings of the artifact format (docs/artifact-format.md), in one place."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Multiple-choice evaluation (DESIGN §5): :func:`evaluate_mc`, its metrics and bootstrap intervals.
+"""Multiple-choice evaluation: :func:`evaluate_mc`, its metrics and bootstrap intervals.
 
 Item schema (what :mod:`steerkit.data` readers produce)::
 

@@ -1,4 +1,5 @@
-"""Exports of the static vector for servers that take a fixed bias (DESIGN §7): ``sequence_bias`` and ``logit_bias``.
+"""Exports of the static vector for servers that take a fixed bias (docs/integrations.md):
+``sequence_bias`` and ``logit_bias``.
 
 The export is the static task vector scaled by its strength, ``b = μ_s · v`` (or a given μ), cut to the ``top_k``
 entries of largest ``|b|``, and written as plain data:

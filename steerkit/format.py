@@ -1,4 +1,4 @@
-"""The artifact's files (format 1, DESIGN §2): bytes in, verified parts out.
+"""The artifact's files (format 1, docs/artifact-format.md): bytes in, verified parts out.
 
 An artifact is a directory, laid out exactly like a Hub repository::
 
@@ -8,8 +8,8 @@ An artifact is a directory, laid out exactly like a Hub repository::
     README.md              the model card
 
 Two walls are deliberate. The safetensors writer is our own (about fifteen lines) because the safetensors
-core keeps ``__metadata__`` in a hash map, so two keys would not serialize in a stable order, and DESIGN §2 wants
-the same inputs to give the same bytes. The header reader is our own too, so that :func:`read_config` works on
+core keeps ``__metadata__`` in a hash map, so two keys would not serialize in a stable order, and the format wants the
+same inputs to give the same bytes. The header reader is our own too, so that :func:`read_config` works on
 a damaged or truncated file without reading tensor data. The tensor itself is decoded by safetensors, after
 its entry, shape and size are checked. Nothing here ever unpickles, and nothing here knows the value object
 (:class:`steerkit.SteeringVector` builds itself from :class:`ArtifactParts`).

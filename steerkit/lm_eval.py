@@ -1,4 +1,5 @@
-"""lm-evaluation-harness integration (DESIGN §7): the ``steerkit`` model type, a subclass of lm-eval's ``HFLM``.
+"""lm-evaluation-harness integration (docs/integrations.md): the ``steerkit`` model type,
+ a subclass of lm-eval's ``HFLM``.
 
 Importing this module registers the model type ``steerkit`` in lm-eval's model registry (lm-eval 0.4.13 reads no
 entry points: a model type exists once the module that registers it is imported). So in Python::
@@ -15,7 +16,7 @@ and on the command line ``python -m steerkit.lm_eval`` is lm-eval's own CLI with
 What it computes (``mode``): ``warm`` scores the warm model (the vector's adapter on the base), ``static`` adds
 ``μ_s · keep ⊙ v`` and ``dynamic`` adds ``μ · δ̂`` (a base forward with the adapter switched off) to the warm
 logits at every position: loglikelihood and loglikelihood_rolling see the steered logits *without* the ``−inf``
-filter (DESIGN §1: scoring never filters), so the scores equal :func:`steerkit.scoring.score_choices`'s.
+filter (scoring never filters: docs/concepts.md), so the scores equal :func:`steerkit.scoring.score_choices`'s.
 generate_until decodes with the steering processor of :func:`steerkit.attach` (its ``filter_masked`` default: on
 in dynamic mode, off in static mode). The model info lists the vector, its revision and commit, and
 ``task_vector_sha256``.
@@ -39,6 +40,7 @@ from steerkit.compatibility import Compatibility, check_compatible
 from steerkit.decode import SteeredModel, attach
 from steerkit.errors import InvalidOptionError
 from steerkit.hub import resolve
+from steerkit.steering import Steering
 from steerkit.svdecode import steer, steering_direction
 from steerkit.vector import SteeringVector
 
@@ -53,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - the optional extra is missing
 __all__ = ["MODEL_NAME", "MODES", "SteerkitLM", "main", "register"]
 
 MODEL_NAME = "steerkit"
-MODES: tuple[str, ...] = ("warm", "static", "dynamic")
+MODES: tuple[str, ...] = ("recommended", "warm", "static", "dynamic")
 
 
 def register() -> None:
@@ -101,6 +103,14 @@ def _args(
     return _as_float(mu, "mu"), a, _as_bool(strict, "strict"), fm
 
 
+def _recommended(vector: SteeringVector, mu: float | None) -> tuple[str, float | None]:
+    """``mode=recommended`` as :meth:`steerkit.Steering.recommended` reads the vector: ``(mode, mu)``."""
+    spec = Steering.recommended(vector, mu=mu)
+    if spec.setting in ("warm", "base"):
+        return str(spec.setting), None
+    return spec.mode, float(spec.strength)
+
+
 def _packaged(pretrained: Any) -> Any:
     """A packaged model's name (``SmolLM2-135M-Instruct``, as every steerkit command takes it) → its model folder;
     anything else as given (a Hub id, a folder, a model object)."""
@@ -126,7 +136,9 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
     Args:
         pretrained: The base model (a Hub id, a local folder, or a loaded ``PreTrainedModel``/``PeftModel``).
         vector: The steering vector: an artifact folder or a Hub repo id (``steerkit.load``).
-        mode: ``dynamic`` (default, SVDecode), ``static`` (the task vector) or ``warm`` (adapter only, unsteered).
+        mode: ``recommended`` (default: the setting the vector's cross-validation picked, as ``steerkit.attach``
+            uses it; the base model when it found that the adapter hurts), ``dynamic`` (SVDecode), ``static`` (the
+            task vector) or ``warm`` (adapter only, unsteered).
         mu: Strength (default: the vector's ``mu`` in dynamic, ``mu_static`` in static mode; not for ``warm``).
         vector_revision: Hub revision of the vector.
         alpha: Confidence threshold of the mask (default: the vector's).
@@ -145,7 +157,7 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
         self,
         pretrained: Any,
         vector: str | SteeringVector | None = None,
-        mode: str = "dynamic",
+        mode: str = "recommended",
         mu: float | str | None = None,
         vector_revision: str | None = None,
         alpha: float | str | None = None,
@@ -173,6 +185,8 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
             parts = resolve(vector, revision=vector_revision)
             self.steerkit_vector, self.steerkit_vector_id = SteeringVector.from_parts(parts), str(vector)
             directory = parts.directory
+        if mode == "recommended":
+            mode, mu_value = _recommended(self.steerkit_vector, mu_value)
         if kwargs.get("peft") and self.steerkit_vector.adapter_files:
             raise InvalidOptionError(
                 "peft= and a vector that carries its adapter: the vector's adapter is the warm model",
@@ -185,12 +199,18 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
         super().__init__(_packaged(pretrained), **kwargs)
         v = self.steerkit_vector
         model: Any = self.model
-        if not is_peft(model) and (mode != "static" or v.adapter_files):
+        if mode == "base" and is_peft(model):
+            raise InvalidOptionError(
+                "the vector recommends the base model (its adapter hurt on the calibration data), and pretrained is "
+                "a PeftModel",
+                hint="pass the plain base model as pretrained, or mode=warm to score the adapter anyway",
+            )
+        if not is_peft(model) and mode != "base" and (mode != "static" or v.adapter_files):
             model, _ = load_adapter(v, model)  # the vector's adapter: the warm model (raises when there is none)
             self._model = model
         tokenizer = self._steerkit_tokenizer if self._steerkit_tokenizer is not None else self.tokenizer
         self.steerkit_steered: SteeredModel | None = None
-        if mode == "warm":
+        if mode in ("warm", "base"):
             self.steerkit_compat: Compatibility = check_compatible(v, model, tokenizer=tokenizer, strict=strict_on)
             self.steerkit_alpha = float(v.config.alpha if a is None else a)
             self.steerkit_mu = 0.0
@@ -224,7 +244,7 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
         length = input_ids.shape[1]
         with torch.no_grad():
             warm: Tensor = model(input_ids).logits[:, -length:]  # prompt-learning adapters prepend virtual tokens
-            if self.steerkit_mode == "warm":
+            if self.steerkit_mode in ("warm", "base"):  # base: the model was loaded without the adapter
                 return warm.float()
             base = None
             if self._steerkit_switch is not None:

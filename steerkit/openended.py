@@ -1,4 +1,4 @@
-"""Open-ended evaluation (DESIGN §5): generated answers scored by TruthfulQA's automatic BLEU-acc and ROUGE-L-acc.
+"""Open-ended evaluation: generated answers scored by TruthfulQA's automatic BLEU-acc and ROUGE-L-acc.
 
 Each item's prompt is continued greedily (at most ``max_new_tokens``, stopping at the first newline after some
 text; the first line is the answer) in every setting of :mod:`steerkit.compare`. An answer counts as true when its

@@ -1,6 +1,7 @@
 """The logits processors: :class:`StaticSteeringProcessor` and :class:`DynamicSteeringProcessor`.
 
-Both apply DESIGN §1's decode rule to the scores ``generate`` hands them (already processed by the processors
+Both apply the decode rule (docs/concepts.md) to the scores ``generate`` hands them
+ (already processed by the processors
 before them, e.g. a repetition penalty: those warm scores are ``z_φ``):
 
 - static: ``ẑ = z + μ_s·(keep ⊙ v)``, ``keep`` the confidence mask of the current scores; one mask and one vector
@@ -69,7 +70,7 @@ class StaticSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         mu: Strength μ_s: a float, or a ``[batch]`` tensor (one per prompt; repeated for beams/return sequences).
         alpha: Confidence threshold of the mask.
         n_tokens: Real-token rows (the rest is vocabulary padding and is never steered).
-        filter_masked: Also set masked tokens to ``−inf`` (off by default: DESIGN §1's static rule has no filter).
+        filter_masked: Also set masked tokens to ``−inf`` (off by default: the static rule has no filter).
 
     Example:
         >>> proc = StaticSteeringProcessor(vector.task_vector, -0.5)           # doctest: +SKIP

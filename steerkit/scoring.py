@@ -1,4 +1,4 @@
-"""Option scoring (DESIGN §5): log-probabilities of multiple-choice options under a :class:`Steering` value.
+"""Option scoring: log-probabilities of multiple-choice options under a :class:`Steering` value.
 
 Items follow the schema of :mod:`steerkit.evaluate`. An option's score is the sum of the log-probabilities of
 its tokens after the prompt, teacher-forced. Tokenisation is the one :func:`steerkit.build` and
@@ -332,7 +332,7 @@ def score_choices(
         tokenizer: The model's tokenizer.
         steering: ``None`` or a :class:`Steering`.
         batch_size: Sequences per forward pass.
-        filter_masked: Apply the ``−inf`` filter (off: DESIGN §1, option scoring uses no filter).
+        filter_masked: Apply the ``−inf`` filter (off: option scoring uses no filter, docs/concepts.md).
         strict: Refuse a tokenizer that differs from the vector's.
 
     Returns:

@@ -1,4 +1,4 @@
-"""The SVDecode maths (DESIGN §1): pure tensor functions, no models, no I/O.
+"""The SVDecode maths (docs/concepts.md): pure tensor functions, no models, no I/O.
 
 Every function takes logits shaped ``[..., V]`` (any leading dimensions) and computes in float32 whatever
 the input dtype (float64 stays float64, for tests). Notation: φ is the warm-started model (adapter on),
@@ -112,7 +112,7 @@ def confidence_mask(warm_logits: Tensor, *, alpha: float = 0.1) -> Tensor:
 
 
 def steering_delta(warm_logits: Tensor, base_logits: Tensor, *, alpha: float = 0.1) -> tuple[Tensor, Tensor]:
-    """The masked steering direction δ̂ of DESIGN §1 and its confidence mask.
+    """The masked steering direction δ̂ of docs/concepts.md and its confidence mask.
 
     ``δz = −p_φ ⊙ (l − Σ p_φ l)`` with ``l = log p_φ − log p_θ`` equals ``J(p_φ)·(−∇ KL(p_φ‖p_θ))`` with
     ``J = diag(p_φ) − p_φ p_φᵀ`` (never built). ``δ̂ = keep ⊙ δz``.
@@ -288,7 +288,7 @@ def steer(
 def static_step(
     logits: Tensor, scaled: Tensor | None, *, alpha: float, n_tokens: int | None = None, filter_masked: bool = False
 ) -> Tensor:
-    """One step of static mode (DESIGN §1): ``ẑ = z + keep ⊙ (μ·v)``, ``keep`` the confidence mask of ``logits``.
+    """One step of static mode (docs/concepts.md): ``ẑ = z + keep ⊙ (μ·v)``, ``keep`` the confidence mask of ``logits``.
 
     Args:
         logits: Scores ``[rows, V]`` of the step (any float dtype; the result is float32, float64 for float64).
@@ -296,7 +296,7 @@ def static_step(
             input upcast, bit for bit).
         alpha: Confidence threshold of the mask.
         n_tokens: Rows ``≥ n_tokens`` are vocabulary padding: never kept, never steered.
-        filter_masked: Also set masked tokens to ``−inf`` (off in DESIGN §1's static rule).
+        filter_masked: Also set masked tokens to ``−inf`` (off in the static rule of docs/concepts.md).
 
     Returns:
         The steered scores.
@@ -336,7 +336,7 @@ def steering_direction(
 
     Args:
         warm_logits: Warm logits ``z_φ`` ``[..., V]``.
-        base_logits: Base logits ``z_θ`` at the same contexts: the dynamic direction δ̂ (DESIGN §1).
+        base_logits: Base logits ``z_θ`` at the same contexts: the dynamic direction δ̂ (docs/concepts.md).
         static_vector: A task vector ``v`` ``[V]``: the static direction ``keep ⊙ v``.
         alpha: Confidence threshold of the mask.
         n_tokens: Rows ``≥ n_tokens`` are vocabulary padding: zero direction, outside the mask.

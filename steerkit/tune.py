@@ -1,4 +1,4 @@
-"""Choosing the steering strength μ for a task metric on multiple-choice calibration items (DESIGN §1).
+"""Choosing the steering strength μ for a task metric on multiple-choice calibration items (docs/concepts.md).
 
 The forward passes run once: per option token only the kept entries (:class:`~steerkit.terms.TokenTerms`)
 are cached, so each candidate μ is scored without touching the model. The search is 1-D: a log-spaced grid

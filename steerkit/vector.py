@@ -1,4 +1,4 @@
-"""The steering vector value object (DESIGN §2): :class:`SteeringVector`, its strengths, save and load.
+"""The steering vector value object (docs/artifact-format.md): :class:`SteeringVector`, its strengths, save and load.
 
 A frozen value: methods that change something (:meth:`SteeringVector.with_mu`) return a new vector. It stands on
 the layers below it and imports nothing above: :mod:`steerkit.config` (what it holds), :mod:`steerkit.format`

@@ -1,4 +1,4 @@
-"""vLLM integration (DESIGN §7): static steering as a vLLM logits-processor plugin, behind ``steerkit[vllm]``.
+"""vLLM integration (docs/serve-vllm.md): static steering as a logits-processor plugin, behind ``steerkit[vllm]``.
 
 :class:`SteeringLogitsProcessor` applies steerkit's static rule ``ẑ = z + μ_s·(keep ⊙ v)`` to the rows of the
 requests that ask for it, ``keep`` the confidence mask of the row's own logits: the one pure

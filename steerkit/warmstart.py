@@ -1,6 +1,6 @@
 """Warm-starting: a short PEFT fine-tune (LoRA, IA3, prompt tuning, p-tuning) on prompt/completion pairs.
 
-The paper's warm start (DESIGN §1) is a brief adaptation of the base model whose distribution SVDecode then
+The paper's warm start (docs/concepts.md) is a brief adaptation of the base model whose distribution SVDecode then
 steers along. This module owns the method presets (the paper's: LoRA r=8, alpha=16, dropout 0.1; peft's IA3
 defaults; 20 virtual tokens for prompt/p-tuning) and a plain, seeded AdamW loop: the loss is the mean
 cross-entropy over completion tokens only (prompt and padding tokens excluded), batches are right-padded, and
@@ -214,7 +214,7 @@ def _batch_loss(
         attention[row, : len(ids)] = 1
         first = max(start, 1)  # the first token has no context to be predicted from
         targets[row, first : len(ids)] = torch.tensor(ids[first:], dtype=torch.long)
-    # Logits are needed only from the position before the earliest completion token on (DESIGN §6): the head
+    # Logits are needed only from the position before the earliest completion token on: the head
     # over every prompt position of a few-shot primer costs about a third of each step.
     first = min(max(start, 1) for _, start in batch)
     keep = width - first + 1

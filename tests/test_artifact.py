@@ -1,4 +1,5 @@
-"""The steering artifact, format 1 (DESIGN §2): round trips, stable bytes, atomic writes and every refusal."""
+"""The steering artifact, format 1 (docs/artifact-format.md): round trips
+, stable bytes, atomic writes and every refusal."""
 
 from __future__ import annotations
 

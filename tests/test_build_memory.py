@@ -1,4 +1,4 @@
-"""Peak memory of ``build`` against a plain forward pass over the same batches (DESIGN §6), measured.
+"""Peak memory of ``build`` against a plain forward pass over the same batches (target ≤ 1.3×), measured.
 
 Each side runs in a fresh subprocess (this file run as a script) and reports its peak resident set size
 (``VmHWM``) and its resident size just before the work starts. The model is a random Llama with a 32k

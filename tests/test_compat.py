@@ -1,4 +1,4 @@
-"""Compatibility checks before attaching (steerkit.compatibility, DESIGN §3): logits width, tokenizer, padded
+"""Compatibility checks before attaching (steerkit.compatibility): logits width, tokenizer, padded
 vocabularies, base-model name."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The library's shape (DESIGN §4): imports point one way, modules stay small and say what they own."""
+"""The library's shape (pinned here): imports point one way, modules stay small and say what they own."""
 
 from __future__ import annotations
 

@@ -183,6 +183,54 @@ def test_generate_until_decodes_with_the_steering_processor(
     assert out.tolist() != plain.tolist()  # the steering changed what greedy decoding picks
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_default_mode_is_the_recommended_setting_as_attach_reads_it(tiny: dict[str, Any]) -> None:
+    import dataclasses
+
+    from steerkit.lm_eval import SteerkitLM
+
+    def recommending(setting: str, mode: str | None, mu: float) -> Any:
+        rec = {"setting": setting, "mode": mode, "rule": None if mode is None else "fit", "mu": mu}
+        validation = {"recommended": rec, "reason": "test", "candidates": []}
+        vector = tiny["vector"]
+        return dataclasses.replace(vector, config=dataclasses.replace(vector.config, validation=validation))
+
+    model = str(tiny["root"] / "model")
+    ids = torch.tensor([tiny["tokenizer"].encode("the cat sat on the")])
+    cases = {
+        "static/fit": (recommending("static/fit", "static", -40.0), "static", -40.0),
+        "warm": (recommending("warm", None, 0.0), "warm", 0.0),
+        "base": (recommending("base", None, 0.0), "base", 0.0),
+        "no validation": (tiny["vector"], "dynamic", tiny["vector"].mu),
+    }
+    for name, (vector, mode, mu) in cases.items():
+        lm = SteerkitLM(pretrained=model, vector=vector, device="cpu", batch_size=2)
+        assert (lm.steerkit_mode, lm.steerkit_mu) == (mode, pytest.approx(mu)), name
+        spec = steerkit.Steering.recommended(vector)
+        with torch.no_grad():
+            want = steerkit_logits(tiny, spec, ids)
+        torch.testing.assert_close(lm._model_call(ids), want, atol=1e-5, rtol=1e-5, msg=name)
+        assert lm.get_model_info()["steerkit_mode"] == mode
+
+
+def steerkit_logits(tiny: dict[str, Any], spec: Steering, ids: torch.Tensor) -> torch.Tensor:
+    """The logits ``spec`` scores with, computed by hand on the warm model (base: the adapter off)."""
+    warm_model = tiny["warm"]
+    if spec.setting == "base":
+        with warm_model.disable_adapter():
+            return warm_model(ids).logits.float()
+    warm = warm_model(ids).logits.float()
+    with warm_model.disable_adapter():
+        base = warm_model(ids).logits.float()
+    direction, keep = svdecode.steering_direction(
+        warm,
+        base_logits=base if spec.mode == "dynamic" else None,
+        static_vector=spec.vector.task_vector if spec.mode == "static" else None,
+        alpha=spec.vector.config.alpha,
+    )
+    return svdecode.steer(warm, direction, keep, float(spec.strength), filter_masked=False)
+
+
 def test_model_info_names_the_vector(tiny: dict[str, Any], lms: dict[str, Any], offline: Path) -> None:
     info = lms["dynamic"].get_model_info()
     vector = tiny["vector"]

@@ -1,4 +1,4 @@
-"""bfloat16 models: build, decode and eval keep the maths in float32 (DESIGN §1) and agree with float32."""
+"""bfloat16 models: build, decode and eval keep the maths in float32 (docs/concepts.md) and agree with float32."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SVDecode maths of DESIGN §1, pinned against explicit formulas, finite differences and brute force."""
+"""The SVDecode maths of docs/concepts.md, pinned against explicit formulas, finite differences and brute force."""
 
 from __future__ import annotations
 
