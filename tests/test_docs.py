@@ -269,7 +269,9 @@ def test_config_fetches_nothing_remote() -> None:
     assert python["options"]["filters"] == ["!^_"]
     assert python["options"]["docstring_style"] == "google"
     assert config["theme"]["font"] is False  # no Google Fonts
-    assert "extra_javascript" not in config and "extra_css" not in config
+    assert "extra_javascript" not in config
+    for sheet in config.get("extra_css", []):  # local style sheets only: nothing fetched from elsewhere
+        assert "//" not in sheet and (ROOT / "docs" / sheet).is_file(), sheet
     assert config["strict"] is True
 
 

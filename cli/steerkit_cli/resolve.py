@@ -133,6 +133,9 @@ def _auto_tokenizer(out: Output, spec: str, *, offline: bool) -> Any:
             return AutoTokenizer.from_pretrained(str(Path(spec).parent), gguf_file=Path(spec).name)
         from transformers import AutoTokenizer
 
+        from steerkit.models import packaged_folder
+
+        spec = packaged_folder(spec)  # a packaged model's name, as an artifact records it
         return AutoTokenizer.from_pretrained(spec, local_files_only=offline or Path(spec).is_dir())
     except Exception:  # any failure: fall back to ids
         out.log(f"could not load a tokenizer from {spec!r}")
