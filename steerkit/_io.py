@@ -129,17 +129,30 @@ def _leftovers(target: Path, suffix: str) -> list[Path]:
 
 @contextlib.contextmanager
 def _parent_lock(parent: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the folder itself (no lock file is left behind); a no-op where unsupported."""
+    """An exclusive ``flock`` on the folder itself (no lock file is left behind).
+
+    Two savers into one folder are serialised by it; a file system that refuses ``flock`` (some network mounts) is
+    an :class:`~steerkit.errors.ArtifactLockError`, never a silent save without the lock. Without ``fcntl`` (not a
+    POSIX system) nothing is locked.
+    """
     try:
         import fcntl
-
-        fd = os.open(parent, os.O_RDONLY)
-    except (ImportError, OSError):
+    except ImportError:
         yield
         return
+    fd = os.open(parent, os.O_RDONLY)
     try:
-        with contextlib.suppress(OSError):
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            from steerkit.errors import ArtifactLockError
+
+            raise ArtifactLockError(
+                f"cannot lock '{parent}' to save into it ({exc.strerror or exc}): a concurrent save could "
+                "delete this one's files",
+                hint="save to a folder on a local file system (one that supports flock), then copy it",
+                path=str(parent),
+            ) from exc
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -17,6 +17,7 @@ __all__ = [
     "ArtifactExistsError",
     "ArtifactFormatError",
     "ArtifactIntegrityError",
+    "ArtifactLockError",
     "ArtifactMissingKeyError",
     "ArtifactNotFoundError",
     "ArtifactValueError",
@@ -73,6 +74,13 @@ class ArtifactExistsError(SteerkitError, FileExistsError):
     """Saving would overwrite an existing artifact without ``overwrite=True`` / ``--force``."""
 
     code = "artifact_exists"
+
+
+class ArtifactLockError(SteerkitError, OSError):
+    """The folder an artifact is saved into cannot be locked (a file system without ``flock``), so a save there is
+    not safe against a concurrent one."""
+
+    code = "artifact_lock"
 
 
 class ArtifactFormatError(SteerkitError, ValueError):

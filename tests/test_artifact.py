@@ -881,3 +881,22 @@ def test_save_into_a_read_only_place_is_a_typed_error(
     with pytest.raises(ArtifactExistsError, match="permission denied") as info:
         vector.save(tmp_path / "v")
     assert "\n" not in str(info.value) and not (tmp_path / "v").exists()
+
+
+def test_a_folder_that_cannot_be_locked_is_a_clear_error_never_an_unlocked_save(
+    vector: SteeringVector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 28, defect 15: a failing flock (NFS without locks) used to be ignored, so two saves could race."""
+    import errno
+    import fcntl
+
+    from steerkit.errors import ArtifactLockError
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ArtifactLockError, match=r"cannot lock '.*' to save into it \(No locks available\)") as err:
+        vector.save(tmp_path / "vec")
+    assert "local file system" in str(err.value.hint) and err.value.code == "artifact_lock"
+    assert list(tmp_path.iterdir()) == []  # nothing written, no staging folder left
