@@ -24,6 +24,7 @@ from typing import Any
 from steerkit.errors import DataFormatError
 
 __all__ = [
+    "bounded",
     "encode_chat",
     "fit_length",
     "is_conversation",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 ROLES = ("system", "user", "assistant", "tool")
+#: A message is cut to ``max_length × CHARS_PER_TOKEN`` characters before it is tokenized (:func:`bounded`): far
+#: more characters than ``max_length`` tokens of any real vocabulary span, so the tokens kept do not change.
+CHARS_PER_TOKEN = 64
 Message = dict[str, str]
 
 
@@ -118,12 +122,13 @@ def encode_chat(
     """Token ids of a rendered conversation and where its completion starts (as :func:`steerkit.data.encode_pair`).
 
     Past ``max_length`` the prompt loses tokens from its start; a completion longer than ``max_length - 1`` is cut
-    at its end.
+    at its end. The work is bounded by ``max_length``, not by the record (see :func:`bounded`).
 
     Raises:
         DataFormatError: No chat template, or a template that renders the prompt differently once the completion
             follows it (then prompt and completion tokens cannot be told apart).
     """
+    prompt, completion = bounded(tokenizer, prompt, completion, max_length)
     head = prompt_ids(tokenizer, prompt)
     full = _render(tokenizer, [*prompt, *completion], add_generation_prompt=False)
     if full[: len(head)] != head or len(full) == len(head):
@@ -133,6 +138,32 @@ def encode_chat(
             hint="use a template whose generation prompt is a prefix of the rendered conversation (most are)",
         )
     return fit_length(head, full[len(head) :], max_length)
+
+
+def bounded(
+    tokenizer: Any, prompt: Sequence[Message], completion: Sequence[Message], max_length: int
+) -> tuple[list[Message], list[Message]]:
+    """The part of a conversation that can reach the kept tokens, so one record's work is bounded by ``max_length``.
+
+    - Each message's text is cut to ``max_length × CHARS_PER_TOKEN`` characters before it is tokenized: a prompt
+      message keeps its end, a completion message its start.
+    - The prompt keeps its last messages once their texts hold ``max_length`` tokens (counted one message at a
+      time, from the end), starting at a user or system message so that templates that check the turn order still
+      render; what is dropped lies before the tokens ``max_length`` keeps.
+
+    So a conversation of N turns costs O(N · max_length) to encode, not O(N²), and a 16 MiB message costs what
+    ``max_length × CHARS_PER_TOKEN`` characters cost.
+    """
+    limit = max_length * CHARS_PER_TOKEN
+    kept: list[Message] = []
+    tokens = 0
+    for message in reversed(prompt):
+        text = message["content"][-limit:]
+        kept.append({**message, "content": text})
+        tokens += len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if tokens >= max_length and message["role"] in ("user", "system"):
+            break
+    return kept[::-1], [{**m, "content": m["content"][:limit]} for m in completion]
 
 
 def fit_length(prompt: list[int], continuation: list[int], max_length: int) -> tuple[list[int], int]:

@@ -162,10 +162,12 @@ def data_sha256(records: Iterable[Mapping[str, Any]]) -> str:
 
     Order matters (it is a list); dict key order does not.
     """
-    payload = json.dumps(
-        [dict(r) for r in records], sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(b"[")
+    for k, record in enumerate(records):  # one record at a time: the bytes of json.dumps(list), never all at once
+        text = json.dumps(dict(record), sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        digest.update((b"," if k else b"") + text.encode("utf-8"))
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 def encode_pair(

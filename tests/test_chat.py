@@ -208,3 +208,72 @@ def test_rendering_matches_trl_on_smollm2(smollm2_dir: Path) -> None:
         ids, start = encode_pair(tok, pair["prompt"], pair["completion"])
         assert ids == full
         assert start == len(prompt) and full[:start] == prompt  # completion mask: the tokens after the prompt
+
+
+# --- the work one record causes is bounded (issue 28, defect 9) -----------------------------------------------
+
+
+def _whole(tok: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]], max_length: int) -> Any:
+    """The encoding with the whole history rendered, as before the bound: what the bound must reproduce."""
+    from steerkit.chat import _render, fit_length
+
+    head = _render(tok, prompt, add_generation_prompt=True)
+    full = _render(tok, [*prompt, *completion], add_generation_prompt=False)
+    return fit_length(head, full[len(head) :], max_length)
+
+
+def test_a_long_conversation_encodes_as_the_whole_history_would(tok: Any) -> None:
+    words = ["ab", "cde", "f", "ghij", "kl"]
+    chat = [{"role": "system", "content": "be brief"}] + [
+        {
+            "role": "user" if k % 2 == 0 else "assistant",
+            "content": " ".join(words[(k + j) % 5] for j in range(k % 7 + 1)),
+        }
+        for k in range(120)
+    ]
+    pairs = as_pairs([{"messages": chat}])
+    for max_length in (16, 40, 200):
+        for pair in pairs:
+            got = encode_pair(tok, pair["prompt"], pair["completion"], max_length=max_length)
+            assert got == _whole(tok, pair["prompt"], pair["completion"], max_length), (max_length, len(pair["prompt"]))
+
+
+def test_one_records_work_is_bounded_by_max_length(tok: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerkit import chat
+
+    rendered: list[int] = []  # messages given to the template, per call
+    tokenized: list[int] = []  # characters given to the tokenizer, per call
+    render = tok.apply_chat_template
+
+    def spy_render(messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        rendered.append(len(messages))
+        return render(messages, **kwargs)
+
+    monkeypatch.setattr(tok, "apply_chat_template", spy_render)
+    original_call = type(tok).__call__
+    monkeypatch.setattr(
+        type(tok), "__call__", lambda self, text, **kw: tokenized.append(len(text)) or original_call(self, text, **kw)
+    )
+    long_chat = [{"role": "user" if k % 2 == 0 else "assistant", "content": "abcd efgh"} for k in range(400)]
+    for pair in as_pairs([{"messages": long_chat}]):
+        encode_chat(tok, pair["prompt"], pair["completion"], max_length=32)
+    assert max(rendered) <= 12  # 32 tokens of ~10-character messages: a few messages, whatever the history
+    huge = [{"role": "user", "content": "x" * 5_000_000}]
+    tokenized.clear()
+    got = encode_chat(tok, huge, [{"role": "assistant", "content": "y" * 3_000_000}], max_length=32)
+    limit = 32 * chat.CHARS_PER_TOKEN  # each message is cut to this before tokenizing
+    assert tokenized[0] == limit and max(tokenized) < 2 * limit + 100  # the render: two cut messages and markup
+    assert got == _whole(
+        tok, [{"role": "user", "content": "x" * 2048}], [{"role": "assistant", "content": "y" * 2048}], 32
+    )
+
+
+def test_the_data_hash_streams_the_bytes_of_the_whole_list() -> None:
+    import hashlib
+
+    from steerkit.data import data_sha256
+
+    records = [{"prompt": "é", "completion": "1"}, {"b": [1, {"z": 2, "a": None}], "a": "x"}]
+    text = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert data_sha256(records) == hashlib.sha256(text.encode()).hexdigest()
+    assert data_sha256([]) == hashlib.sha256(b"[]").hexdigest()
