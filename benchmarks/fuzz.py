@@ -5,6 +5,8 @@
   nesting, huge numbers, lone surrogates, damaged bytes, truncation, links, pickle and odd adapter files), each
   read with :func:`steerkit.format.read_config` and :meth:`SteeringVector.load`. Every failure must be a
   steerkit error, and every artifact that loads must save, re-load and give the same ``files()`` bytes.
+- cards: ``--cards`` hostile Hub listing entries through ``steerkit search``'s reader and its two outputs
+  (``benchmarks/fuzz_cards.py``).
 - crash: ``--kills`` child processes (forked from a forkserver with steerkit imported) each save two vectors in
   turn with ``overwrite=True`` until SIGKILL after a random delay; the destination must then be the old or the
   new artifact, or absent with the old one restorable (a load restores it), and the next save leaves no
@@ -441,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cases", type=int, default=12_000)
     parser.add_argument("--kills", type=int, default=200)
+    parser.add_argument("--cards", type=int, default=12_000, help="hostile Hub listing entries (fuzz_cards.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz.json")
     args = parser.parse_args(argv)
@@ -448,10 +451,22 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in fuzz.items() if k != "failures"}, indent=2), flush=True)
     crash = run_crash(args.kills, args.seed)
     print(json.dumps(crash, indent=2), flush=True)
-    result = {"fuzz": fuzz, "crash": crash, "python": sys.version.split()[0], "torch": torch.__version__}
+    from fuzz_cards import run_card_fuzz
+
+    cards = run_card_fuzz(args.cards, args.seed)
+    print(json.dumps({k: v for k, v in cards.items() if k != "failures"}, indent=2), flush=True)
+    result = {
+        "fuzz": fuzz,
+        "crash": crash,
+        "cards": cards,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    ok = fuzz["non_steerkit"] == 0 and fuzz["round_trip_failures"] == 0 and crash["bad"] == 0
+    ok = (
+        fuzz["non_steerkit"] == 0 and fuzz["round_trip_failures"] == 0 and crash["bad"] == 0 and not cards["n_failures"]
+    )
     return 0 if ok else 1
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerkit._hub_errors import Context, translated
+from steerkit._io import check_json
 from steerkit.card import CARD_TAGS
-from steerkit.errors import ArtifactValueError, HubServerError, InvalidOptionError
+from steerkit.errors import ArtifactValueError, HubServerError, InvalidOptionError, SteerkitError
 from steerkit.schema import finite
 
 __all__ = ["Found", "search"]
@@ -142,6 +143,10 @@ def _found(m: Any) -> Found:
     if modes is not None and not (isinstance(modes, list) and all(isinstance(x, str) for x in modes)):
         del summary["modes"]
         unreadable.append("steerkit.modes")
+    for key in list(summary):  # what JSON cannot carry (a YAML date, a NaN, a non-string key) is left out
+        if not isinstance(key, str) or not _json_safe(summary[key]):
+            del summary[key]
+            unreadable.append(f"steerkit.{key}")
     return Found(
         repo_id=str(m.id),
         base_model=found_base if isinstance(found_base, str) else None,
@@ -158,5 +163,14 @@ def _finite(value: Any) -> bool:
     try:
         finite(value, "card value")
     except ArtifactValueError:
+        return False
+    return True
+
+
+def _json_safe(value: Any) -> bool:
+    """Whether a card value is plain JSON that round-trips (:func:`steerkit._io.check_json`)."""
+    try:
+        check_json(value, "card value", hint="")
+    except SteerkitError:
         return False
     return True

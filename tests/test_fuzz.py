@@ -29,3 +29,12 @@ def test_killed_savers_leave_the_old_or_the_new_artifact(tmp_path: Path) -> None
     assert result["problems"] == [] and result["bad"] == 0
     assert result["old"] + result["new"] + result["absent_restored"] == 20
     assert result["cleaned_by_next_save"] == 20
+
+
+def test_hostile_hub_cards_never_crash_search_or_reach_the_terminal() -> None:
+    import fuzz_cards
+
+    result = fuzz_cards.run_card_fuzz(600, seed=28)
+    assert result["failures"] == [] and result["n_failures"] == 0
+    assert result["read"] > 400 and result["refused_as_malformed"] > 0  # both paths exercised
+    assert {"steerkit.mu", "steerkit.modes", "base_model"} <= set(result["unreadable_fields"])
