@@ -28,7 +28,16 @@ from steerkit.errors import (
     SteerkitError,
 )
 
-__all__ = ["DEFAULT_BRANCH", "Context", "deadline", "progress_bars", "quiet_tqdm", "translated", "within"]
+__all__ = [
+    "DEFAULT_BRANCH",
+    "Context",
+    "deadline",
+    "progress_bars",
+    "stop_checks_per_chunk",
+    "stoppable_tqdm",
+    "translated",
+    "within",
+]
 
 DEFAULT_BRANCH = "main"
 
@@ -105,11 +114,13 @@ def deadline() -> float:
 ABANDONED: list[threading.Thread] = []
 
 
-def within(seconds: float, ctx: Context, call: Callable[[], str]) -> str:
+def within(seconds: float, ctx: Context, call: Callable[[], str], *, stop: threading.Event | None = None) -> str:
     """``call()`` in a daemon worker thread, waited for at most ``seconds`` (a stalled transfer cannot hang us).
 
+    At the deadline ``stop`` is set: a download that watches it (:func:`stoppable_tqdm`) ends at its next chunk.
+
     Raises:
-        HubConnectionError: ``call`` did not finish in time (the worker is abandoned; it dies with the process).
+        HubConnectionError: ``call`` did not finish in time (the worker is abandoned and told to stop).
         BaseException: Whatever ``call`` raised, re-raised here.
     """
     result: list[str] = []
@@ -125,6 +136,8 @@ def within(seconds: float, ctx: Context, call: Callable[[], str]) -> str:
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
+        if stop is not None:
+            stop.set()
         ABANDONED[:] = [w for w in ABANDONED if w.is_alive()]  # a long-lived process keeps only the running ones
         ABANDONED.append(worker)
         raise HubConnectionError(
@@ -334,16 +347,63 @@ def _filename_from(exc: BaseException) -> str | None:
     return unquote(rest.split("/", 1)[1])
 
 
-def quiet_tqdm() -> type[Any]:
-    """A huggingface_hub tqdm class that never draws (library progress is off unless asked)."""
+#: Bytes per chunk a download reads while steerkit waits on it (huggingface_hub's own is 10 MiB): the stop check
+#: of :func:`stoppable_tqdm` runs once per chunk, so an abandoned download ends within this many bytes.
+STOP_CHUNK = 64 * 1024
+_CHUNK_LOCK = threading.Lock()
+_chunk_users = 0  # blocks inside stop_checks_per_chunk, in every thread
+_chunk_saved = 0  # huggingface_hub's chunk size, put back when the last one ends
+
+
+@contextlib.contextmanager
+def stop_checks_per_chunk() -> Iterator[None]:
+    """huggingface_hub's download chunk set to :data:`STOP_CHUNK` for the block (restored when the last user ends).
+
+    A download reads its response in chunks and updates its progress once per chunk; smaller chunks let a download
+    abandoned at its deadline stop soon after it, however slowly its server sends.
+    """
+    global _chunk_users, _chunk_saved
+    from huggingface_hub import constants
+
+    with _CHUNK_LOCK:
+        if _chunk_users == 0:
+            _chunk_saved = constants.DOWNLOAD_CHUNK_SIZE
+            constants.DOWNLOAD_CHUNK_SIZE = min(_chunk_saved, STOP_CHUNK)
+        _chunk_users += 1
+    try:
+        yield
+    finally:
+        with _CHUNK_LOCK:
+            _chunk_users -= 1
+            if _chunk_users == 0:
+                constants.DOWNLOAD_CHUNK_SIZE = _chunk_saved
+
+
+class DownloadAbandoned(Exception):
+    """Raised inside huggingface_hub's download threads once their download passed its deadline."""
+
+
+def stoppable_tqdm(stop: threading.Event, *, show: bool = False) -> type[Any]:
+    """A huggingface_hub tqdm class (drawn only when ``show``) whose every update raises once ``stop`` is set.
+
+    ``snapshot_download`` updates it for each chunk every file download writes, in whichever thread: so a download
+    abandoned at its deadline stops at its next chunk. A server that sends nothing more ends it at huggingface_hub's
+    own read timeout (``HF_HUB_DOWNLOAD_TIMEOUT``).
+    """
     from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
-    class QuietTqdm(hf_tqdm):  # type: ignore[misc]
+    class StoppableTqdm(hf_tqdm):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = True
+            if not show:
+                kwargs["disable"] = True
             super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
-    return QuietTqdm
+        def update(self, n: float | None = 1) -> bool | None:
+            if stop.is_set():
+                raise DownloadAbandoned("the download passed its deadline")
+            return super().update(n)  # type: ignore[no-any-return]
+
+    return StoppableTqdm
 
 
 @contextlib.contextmanager

@@ -20,13 +20,23 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 from steerkit import constants as C
 from steerkit._hub_cache import evict_snapshot
-from steerkit._hub_errors import DEFAULT_BRANCH, Context, deadline, progress_bars, quiet_tqdm, translated, within
+from steerkit._hub_errors import (
+    DEFAULT_BRANCH,
+    Context,
+    deadline,
+    progress_bars,
+    stop_checks_per_chunk,
+    stoppable_tqdm,
+    translated,
+    within,
+)
 from steerkit._io import recover
 from steerkit.errors import (
     ArtifactCorruptError,
@@ -240,7 +250,8 @@ def _fetch_verified(
     )
     download = cast("Callable[..., str]", snapshot_download)  # one overload: dry_run is never set
     limit = deadline()
-    with translated(ctx):
+    stop = threading.Event()  # set at the deadline: the abandoned download stops at its next chunk
+    with translated(ctx), stop_checks_per_chunk():
         folder = Path(
             within(
                 limit,
@@ -254,10 +265,11 @@ def _fetch_verified(
                     token=token,
                     endpoint=endpoint,
                     allow_patterns=list(FETCH_PATTERNS),
-                    tqdm_class=None if show_progress else quiet_tqdm(),
+                    tqdm_class=stoppable_tqdm(stop, show=show_progress),
                     library_name="steerkit",
                     etag_timeout=min(float(constants.HF_HUB_ETAG_TIMEOUT), limit),  # per request
                 ),
+                stop=stop,
             )
         )
     if not (folder / C.STEERING_FILE).is_file():

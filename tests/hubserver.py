@@ -129,6 +129,10 @@ class Fault:
         delay: When set, matching requests are not failed but answered normally this many seconds late
             (``status`` is then ignored): a slow or stalled Hub.
         late: How many delayed requests have waited out their delay so far.
+        trickle: When set, matching requests are answered normally but their body is sent 1 KiB at a time, this
+            many seconds apart (``status`` is then ignored): a Hub that trickles.
+        sent: Body bytes sent to trickled requests so far.
+        hung_up: How many trickled requests the client closed before their body was complete.
     """
 
     status: int
@@ -140,6 +144,9 @@ class Fault:
     hits: int = 0
     delay: float | None = None
     late: int = 0
+    trickle: float | None = None
+    sent: int = 0
+    hung_up: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -320,6 +327,7 @@ class HubServer:
         message: str | None = None,
         times: int | None = None,
         delay: float | None = None,
+        trickle: float | None = None,
     ) -> Fault:
         """Answer ``status`` to matching requests until :meth:`clear_faults` (or ``times`` hits).
 
@@ -331,8 +339,10 @@ class HubServer:
             message: ``X-Error-Message`` to send.
             times: Fail only this many requests.
             delay: Instead of failing, answer matching requests normally after this many seconds.
+            trickle: Instead of failing, send matching bodies 1 KiB at a time, this many seconds apart.
         """
-        fault = Fault(status, path, method, error_code, message or f"forced error {status}", times, delay=delay)
+        message = message or f"forced error {status}"
+        fault = Fault(status, path, method, error_code, message, times, delay=delay, trickle=trickle)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -413,6 +423,9 @@ class _Handler(BaseHTTPRequestHandler):
             slow = next((f for f in hub.faults if f.delay is not None and f.matches(method, split.path)), None)
             if slow is not None:
                 slow.hits += 1
+            trickle = next((f for f in hub.faults if f.trickle is not None and f.matches(method, split.path)), None)
+            if trickle is not None:
+                trickle.hits += 1
         if slow is not None and slow.delay:
             time.sleep(slow.delay)  # outside the lock: other requests are served meanwhile
             with hub.lock:
@@ -427,7 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
                         RequestRecord(method, self.path, hub.user if known else None, header is not None)
                     )
                 for fault in hub.faults:
-                    if fault.delay is None and fault.matches(method, split.path):
+                    if fault.delay is None and fault.trickle is None and fault.matches(method, split.path):
                         fault.hits += 1
                         raise _HttpError(fault.status, fault.message, code=fault.error_code)
                 status, headers, payload = self._route(method, split.path, parse_qs(split.query), body, user, can_write)
@@ -438,9 +451,11 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = err.status, {"error": err.message}
         except Exception as err:  # a bug in the fake server: answer 500 rather than hang the client
             status, headers, payload = 500, {}, {"error": f"hubserver: {type(err).__name__}: {err}"}
-        self._send(method, status, headers, payload)
+        self._send(method, status, headers, payload, trickle=trickle)
 
-    def _send(self, method: str, status: int, headers: Mapping[str, str], payload: Any) -> None:
+    def _send(
+        self, method: str, status: int, headers: Mapping[str, str], payload: Any, *, trickle: Fault | None = None
+    ) -> None:
         if isinstance(payload, bytes):
             data, kind = payload, "application/octet-stream"
         else:
@@ -451,8 +466,22 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        if method != "HEAD":
+        if method == "HEAD":
+            return
+        if trickle is None or trickle.trickle is None:
             self.wfile.write(data)
+            return
+        for start in range(0, len(data), 1024):  # a Hub that trickles: 1 KiB, then a pause
+            try:
+                self.wfile.write(data[start : start + 1024])
+                self.wfile.flush()
+            except OSError:  # the client hung up
+                with self.hub.lock:
+                    trickle.hung_up += 1
+                return
+            with self.hub.lock:
+                trickle.sent += len(data[start : start + 1024])
+            time.sleep(trickle.trickle)
 
     # --- routes -----------------------------------------------------------------------------------------
 

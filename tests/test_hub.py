@@ -723,6 +723,34 @@ def test_a_stalled_download_hits_the_deadline(hub: HubServer, cache: Path, monke
     assert_same(pull(hub, cache), vector)  # the default deadline lets a normal pull through
 
 
+def test_an_api_callers_abandoned_download_stops_and_never_lands_in_the_cache(
+    hub: HubServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 28, defect 3: after the deadline error the download thread went on for as long as the server sent."""
+    import time
+
+    from huggingface_hub import constants
+
+    vector = make_vector(vocab_size=60_000)  # a 240 KB tensor: 240 pieces of 1 KiB
+    push(hub, vector)
+    size = len(hub.file(REPO, C.STEERING_FILE))
+    chunk_before = constants.DOWNLOAD_CHUNK_SIZE
+    monkeypatch.setenv("STEERKIT_HUB_DEADLINE", "1")
+    with hub.failing(200, path=f"/resolve/.*{C.STEERING_FILE}", trickle=0.05) as trickle:  # 12 s for the file
+        with pytest.raises(HubConnectionError, match="within the 1 s deadline"):
+            pull(hub, cache)
+        waited = 0.0
+        while trickle.hung_up == 0 and trickle.sent < size and waited < HANG_SECONDS:  # until one side ends it
+            time.sleep(0.05)
+            waited += 0.05
+        # causal, not timed: the client closed the transfer before the server had sent the whole file
+        assert trickle.hung_up == 1 and trickle.sent < size
+    assert constants.DOWNLOAD_CHUNK_SIZE == chunk_before  # huggingface_hub's own setting is back
+    assert not list(cache.rglob(C.STEERING_FILE))  # nothing half-sent became a cached file
+    monkeypatch.delenv("STEERKIT_HUB_DEADLINE")
+    assert_same(pull(hub, cache), vector)  # the next pull downloads it whole
+
+
 def test_the_cli_ends_right_after_the_deadline_message_while_the_hub_still_stalls(hub: HubServer, cache: Path) -> None:
     """issue 28: the CLI printed the deadline message, then waited for the abandoned download thread to finish."""
     import os
