@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from steerkit._io import atomic_directory
-from steerkit.errors import ModelLoadError
+from steerkit.errors import InvalidOptionError, ModelLoadError
 
 __all__ = ["default_model_dir", "load_model", "logits_width", "packaged_models", "tokenizer_fingerprint"]
 
@@ -207,20 +207,40 @@ def load_model(
     revision: str | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer from a local directory, a ``.gguf`` file or a Hub id.
 
     Remote code is never trusted. ``None`` or ``"default"`` gives the embedded SmolLM2-135M-Instruct, a name of
-    ``PACKAGED_MODELS`` that model (see ``model_dir``).
+    ``PACKAGED_MODELS`` that model (see ``model_dir``). Steering keeps its maths in float32 whatever ``dtype`` is,
+    and a vector (always float32 on disk) attaches to a model of any dtype.
+
+    Args:
+        spec: A model folder, a ``.gguf`` file, a Hub id, a packaged model's name, or ``None``.
+        revision: Hub revision of a Hub id.
+        token: Hub token.
+        local_files_only: Never use the network.
+        dtype: ``float32`` (the default), ``bfloat16``, ``float16``, or ``"auto"`` (the checkpoint's own); a
+            ``torch.dtype`` or its name. ``float16`` needs a GPU (on CPU it is refused: half-precision overflow
+            there gives NaNs silently).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"`` (CUDA when available); ``None``:
+            where transformers puts it (the CPU).
+        device_map: transformers' ``device_map`` (``"auto"`` spreads a large model over the GPUs; needs
+            ``accelerate``); not together with ``device``.
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode; the tokenizer has a pad token.
 
     Raises:
         ModelLoadError: Nothing loadable there; the message names the spec and what to do.
+        InvalidOptionError: An unknown ``dtype`` or ``device``, ``float16`` on the CPU, or both ``device`` and
+            ``device_map``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype, device = _check_placement(dtype, device, device_map)
 
     if spec is None or str(spec) in ("default", DEFAULT_MODEL):
         spec = default_model_dir()
@@ -234,6 +254,7 @@ def load_model(
             if not path.is_file():
                 raise ModelLoadError(f"no GGUF file at '{path}'", hint="check the path", path=str(path))
             model, tokenizer = _load_gguf(path)
+            model = model.to(torch.float32 if dtype == "auto" else dtype)
         else:
             kwargs: dict[str, Any] = {"trust_remote_code": False}
             if not path.exists() and _looks_like_a_path(str(spec)):
@@ -244,6 +265,8 @@ def load_model(
                 )
             if not path.is_dir():
                 kwargs.update(revision=revision, token=token, local_files_only=local_files_only)
+            if device_map is not None:
+                kwargs["device_map"] = device_map
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(spec), **kwargs)
             model.eval()
@@ -256,6 +279,51 @@ def load_model(
             hint="give a local model directory, a .gguf file, or a Hub id reachable from here",
             path=str(spec),
         ) from None
+    if device is not None:
+        model = model.to(device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+#: The ``dtype`` names :func:`load_model` and the CLI's ``--dtype`` take.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _check_placement(
+    dtype: torch.dtype | str, device: str | None, device_map: Any
+) -> tuple[torch.dtype | str, str | None]:
+    """``(dtype, device)`` resolved and checked before anything loads."""
+    names: dict[str, torch.dtype | str] = {**DTYPES, "auto": "auto", "fp32": torch.float32, "bf16": torch.bfloat16}
+    if isinstance(dtype, str):
+        if dtype.lower() not in names:
+            raise InvalidOptionError(
+                f"unknown dtype {dtype!r}", hint="use auto, float32, bfloat16 or float16", got=dtype
+            )
+        dtype = names[dtype.lower()]
+    elif dtype not in DTYPES.values():
+        raise InvalidOptionError(
+            f"unsupported dtype {dtype}", hint="use torch.float32, torch.bfloat16 or torch.float16"
+        )
+    if device is not None and device_map is not None:
+        raise InvalidOptionError(
+            "give device or device_map, not both", hint="device_map='auto' places the model itself"
+        )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device is not None:
+        try:
+            where = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise InvalidOptionError(
+                f"unknown device {device!r}", hint="use cpu, cuda, cuda:N, mps or auto", got=device
+            ) from None
+        if where.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidOptionError(f"device {device!r}, but CUDA is not available here", hint="use --device cpu")
+    on_cpu = device_map is None and (device is None or torch.device(device).type == "cpu")
+    if dtype is torch.float16 and on_cpu:
+        raise InvalidOptionError(
+            "float16 on the CPU is refused: its overflow turns logits into NaN without a word",
+            hint="use bfloat16 or float32 on the CPU; float16 on a GPU (--device cuda)",
+        )
+    return dtype, device

@@ -96,6 +96,18 @@ MaxExamplesOpt = Annotated[
     int | None,
     typer.Option("--max-examples", min=1, help="Use only the first N examples of the data.", show_default=False),
 ]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="Model weights: float32, bfloat16, float16 (GPU only) or auto (the checkpoint's); steering maths stays "
+        "float32.",
+    ),
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto \\[default: the CPU].", show_default=False),
+]
 NprocOpt = Annotated[
     int,
     typer.Option(

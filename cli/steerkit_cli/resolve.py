@@ -59,8 +59,11 @@ def load_model_for(
     revision: str | None = None,
     token: str | None = None,
     offline: bool = False,
+    dtype: str = "float32",
+    device: str | None = None,
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from ``--model``, else from the vector's recorded base model.
+    """``(model, tokenizer)`` from ``--model``, else from the vector's recorded base model, in ``dtype`` on
+    ``device``.
 
     Raises:
         CliError: Neither ``--model`` nor a base model recorded in the vector.
@@ -76,7 +79,7 @@ def load_model_for(
             )
     quiet_libraries()
     with out.status(f"loading model {spec or 'SmolLM2-135M-Instruct (embedded default)'}"):
-        return load_model(spec, revision=revision, token=token, local_files_only=offline)
+        return load_model(spec, revision=revision, token=token, local_files_only=offline, dtype=dtype, device=device)
 
 
 def load_data(source: Path, *, items: bool, max_examples: int | None = None) -> list[dict[str, Any]]:

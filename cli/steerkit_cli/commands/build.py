@@ -11,6 +11,8 @@ from steerkit_cli.errors import command
 from steerkit_cli.launch import run_on_processes, under_torchrun
 from steerkit_cli.options import (
     BatchSizeOpt,
+    DeviceOpt,
+    DtypeOpt,
     ForceOpt,
     JsonOpt,
     MaxExamplesOpt,
@@ -61,6 +63,8 @@ def build(
     model_revision: ModelRevisionOpt = None,
     token: TokenOpt = None,
     offline: OfflineOpt = False,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = None,
     nproc: NprocOpt = 1,
     json_output: JsonOpt = False,
     *,
@@ -71,7 +75,9 @@ def build(
         raise typer.Exit(run_on_processes("build", nproc))
     check_out(out_dir, force=force)
     pairs = load_data(data, items=False, max_examples=max_examples)
-    model, tokenizer = load_model_for(out, base, revision=model_revision, token=token, offline=offline)
+    model, tokenizer = load_model_for(
+        out, base, revision=model_revision, token=token, offline=offline, dtype=dtype, device=device
+    )
     from steerkit.builder import build as build_vector
 
     with out.progress() as task:

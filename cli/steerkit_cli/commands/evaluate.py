@@ -13,6 +13,8 @@ from steerkit_cli.launch import run_on_processes, under_torchrun
 from steerkit_cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
+    DeviceOpt,
+    DtypeOpt,
     EndpointOpt,
     JsonOpt,
     MaxExamplesOpt,
@@ -83,6 +85,8 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     endpoint: EndpointOpt = None,
     offline: OfflineOpt = False,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = None,
     nproc: NprocOpt = 1,
     json_output: JsonOpt = False,
     *,
@@ -99,7 +103,14 @@ def evaluate(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
     model, tokenizer = load_model_for(
-        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
+        out,
+        model_spec,
+        vector=vector,
+        revision=model_revision,
+        token=token,
+        offline=offline,
+        dtype=dtype,
+        device=device,
     )
     from steerkit.compare import evaluate_settings
 

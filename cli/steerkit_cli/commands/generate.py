@@ -9,6 +9,8 @@ import typer
 from steerkit_cli.errors import CliError, command
 from steerkit_cli.options import (
     CacheDirOpt,
+    DeviceOpt,
+    DtypeOpt,
     EndpointOpt,
     JsonOpt,
     ModelOpt,
@@ -98,6 +100,8 @@ def generate(
     cache_dir: CacheDirOpt = None,
     endpoint: EndpointOpt = None,
     offline: OfflineOpt = False,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
     *,
     out: Output,
@@ -111,7 +115,14 @@ def generate(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
     model, tokenizer = load_model_for(
-        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
+        out,
+        model_spec,
+        vector=vector,
+        revision=model_revision,
+        token=token,
+        offline=offline,
+        dtype=dtype,
+        device=device,
     )
     from steerkit.compare import generate_settings, recommended_setting
 

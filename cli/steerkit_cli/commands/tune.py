@@ -11,6 +11,8 @@ from steerkit_cli.errors import CliError, command
 from steerkit_cli.options import (
     BatchSizeOpt,
     CacheDirOpt,
+    DeviceOpt,
+    DtypeOpt,
     EndpointOpt,
     ForceOpt,
     JsonOpt,
@@ -61,6 +63,8 @@ def tune(
     cache_dir: CacheDirOpt = None,
     endpoint: EndpointOpt = None,
     offline: OfflineOpt = False,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
     *,
     out: Output,
@@ -77,7 +81,14 @@ def tune(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
     model, tokenizer = load_model_for(
-        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
+        out,
+        model_spec,
+        vector=vector,
+        revision=model_revision,
+        token=token,
+        offline=offline,
+        dtype=dtype,
+        device=device,
     )
     from steerkit.tune import tune_and_validate
 

@@ -10,6 +10,8 @@ import typer
 from steerkit_cli.errors import command
 from steerkit_cli.options import (
     CacheDirOpt,
+    DeviceOpt,
+    DtypeOpt,
     EndpointOpt,
     JsonOpt,
     ModelOpt,
@@ -39,6 +41,8 @@ def validate(
     cache_dir: CacheDirOpt = None,
     endpoint: EndpointOpt = None,
     offline: OfflineOpt = False,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
     *,
     out: Output,
@@ -48,7 +52,14 @@ def validate(
         vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
     )
     model, tokenizer = load_model_for(
-        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline
+        out,
+        model_spec,
+        vector=vector,
+        revision=model_revision,
+        token=token,
+        offline=offline,
+        dtype=dtype,
+        device=device,
     )
     from steerkit.compatibility import check_compatible
 

@@ -10,6 +10,8 @@ import typer
 from steerkit_cli.errors import command
 from steerkit_cli.options import (
     BatchSizeOpt,
+    DeviceOpt,
+    DtypeOpt,
     ForceOpt,
     JsonOpt,
     MaxExamplesOpt,
@@ -48,6 +50,8 @@ def warmstart(
     model_revision: ModelRevisionOpt = None,
     token: TokenOpt = None,
     offline: OfflineOpt = False,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
     *,
     out: Output,
@@ -58,7 +62,9 @@ def warmstart(
     check_out(out_dir, force=force)
     check_adapter_target(out_dir, overwrite=force)  # never replaces a folder that is not an adapter
     pairs = load_data(data, items=False, max_examples=max_examples)
-    model, tokenizer = load_model_for(out, base, revision=model_revision, token=token, offline=offline)
+    model, tokenizer = load_model_for(
+        out, base, revision=model_revision, token=token, offline=offline, dtype=dtype, device=device
+    )
     with out.progress() as task:
         peft_model = warm_start(
             model,
