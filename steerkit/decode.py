@@ -184,7 +184,9 @@ class SteeredModel:
         beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
         search = ("penalty_alpha", "assistant_model", "prompt_lookup_num_tokens")
         single = beams == 1 and not any(kwargs.get(k) or getattr(config, k, None) for k in search)
-        self.processor.reset(attention_mask=kwargs.get("attention_mask"), skip_single_token=single)
+        self.processor.reset(
+            attention_mask=kwargs.get("attention_mask"), skip_single_token=single, rows_in_order=single
+        )
         if self._shared is None or not self._shared.usable(kwargs):
             return self.model.generate(*args, logits_processor=processors, **kwargs)
         use_cache = kwargs.get("use_cache", getattr(config, "use_cache", True)) is not False

@@ -176,7 +176,13 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         self.skipped_steps = 0  # steps whose mask kept one token per row: no base logits needed
         self.reset()
 
-    def reset(self, attention_mask: Tensor | None = None, *, skip_single_token: bool | None = None) -> None:
+    def reset(
+        self,
+        attention_mask: Tensor | None = None,
+        *,
+        skip_single_token: bool | None = None,
+        rows_in_order: bool = False,
+    ) -> None:
         """Forget the cache; the next call runs its whole input.
 
         Args:
@@ -184,7 +190,11 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
                 prompt part of rows; ``None`` infers it from pad tokens.
             skip_single_token: Skip base forwards at single-token steps until the next reset (``None``: the
                 constructor's setting). Only for greedy decoding and sampling (see the class docstring).
+            rows_in_order: Until the next reset, each call's rows are the cached rows with tokens appended (one
+                ``generate`` call, greedy or sampling): the rows are then not matched against the cache, which
+                would cost a host sync per step.
         """
+        self._in_order = rows_in_order
         self._skip = self.skip_single_token if skip_single_token is None else bool(skip_single_token)
         self._cache: Any = None
         self._seen: Tensor | None = None
@@ -244,15 +254,22 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         same = (input_ids[:, None, :p] == self._seen[None, :, :p]).all(dim=-1)
         return bool(same.any(dim=1).all())
 
-    def _match_rows(self, prefix: Tensor) -> Tensor | None:
-        """For each row of ``prefix``, a cached row with the same history (``None`` if one has none)."""
+    def _match_rows(self, prefix: Tensor) -> tuple[Tensor | None, bool]:
+        """For each row of ``prefix``, a cached row with the same history (``None`` if one has none), and whether
+        that is every cached row in its own place."""
         assert self._seen is not None
+        if self._in_order and self._seen.shape == prefix.shape:
+            return None, True  # one generate call that only appends tokens: no check, no host sync
         if self._seen.shape == prefix.shape and torch.equal(self._seen, prefix):
-            return torch.arange(prefix.shape[0], device=prefix.device)
+            return None, True
         same = (prefix[:, None, :] == self._seen[None, :, :]).all(dim=-1)  # [new rows, cached rows]
         if not bool(same.any(dim=1).all()):
-            return None
-        return same.long().argmax(dim=1)
+            return None, False
+        order = same.long().argmax(dim=1)
+        identity = order.shape[0] == self._seen.shape[0] and bool(
+            (order == torch.arange(order.shape[0], device=order.device)).all()
+        )
+        return order, identity
 
     def base_logits(self, input_ids: Tensor) -> Tensor:
         """Base-model logits ``[batch, V]`` (float32) for the next token of every row of ``input_ids``.
@@ -266,13 +283,10 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         if self.use_cache and self._seen is not None and self._mask is not None:
             seen = self._seen.shape[1]
             if seen < input_ids.shape[1]:
-                order = self._match_rows(input_ids[:, :seen])
-                if order is not None:
-                    identity = order.shape[0] == self._seen.shape[0] and bool(
-                        (order == torch.arange(order.shape[0], device=order.device)).all()
-                    )
+                order, identity = self._match_rows(input_ids[:, :seen])
+                if identity or order is not None:
                     mask = self._mask
-                    if not identity:
+                    if order is not None and not identity:
                         self._cache.reorder_cache(order)
                         self.reorders += 1
                         mask = mask.index_select(0, order)

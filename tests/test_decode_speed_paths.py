@@ -193,3 +193,33 @@ def test_the_bare_processor_and_the_unfiltered_rule_never_skip(sharper: Any, tok
     unfiltered = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=False, filter_masked=False)
     unfiltered.generate(**batch, max_new_tokens=8, do_sample=False)
     assert unfiltered.processor.skipped_steps == 0  # without the filter every token stays possible
+
+
+def test_greedy_and_sampling_never_match_rows_against_the_cache_and_beams_still_do(
+    sharper: Any, tok: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 29: one generate call only appends tokens, so the per-step row check (a host sync on a GPU) is skipped;
+    beam search reorders rows, so it keeps the check. Tokens are pinned by the tests above."""
+    vector = hand_vector(sharper, tok)
+    batch = left_batch(tok, PROMPTS)
+    steered = attach(vector, sharper, tokenizer=tok, mu=-30.0, shared_forward=False)
+    checked: list[bool] = []  # whether a call compared the rows with the cache (torch.equal / matching)
+    equal = torch.equal
+
+    def spy_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+        checked.append(True)
+        return equal(a, b)
+
+    monkeypatch.setattr("steerkit.processors.torch.equal", spy_equal)
+    steered.generate(**batch, max_new_tokens=8, do_sample=False)
+    assert steered.processor.calls > 1 and checked == []  # greedy: no row check at any step
+    steered.generate(**batch, max_new_tokens=8, do_sample=True, top_k=5, num_return_sequences=2)
+    assert checked == []
+    out = steered.generate(**batch, max_new_tokens=8, num_beams=3, do_sample=False)
+    ref_proc = FullRecomputeProcessor(sharper, batch["attention_mask"], -30.0)
+    monkeypatch.setattr("steerkit.processors.torch.equal", equal)
+    assert len(checked) > 0  # beam search: the rows are matched at every step
+    ref = sharper.generate(
+        **batch, max_new_tokens=8, num_beams=3, do_sample=False, logits_processor=LogitsProcessorList([ref_proc])
+    )
+    assert torch.equal(out, ref)
