@@ -312,6 +312,18 @@ def speed_section(speed: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def cpu_line(speed: Mapping[str, Any]) -> list[str]:
+    """Which CPU gave the decode ratios: they move with it (the same code gave other ratios on another CPU)."""
+    machine = speed.get("decode_machine") or speed.get("machine") or {}
+    if not machine.get("cpu_model"):
+        return [
+            "The CPU model was not recorded for these decode ratios (runs before it was); they move with the CPU.",
+            "",
+        ]
+    flags = ", ".join(machine.get("cpu_flags") or []) or "none of note"
+    return [f"Decode ratios measured on {machine['cpu_model']} (flags: {flags}); they move with the CPU.", ""]
+
+
 def dynamic_speed_notes(speed: Mapping[str, Any]) -> list[str]:
     """What the dynamic and static rows say, in words, from the numbers themselves."""
     decode = {d.get("batch"): d for d in speed.get("decode", [])}
@@ -577,6 +589,7 @@ def render(
             *speed_section(speed),
             "",
         ]
+        out += cpu_line(speed)
         out += dynamic_speed_notes(speed)
         out += vllm_section(vllm)
         if speed.get("notes"):

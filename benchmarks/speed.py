@@ -391,6 +391,7 @@ def main() -> None:
         kept["skips"] = bench_skips(warm, tokenizer, vector, args.skip_tokens)
         kept["decode_command"] = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
         kept["decode_torch_threads"] = torch.get_num_threads()
+        kept["decode_machine"] = machine()  # the decode ratios move with the CPU: say which one gave them
         _summarise(kept)
         args.out.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
         print(json.dumps({k: kept[k] for k in _SUMMARY}, indent=2))

@@ -24,7 +24,6 @@ from typing import Any
 from steerkit.errors import DataFormatError
 
 __all__ = [
-    "bounded",
     "encode_chat",
     "fit_length",
     "is_conversation",

@@ -27,16 +27,8 @@ from typing import Any, cast
 
 from steerkit import constants as C
 from steerkit._hub_cache import evict_snapshot
-from steerkit._hub_errors import (
-    DEFAULT_BRANCH,
-    Context,
-    deadline,
-    progress_bars,
-    stop_checks_per_chunk,
-    stoppable_tqdm,
-    translated,
-    within,
-)
+from steerkit._hub_errors import DEFAULT_BRANCH, Context, translated
+from steerkit._hub_transfer import deadline, progress_bars, stop_checks_per_chunk, stoppable_tqdm, within
 from steerkit._io import recover
 from steerkit.errors import (
     ArtifactCorruptError,

@@ -63,7 +63,14 @@ def test_the_value_object_imports_only_what_lies_below_it() -> None:
         "steerkit.svdecode",
         "steerkit.checks",
     }, below
-    for low in ("steerkit.config", "steerkit.format", "steerkit.card", "steerkit.hub", "steerkit._hub_errors"):
+    for low in (
+        "steerkit.config",
+        "steerkit.format",
+        "steerkit.card",
+        "steerkit.hub",
+        "steerkit._hub_errors",
+        "steerkit._hub_transfer",
+    ):
         assert "steerkit.vector" not in edges[low], low
     # scoring takes a plain Steering value: it never reaches into the decode layer
     for module in ("steerkit.scoring", "steerkit.batching", "steerkit.evaluate", "steerkit.tune"):

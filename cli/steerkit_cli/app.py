@@ -97,7 +97,7 @@ def main() -> None:
 def _exit_now_if_a_download_was_abandoned(code: object) -> None:
     """After a Hub download hit its deadline, end the process at once: huggingface_hub's download threads are
     joined at interpreter exit, so a stalled server would otherwise keep the CLI running past its message."""
-    hub = sys.modules.get("steerkit._hub_errors")
+    hub = sys.modules.get("steerkit._hub_transfer")
     if hub is None or not any(worker.is_alive() for worker in getattr(hub, "ABANDONED", [])):
         return
     sys.stdout.flush()

@@ -134,22 +134,28 @@ def evaluate(
             strict=strict,
             progress=lambda stage, step, total: task(f"eval {stage}")(step, total),
         )
+    result = _eval_result(items, results)
+    metrics = result["metrics"]
+    if plot is not None:
+        plot_eval(plot, results, metrics)
+        result["plot"] = str(plot)
+    title = f"{data} (n = {len(items)})"
+    out.result(result, lambda console: _render_eval(console, results, metrics, title=title, plot=plot, facts=result))
+
+
+def _eval_result(items: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
+    """The JSON result of a multiple-choice eval: n, the metrics shown, the headline metric and why, chance."""
     from steerkit.stats import chance, headline_metric
 
     headline, why = headline_metric(items)
     metrics = [m for m in METRICS if m in next(iter(results.values())) and (m != "acc_norm" or headline != "accuracy")]
-    result: dict[str, Any] = {
+    return {
         "n": len(items),
         "metrics": metrics,
         "headline": {"metric": headline, "because": why},
         "chance": chance(items),
         "results": results,
     }
-    if plot is not None:
-        plot_eval(plot, results, metrics)
-        result["plot"] = str(plot)
-    title = f"{data} (n = {len(items)})"
-    out.result(result, lambda console: _render_eval(console, results, metrics, title=title, plot=plot, facts=result))
 
 
 def _evaluate_generation(

@@ -107,24 +107,27 @@ def tune(
             progress=task("tune"),
         )
     tuned.save(out_dir, overwrite=force)
-    before = vector.mu_static if mode == "static" else vector.mu
-    at_zero = dict(found.grid).get(0.0)
-    result = {
+    result = _tune_result(out_dir, mode, chosen_metric, why, found, vector, tuned, len(items))
+    out.result(result, lambda console: _render_tune(console, result))
+
+
+def _tune_result(
+    out_dir: Path, mode: str, metric: str, why: str, found: Any, vector: Any, tuned: Any, n: int
+) -> dict[str, Any]:
+    return {
         "out": str(out_dir),
         "mode": mode,
-        "metric": chosen_metric,
+        "metric": metric,
         "metric_because": why,
         "mu": found.best,
         "value": found.value,
-        "value_at_zero": at_zero,
-        "previous_mu": before,
-        "chosen_by": f"search:{chosen_metric}",
+        "value_at_zero": dict(found.grid).get(0.0),
+        "previous_mu": vector.mu_static if mode == "static" else vector.mu,
+        "chosen_by": f"search:{metric}",
         "chosen_on": found.data_sha256,
-        "n": len(items),
+        "n": n,
         "validation": tuned.config.validation,
     }
-
-    out.result(result, lambda console: _render_tune(console, result))
 
 
 def _render_tune(console: Console, result: dict[str, Any]) -> None:
