@@ -82,6 +82,32 @@ def load_model_for(
         return load_model(spec, revision=revision, token=token, local_files_only=offline, dtype=dtype, device=device)
 
 
+def load_vector_and_model(
+    out: Output,
+    vector_spec: str,
+    model_spec: str | None,
+    *,
+    revision: str | None,
+    model_revision: str | None,
+    token: str | None,
+    cache_dir: Path | None,
+    endpoint: str | None,
+    offline: bool,
+    dtype: str,
+    device: str | None,
+) -> tuple[SteeringVector, Any, Any]:
+    """``(vector, model, tokenizer)``: :func:`load_vector`, then :func:`load_model_for` with the vector's base
+    model unless ``--model`` names one (what every command that steers a model starts with)."""
+    vector = load_vector(
+        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
+    )
+    model, tokenizer = load_model_for(
+        out, model_spec, vector=vector, revision=model_revision, token=token, offline=offline, dtype=dtype,
+        device=device,
+    )  # fmt: skip
+    return vector, model, tokenizer
+
+
 def load_data(source: Path, *, items: bool, max_examples: int | None = None) -> list[dict[str, Any]]:
     """Pairs (``items=False``) or multiple-choice items from a data file, cut to ``max_examples``."""
     from steerkit.readers import load_items, load_pairs

@@ -30,7 +30,7 @@ from steerkit_cli.options import (
 )
 from steerkit_cli.output import Output
 from steerkit_cli.render import plot_eval, render_table, require_matplotlib, verdict_lines
-from steerkit_cli.resolve import load_data, load_model_for, load_vector
+from steerkit_cli.resolve import load_data, load_vector_and_model
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -99,19 +99,10 @@ def evaluate(
     if plot is not None:
         require_matplotlib()
     items = load_data(data, items=True, max_examples=max_examples)
-    vector = load_vector(
-        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
-    )
-    model, tokenizer = load_model_for(
-        out,
-        model_spec,
-        vector=vector,
-        revision=model_revision,
-        token=token,
-        offline=offline,
-        dtype=dtype,
-        device=device,
-    )
+    vector, model, tokenizer = load_vector_and_model(
+        out, vector_spec, model_spec, revision=revision, model_revision=model_revision, token=token,
+        cache_dir=cache_dir, endpoint=endpoint, offline=offline, dtype=dtype, device=device,
+    )  # fmt: skip
     from steerkit.compare import evaluate_settings
 
     if modes is None and vector.config.validation:

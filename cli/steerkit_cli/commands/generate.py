@@ -24,7 +24,7 @@ from steerkit_cli.options import (
 )
 from steerkit_cli.output import Output
 from steerkit_cli.render import table
-from steerkit_cli.resolve import load_model_for, load_vector
+from steerkit_cli.resolve import load_vector_and_model
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -111,19 +111,10 @@ def generate(
     mode = mode or ("recommended" if mu is None else "dynamic")
     _check_options(mode, mu=mu, do_sample=do_sample, sampling=sampling)
     _check_prompts(prompt)
-    vector = load_vector(
-        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
-    )
-    model, tokenizer = load_model_for(
-        out,
-        model_spec,
-        vector=vector,
-        revision=model_revision,
-        token=token,
-        offline=offline,
-        dtype=dtype,
-        device=device,
-    )
+    vector, model, tokenizer = load_vector_and_model(
+        out, vector_spec, model_spec, revision=revision, model_revision=model_revision, token=token,
+        cache_dir=cache_dir, endpoint=endpoint, offline=offline, dtype=dtype, device=device,
+    )  # fmt: skip
     from steerkit.compare import generate_settings, recommended_setting
 
     settings = MODES[mode]

@@ -29,7 +29,7 @@ from steerkit_cli.options import (
 )
 from steerkit_cli.output import Output
 from steerkit_cli.render import render_validation
-from steerkit_cli.resolve import check_out, load_data, load_model_for, load_vector
+from steerkit_cli.resolve import check_out, load_data, load_vector_and_model
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -77,19 +77,10 @@ def tune(
     from steerkit.stats import headline_metric
 
     chosen_metric, why = (metric, "--metric") if metric else headline_metric(items)
-    vector = load_vector(
-        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
-    )
-    model, tokenizer = load_model_for(
-        out,
-        model_spec,
-        vector=vector,
-        revision=model_revision,
-        token=token,
-        offline=offline,
-        dtype=dtype,
-        device=device,
-    )
+    vector, model, tokenizer = load_vector_and_model(
+        out, vector_spec, model_spec, revision=revision, model_revision=model_revision, token=token,
+        cache_dir=cache_dir, endpoint=endpoint, offline=offline, dtype=dtype, device=device,
+    )  # fmt: skip
     from steerkit.tune import tune_and_validate
 
     out.log(f"scoring {len(items)} items, searching μ and cross-validating for {chosen_metric}")

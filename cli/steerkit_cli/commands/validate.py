@@ -24,7 +24,7 @@ from steerkit_cli.options import (
     examples,
 )
 from steerkit_cli.output import Output
-from steerkit_cli.resolve import load_model_for, load_vector
+from steerkit_cli.resolve import load_vector_and_model
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,19 +48,10 @@ def validate(
     out: Output,
 ) -> None:
     """Check that a steering vector fits a model (logits width, tokenizer) without generating anything."""
-    vector = load_vector(
-        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
-    )
-    model, tokenizer = load_model_for(
-        out,
-        model_spec,
-        vector=vector,
-        revision=model_revision,
-        token=token,
-        offline=offline,
-        dtype=dtype,
-        device=device,
-    )
+    vector, model, tokenizer = load_vector_and_model(
+        out, vector_spec, model_spec, revision=revision, model_revision=model_revision, token=token,
+        cache_dir=cache_dir, endpoint=endpoint, offline=offline, dtype=dtype, device=device,
+    )  # fmt: skip
     from steerkit.compatibility import check_compatible
 
     with warnings.catch_warnings(record=True) as caught:
