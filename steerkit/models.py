@@ -115,6 +115,11 @@ def model_dir(name: str, *, cache: Path | None = None) -> Path:
     return gguf_model_dir(PACKAGED_MODELS[name][0], name, cache=cache)
 
 
+def _is_cached(folder: Path) -> bool:
+    """Whether ``folder`` holds a model folder :func:`gguf_model_dir` finished writing."""
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
 def packaged_models(*, cache: Path | None = None) -> list[dict[str, Any]]:
     """The packaged models: ``name``, ``description``, ``folder`` (where ``model_dir`` caches it) and ``cached``.
 
@@ -124,8 +129,7 @@ def packaged_models(*, cache: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for name, (_, description) in PACKAGED_MODELS.items():
         folder = (cache or steerkit_home() / "models") / name
-        cached = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
-        rows.append({"name": name, "description": description, "folder": str(folder), "cached": cached})
+        rows.append({"name": name, "description": description, "folder": str(folder), "cached": _is_cached(folder)})
     return rows
 
 
@@ -163,7 +167,7 @@ def gguf_model_dir(
         ModelLoadError: The file cannot be had or loaded, or ``gguf`` is not installed.
     """
     target = (cache or steerkit_home() / "models") / name
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _is_cached(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".scratch", dir=target.parent) as scratch:

@@ -51,8 +51,8 @@ class _ProgressLines:
 
     def update(self, stage: str, step: int, total: int) -> None:
         now = time.perf_counter()
+        first, done = stage not in self.started, step >= total
         start = self.started.setdefault(stage, now)
-        first, done = step == 0 or now == start, step >= total
         if not (first or done or now - self.last >= self.interval):
             return
         self.last = now
