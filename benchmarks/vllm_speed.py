@@ -1,11 +1,15 @@
-"""vLLM tokens/s with and without steerkit's static steering (target: at most 1.05×),
+"""vLLM tokens/s with and without steerkit's static steering (target: at most 1.05×, also with 4 composed vectors),
 side by side in one run.
 
 One engine (SmolLM2-135M-Instruct, float32, the vector's LoRA served as the warm model, the steerkit processor
-loaded) decodes the same TruthfulQA prompts greedily two ways per repetition, back to back: plain (warm, no
-``extra_args``) and static (warm + ``steer(NAME)`` at the artifact's μ_s). Every request generates exactly
-``--tokens`` tokens (``min_tokens`` = ``max_tokens``), at batch 1 and batch 8. The ratio is the median over the
-paired repetitions of (plain tokens/s) / (static tokens/s). Writes ``benchmarks/results/vllm.json``.
+loaded) decodes the same TruthfulQA prompts greedily several ways per repetition, back to back: plain (warm, no
+``extra_args``), static (warm + ``steer(NAME)`` at the artifact's μ_s), 2 and 4 composed vectors
+(``steer({NAME: μ_s, ...})``), and at batch 8 a batch whose every request names a different vector. The extra
+vectors are the artifact's task vector with its entries permuted (same adapter, same vocabulary), served from a
+live registry folder (``$STEERKIT_VLLM_REGISTRY``), so the registry's per-admission look at its folder is in the
+measurement too. Every request generates exactly ``--tokens`` tokens (``min_tokens`` = ``max_tokens``), at batch 1
+and batch 8. Each ratio is the median over the paired repetitions of (plain tokens/s) / (setting tokens/s).
+Writes ``benchmarks/results/vllm.json``.
 
 Usage::
 
@@ -30,6 +34,25 @@ from machine import machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+DISTINCT = 8  # vectors in the batch where every request names another one (p1 … p7, and bench)
+
+
+def permuted(artifact: Path, folder: Path, count: int) -> Path:
+    """``count`` registry vectors ``p1`` … : the artifact's task vector with its entries permuted (seeded)."""
+    import dataclasses
+
+    import torch
+
+    from steerkit.vector import SteeringVector
+
+    vector = SteeringVector.load(artifact)
+    config = dataclasses.replace(vector.config, task_vector_sha256="")
+    folder.mkdir()
+    for i in range(1, count + 1):
+        order = torch.randperm(vector.vocab_size, generator=torch.Generator().manual_seed(i))
+        task = vector.task_vector[order].contiguous()
+        dataclasses.replace(vector, task_vector=task, config=config).save(folder / f"p{i}")
+    return folder
 
 
 def main() -> None:
@@ -48,6 +71,7 @@ def main() -> None:
 
             vector = make_artifact(Path(tmp) / "vector")
         os.environ["STEERKIT_VLLM_VECTORS"] = f"bench={vector}"
+        os.environ["STEERKIT_VLLM_REGISTRY"] = str(permuted(Path(vector), Path(tmp) / "registry", DISTINCT - 1))
         result = measure(reps=args.reps, tokens=args.tokens)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps(result["summary"], indent=2))
@@ -79,42 +103,58 @@ def measure(*, reps: int, tokens: int) -> dict[str, Any]:
     )
     warm = lora_request("bench")
 
-    def run(batch: list[Any], extra: dict[str, Any] | None) -> tuple[float, int]:
-        params = SamplingParams(temperature=0.0, max_tokens=tokens, min_tokens=tokens, extra_args=extra)
+    def run(batch: list[Any], extra: dict[str, Any] | list[Any] | None) -> tuple[float, int]:
+        extras = extra if isinstance(extra, list) else [extra] * len(batch)
+        params = [SamplingParams(temperature=0.0, max_tokens=tokens, min_tokens=tokens, extra_args=e) for e in extras]
         started = time.perf_counter()
         outs = llm.generate(batch, params, lora_request=warm, use_tqdm=False)
         elapsed = time.perf_counter() - started
         return elapsed, sum(len(o.outputs[0].token_ids) for o in outs)
 
+    mu_s = served()["bench"].vector.mu_static
+    settings: dict[str, Any] = {
+        "static": steer("bench"),
+        "composed2": steer({"bench": mu_s, "p1": mu_s}),
+        "composed4": steer({"bench": mu_s, "p1": mu_s, "p2": mu_s, "p3": mu_s}),
+    }
+    distinct = [steer("bench")] + [steer(f"p{i}") for i in range(1, DISTINCT)]
     rows: dict[str, Any] = {}
     for label, batch in (("batch1", prompts[:1]), ("batch8", prompts)):
-        run(batch, None), run(batch, steer("bench"))  # warm-up: the first LoRA load and shape compilations
-        pairs_: list[dict[str, float]] = []
+        chosen = dict(settings, **({"distinct": distinct} if len(batch) == DISTINCT else {}))
+        for extra in [None, *chosen.values()]:  # warm-up: the first LoRA load and shape compilations
+            run(batch, extra)
+        reps_: list[dict[str, float]] = []
         for _ in range(reps):
             t_plain, n_plain = run(batch, None)
-            t_static, n_static = run(batch, steer("bench"))
-            assert n_plain == n_static == tokens * len(batch), (n_plain, n_static)
-            pairs_.append({"plain_tok_s": n_plain / t_plain, "static_tok_s": n_static / t_static})
-        ratios = [p["plain_tok_s"] / p["static_tok_s"] for p in pairs_]
-        rows[label] = {
-            "reps": pairs_,
-            "plain_tok_s_median": statistics.median(p["plain_tok_s"] for p in pairs_),
-            "static_tok_s_median": statistics.median(p["static_tok_s"] for p in pairs_),
-            "ratio_median": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-        }
+            rep = {"plain_tok_s": n_plain / t_plain}
+            for name, extra in chosen.items():
+                t, n = run(batch, extra)
+                assert n_plain == n == tokens * len(batch), (name, n_plain, n)
+                rep[f"{name}_tok_s"] = n / t
+            reps_.append(rep)
+        rows[label] = {"reps": reps_, "plain_tok_s_median": statistics.median(r["plain_tok_s"] for r in reps_)}
+        for name in chosen:
+            ratios = [r["plain_tok_s"] / r[f"{name}_tok_s"] for r in reps_]
+            rows[label][name] = {
+                "tok_s_median": statistics.median(r[f"{name}_tok_s"] for r in reps_),
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+            }
     summary = {
-        label: f"{r['ratio_median']:.3f}× (plain {r['plain_tok_s_median']:.1f} tok/s, static "
-        f"{r['static_tok_s_median']:.1f} tok/s, n={reps} paired reps, range {r['ratio_min']:.3f}–{r['ratio_max']:.3f})"
-        for label, r in rows.items()
+        f"{label} {name}": f"{r['ratio_median']:.3f}× (plain {row['plain_tok_s_median']:.1f} tok/s, {name} "
+        f"{r['tok_s_median']:.1f} tok/s, n={reps} paired reps, range {r['ratio_min']:.3f}–{r['ratio_max']:.3f})"
+        for label, row in rows.items()
+        for name, r in row.items()
+        if isinstance(r, dict) and "ratio_median" in r
     }
     return {
-        "what": "vLLM tokens/s, plain (warm LoRA) vs static steering (warm LoRA + steerkit.vllm at μ_s)",
+        "what": "vLLM tokens/s, plain (warm LoRA) vs static steering (warm LoRA + steerkit.vllm at μ_s): one vector, "
+        "2 and 4 composed, and (batch 8) a different vector per request",
         "model": "SmolLM2-135M-Instruct float32",
-        "mu_static": served()["bench"].vector.mu_static,
+        "mu_static": mu_s,
         "tokens_per_request": tokens,
-        "target": "ratio ≤ 1.05",
+        "target": "ratio ≤ 1.05 (one vector and 4 composed)",
         "rows": rows,
         "summary": summary,
         "versions": {"vllm": vllm.__version__, "torch": torch.__version__, "python": platform.python_version()},

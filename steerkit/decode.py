@@ -11,8 +11,8 @@ deprecated alias for one release.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from steerkit._hf import is_peft
 from steerkit.adapters import load_adapter
 from steerkit.chat import prompt_ids, validate_messages
 from steerkit.compatibility import Compatibility, check_compatible
+from steerkit.compose import composition_spec
 from steerkit.errors import InvalidOptionError, SteerkitError
 from steerkit.processors import DynamicSteeringProcessor, StaticSteeringProcessor
 from steerkit.shared_forward import SharedForward, shared_forward_layers
@@ -218,7 +219,7 @@ class SteeredModel:
 
 
 def attach(
-    vector: SteeringVector | Steering,
+    vector: SteeringVector | Steering | Sequence[SteeringVector | Steering],
     model: Any,
     *,
     mode: Mode | None = None,
@@ -234,7 +235,10 @@ def attach(
 
     Args:
         vector: The steering vector, or a :class:`~steerkit.steering.Steering` spec (then ``mode``, ``mu``,
-            ``alpha`` and ``adapter`` are the spec's and must not be given again).
+            ``alpha`` and ``adapter`` are the spec's and must not be given again), or a list of up to 8 of them: a
+            composition (:func:`steerkit.compose.compose`), steered in static mode by ``Σᵢ μᵢ·vᵢ`` (each at its
+            Steering's μ, or a vector's ``mu_static``); ``mode="dynamic"`` composes only vectors that share one
+            adapter.
         model: A transformers causal LM, or a ``PeftModel``. A ``PeftModel`` is used as given; onto a plain model
             the vector's adapter is loaded (undone by :meth:`SteeredModel.detach`): both modes steer the warm
             model, which is what was calibrated and measured.
@@ -271,7 +275,14 @@ def attach(
         >>> steered.generate(input_ids=ids, max_new_tokens=20)                    # doctest: +SKIP
         >>> steered.detach()                                                      # doctest: +SKIP
     """
-    if isinstance(vector, Steering):
+    if isinstance(vector, (list, tuple)):
+        if mu is not None:
+            raise InvalidOptionError(
+                "attach([...]) takes each vector's μ from its Steering value, not mu=",
+                hint="give Steering(vector, 'static', mu=X) items, or the vectors at their own mu_static",
+            )
+        spec = composition_spec(vector, mode=mode, alpha=alpha, adapter=adapter)
+    elif isinstance(vector, Steering):
         if mode is not None or mu is not None or alpha is not None or not adapter:
             raise InvalidOptionError(
                 "attach(Steering(...)) takes mode, mu, alpha and adapter from the spec",
@@ -279,7 +290,7 @@ def attach(
             )
         spec = vector
     else:
-        spec = Steering.of(vector, mode=mode, mu=mu, alpha=alpha, adapter=adapter)
+        spec = Steering.of(cast(SteeringVector, vector), mode=mode, mu=mu, alpha=alpha, adapter=adapter)
     compat = check_compatible(spec.vector, model, tokenizer=tokenizer, strict=strict)
     fm = (spec.mode == "dynamic") if filter_masked is None else bool(filter_masked)
     undo = None

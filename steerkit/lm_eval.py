@@ -37,6 +37,7 @@ from steerkit._version import __version__
 from steerkit.adapters import load_adapter
 from steerkit.checks import check_alpha
 from steerkit.compatibility import Compatibility, check_compatible
+from steerkit.compose import compose
 from steerkit.decode import SteeredModel, attach
 from steerkit.errors import InvalidOptionError
 from steerkit.hub import resolve
@@ -104,6 +105,33 @@ def _args(
     return _as_float(mu, "mu"), a, _as_bool(strict, "strict"), fm
 
 
+def _composed(spec: str, mu: Any, revision: str | None, mode: str) -> SteeringVector:
+    """``vector=A|B`` with ``mu=X|Y`` (or no ``mu``: each vector's μ_s): :func:`steerkit.compose.compose` of them."""
+    names = [name.strip() for name in spec.split("|")]
+    if mode not in ("static", "recommended"):
+        raise InvalidOptionError(
+            f"vector={spec!r} composes vectors, which lm-eval steers in static mode only, not mode={mode}",
+            hint="drop mode, or give mode=static",
+        )
+    texts = [None] * len(names) if mu is None else str(mu).split("|")
+    if len(texts) != len(names):
+        raise InvalidOptionError(
+            f"mu={mu!r} gives {len(texts)} strengths for the {len(names)} vectors of vector={spec!r}",
+            hint="give mu=X|Y, one per vector (leave one empty, or drop mu, for a vector's own mu_static)",
+        )
+    mus = [_as_float(text.strip() or None, "mu") if text is not None else None for text in texts]
+    vectors = [SteeringVector.from_parts(resolve(name, revision=revision)) for name in names]
+    return compose([Steering(v, "static", m) for v, m in zip(vectors, mus, strict=True)])
+
+
+def _loaded(vector: str | SteeringVector, revision: str | None) -> tuple[SteeringVector, Path | None]:
+    """The vector (read and verified once, ``steerkit.load``) and the folder it came from (``None`` if given)."""
+    if isinstance(vector, SteeringVector):
+        return vector, None
+    parts = resolve(vector, revision=revision)
+    return SteeringVector.from_parts(parts), parts.directory
+
+
 def _recommended(vector: SteeringVector, mu: float | None) -> tuple[str, float | None]:
     """``mode=recommended`` as :meth:`steerkit.Steering.recommended` reads the vector: ``(mode, mu)``."""
     spec = Steering.recommended(vector, mu=mu)
@@ -126,11 +154,15 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
 
     Args:
         pretrained: The base model (a Hub id, a local folder, or a loaded ``PreTrainedModel``/``PeftModel``).
-        vector: The steering vector: an artifact folder or a Hub repo id (``steerkit.load``).
+        vector: The steering vector: an artifact folder or a Hub repo id (``steerkit.load``), or several joined by
+            ``|`` (``vector=A|B``): their composition (:func:`steerkit.compose.compose`), steered in static mode.
+            The composition carries the vectors' adapter when they share one; otherwise ``pretrained`` (with
+            ``peft=`` if given) is steered as given.
         mode: ``recommended`` (default: the setting the vector's cross-validation picked, as ``steerkit.attach``
             uses it; the base model when it found that the adapter hurts), ``dynamic`` (SVDecode), ``static`` (the
             task vector) or ``warm`` (adapter only, unsteered).
-        mu: Strength (default: the vector's ``mu`` in dynamic, ``mu_static`` in static mode; not for ``warm``).
+        mu: Strength (default: the vector's ``mu`` in dynamic, ``mu_static`` in static mode; not for ``warm``);
+            one per vector for a composition, ``mu=X|Y`` (an empty one: that vector's ``mu_static``).
         vector_revision: Hub revision of the vector.
         alpha: Confidence threshold of the mask (default: the vector's).
         strict: Refuse a tokenizer that differs from the vector's (default true).
@@ -168,14 +200,12 @@ class SteerkitLM(HFLM):  # type: ignore[misc]
             )
         if mode == "warm" and mu is not None:
             raise InvalidOptionError("mode=warm scores the warm model unsteered: it takes no mu", hint="drop mu")
+        vector_id = None if isinstance(vector, SteeringVector) else str(vector)
+        if isinstance(vector, str) and "|" in vector:  # a composition: one static vector Σᵢ μᵢ·vᵢ
+            vector, mu, mode = _composed(vector, mu, vector_revision, mode), None, "static"
         mu_value, a, strict_on, filter_on = _args(vector, mu, alpha, strict, filter_masked, vector_revision)
-        directory: Path | None = None
-        if isinstance(vector, SteeringVector):
-            self.steerkit_vector, self.steerkit_vector_id = vector, None
-        else:
-            parts = resolve(vector, revision=vector_revision)
-            self.steerkit_vector, self.steerkit_vector_id = SteeringVector.from_parts(parts), str(vector)
-            directory = parts.directory
+        self.steerkit_vector, directory = _loaded(vector, vector_revision)
+        self.steerkit_vector_id = vector_id
         if mode == "recommended":
             mode, mu_value = _recommended(self.steerkit_vector, mu_value)
         if kwargs.get("peft") and self.steerkit_vector.adapter_files:

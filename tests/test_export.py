@@ -194,3 +194,25 @@ def test_an_export_never_writes_through_a_link_into_a_folder_or_under_a_file(
                         out, "--force", "--json")  # fmt: skip
         assert result.exit_code == 1 and message in json.loads(result.stdout)["error"]["message"]
     assert elsewhere.read_text(encoding="utf-8") == "{}"  # the link's target is untouched
+
+
+def test_several_vectors_export_as_one_composed_bias(setting: dict[str, Any], tmp_path: Path) -> None:
+    from steerkit.compose import compose
+    from steerkit.steering import Steering
+
+    config = dataclasses.replace(setting["vector"].config, task_vector_sha256="")
+    other = SteeringVector(task_vector=concentrated().task_vector, config=config).save(tmp_path / "other")
+    result = invoke("export", setting["folder"], other, "--mu", -40, "--mu", 2, "--format", "sequence-bias",
+                    "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)["data"]
+    both = compose(
+        [Steering(setting["vector"], "static", mu=-40.0), Steering(SteeringVector.load(other), "static", 2.0)]
+    )
+    library = export_bias(both, "sequence-bias")
+    assert data == {**json.loads(json.dumps(library.to_dict())), "file": None, "composed_of": [
+        {"vector": str(setting["folder"]), "mu": -40.0}, {"vector": str(other), "mu": 2.0}]}  # fmt: skip
+    human = invoke("export", setting["folder"], other, "--mu", -40, "--mu", 2, "--format", "sequence-bias")
+    assert f"at the sum -40·{setting['folder']} + 2·{other}" in human.stdout.replace("\n", "")
+    wrong = invoke("export", setting["folder"], other, "--mu", 1, "--format", "logit-bias")
+    assert wrong.exit_code == 1 and "1 --mu for 2 vectors" in wrong.output and "one --mu per vector" in wrong.output

@@ -103,7 +103,7 @@ def test_the_library_never_imports_the_cli_stack() -> None:
 
 #: Modules whose whole ``__all__`` is public API, documented under "Python API": the integrations, the errors a
 #: caller catches and the SVDecode maths. Everything else is documented once, on the "Internals" page.
-PUBLIC_MODULES = ("errors", "export", "lm_eval", "search", "svdecode", "vllm")
+PUBLIC_MODULES = ("compose", "errors", "export", "lm_eval", "search", "svdecode", "vllm")
 #: Types a user holds that live in internal modules (returned by public functions, or filtered as warnings).
 PUBLIC_TYPES = {
     "compatibility": {

@@ -325,3 +325,31 @@ def test_pretrained_takes_a_packaged_models_name(tiny: dict[str, Any], monkeypat
     monkeypatch.setattr(steerkit.models, "model_dir", folder)
     lm = SteerkitLM(pretrained="SmolLM2-135M-Instruct", vector=tiny["vector"], mode="static", device="cpu")
     assert asked == ["SmolLM2-135M-Instruct"] and lm.steerkit_mode == "static"
+
+
+def test_a_composition_scores_as_steerkit_with_the_summed_vector(tiny: dict[str, Any], offline: Path) -> None:
+    import steerkit.lm_eval  # noqa: F401  (registers the model type)
+    from steerkit.compose import compose
+
+    second = hand_vector(tiny["warm"], tiny["tokenizer"], texts=("a quick brown fox", "jumps over the lazy dog"))
+    second.save(tiny["root"] / "second")
+    both = args(tiny, vector=f"{tiny['root'] / 'vector'}|{tiny['root'] / 'second'}", mu="-40|25")
+    got = evaluate("steerkit", both)
+    summed = compose([Steering(tiny["vector"], "static", mu=-40.0), Steering(second, "static", mu=25.0)])
+    assert flat(got) == pytest.approx(flat(steerkit_scores(tiny, Steering(summed, "static", mu=1.0))), abs=1e-4)
+    assert flat(got) != pytest.approx(flat(steerkit_scores(tiny, None)), abs=1e-3)  # it steered
+
+
+def test_a_composition_takes_one_mu_per_vector_and_static_mode_only(tiny: dict[str, Any]) -> None:
+    from steerkit.lm_eval import SteerkitLM
+
+    two = f"{tiny['root'] / 'vector'}|{tiny['root'] / 'vector'}"
+    kwargs = {"pretrained": str(tiny["root"] / "model"), "vector": two, "device": "cpu"}
+    with pytest.raises(InvalidOptionError, match=r"mu='1' gives 1 strengths for the 2 vectors"):
+        SteerkitLM(**kwargs, mu="1")
+    with pytest.raises(InvalidOptionError, match="static mode only, not mode=dynamic"):
+        SteerkitLM(**kwargs, mode="dynamic")
+    lm = SteerkitLM(**kwargs, mu="-1|")  # an empty μ: that vector's mu_static
+    expected = (-1.0 + tiny["vector"].mu_static) * tiny["vector"].task_vector.double()
+    assert torch.equal(lm.steerkit_vector.task_vector, expected.float()) and lm.steerkit_mode == "static"
+    assert lm.get_model_info()["steerkit_vector"] == two

@@ -24,7 +24,7 @@ def test_the_serve_page_python_example_runs(artifacts: tuple[Path, Path], tmp_pa
     from steerkit.models import default_model_dir
 
     page = PAGE.read_text(encoding="utf-8")
-    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", page, flags=re.S) if "LLM(" in block]
     assert code.count(HUB_ID) == 1
     # the entry point loads the processor: naming it as well would build it twice (vLLM does not deduplicate)
     commands = "".join(re.findall(r"```(?:python|bash)\n(.*?)```", page, flags=re.S))
@@ -32,7 +32,7 @@ def test_the_serve_page_python_example_runs(artifacts: tuple[Path, Path], tmp_pa
     script = tmp_path / "serve_example.py"
     script.write_text(code.replace(HUB_ID, repr(str(default_model_dir()))), encoding="utf-8")
     shutil.copytree(artifacts[0], tmp_path / "my-vector")
-    env = {k: v for k, v in os.environ.items() if k != "STEERKIT_VLLM_VECTORS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("STEERKIT_VLLM_VECTORS", "STEERKIT_VLLM_REGISTRY")}
     proc = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_SECONDS
     )

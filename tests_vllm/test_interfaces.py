@@ -6,6 +6,9 @@ is pinned here with vLLM's real ``LogitsProcRequestState``/``LogitsContext``: re
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,11 +24,16 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     build_custom_logits_processors,
 )
 
+from steerkit import serving
+from steerkit.compose import MAX_VECTORS, compose
 from steerkit.errors import IncompatibleModelError, InvalidOptionError
 from steerkit.models import default_model_dir
 from steerkit.processors import StaticSteeringProcessor
+from steerkit.serving import parse_spec, request_steering, serving_table
+from steerkit.steering import Steering
+from steerkit.svdecode import static_step
 from steerkit.vector import SteeringVector
-from steerkit.vllm import ENV_VECTORS, SteeringLogitsProcessor, lora_request, parse_spec, request_steering, steer
+from steerkit.vllm import ENV_REGISTRY, ENV_VECTORS, SteeringLogitsProcessor, lora_request, steer
 
 NAMED = "steerkit.vllm:SteeringLogitsProcessor"
 
@@ -237,7 +245,7 @@ def test_a_mu_vllm_would_let_through_is_refused_by_the_plugin_and_never_raises_i
     for mu, message in ((10**400, "is too large for a float"), (1e39, r"= 1e\+39 is too large")):
         params = SimpleNamespace(extra_args={"steerkit": {"vector": "tqa", "mu": mu}})
         with pytest.raises(InvalidOptionError, match=f"steering strength mu {message}"):
-            request_steering(params, proc.table)
+            request_steering(params, serving_table())
         assert proc.add_request(0, params) is False  # logged, not steered, no exception in the engine
     logits = _logits(vectors["tqa"], 1, 3)
     assert torch.equal(proc.apply(logits.clone(), _ctx([0])), logits)
@@ -251,5 +259,92 @@ def test_extra_args_that_are_no_object_or_have_non_string_keys_are_refused_never
     for extra in (["steerkit"], "steerkit", {1: "x", "steerkit": {"vector": "tqa"}}):
         params = SimpleNamespace(extra_args=extra)
         with pytest.raises(InvalidOptionError, match="extra_args must be an object with string keys"):
-            request_steering(params, proc.table)
+            request_steering(params, serving_table())
         assert proc.add_request(0, params) is False
+
+
+# --- issue 31: several vectors per request, and the live registry -------------------------------------------------
+
+
+def _shuffled(vector: SteeringVector, seed: int) -> SteeringVector:
+    """``vector`` with its entries permuted: another direction of the same vocabulary, tokenizer and α."""
+    order = torch.randperm(V, generator=torch.Generator().manual_seed(seed))
+    config = dataclasses.replace(vector.config, task_vector_sha256="")
+    return dataclasses.replace(vector, task_vector=vector.task_vector[order].contiguous(), config=config)
+
+
+@pytest.fixture
+def live(vectors: dict[str, SteeringVector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A registry folder holding ``other`` (a permuted ``tqa``) beside the fixed ``tqa`` and ``flip``."""
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    _shuffled(vectors["tqa"], 0).save(folder / "other")
+    monkeypatch.setenv(ENV_REGISTRY, str(folder))
+    monkeypatch.setattr(serving, "_REGISTRIES", {})
+    return folder
+
+
+def test_a_composed_request_adds_the_sum_on_one_tensor_as_transformers_does(
+    vectors: dict[str, SteeringVector], live: Path
+) -> None:
+    proc = _v2()
+    tqa, other = vectors["tqa"], SteeringVector.load(live / "other")
+    assert proc.add_request(1, SamplingParams(extra_args=steer({"tqa": -3.0, "other": 2.0}))) is True
+    assert proc.add_request(0, SamplingParams(extra_args={"steerkit_vectors": ["other"], "steerkit_mus": [2.0]}))
+    logits = _logits(tqa, 3, 4)
+    logits[:, other.task_vector.abs().topk(4).indices] += 30.0  # the mask meets both vectors
+    out = proc.apply(logits.clone(), _ctx([1, 0, 2]))
+    summed = (-3.0 * tqa.task_vector.double() + 2.0 * other.task_vector.double()).float()
+    assert torch.equal(out[0], static_step(logits[:1], summed, alpha=tqa.config.alpha)[0])
+    assert torch.equal(out[1], _rule(other, 2.0, logits[1])) and torch.equal(out[2], logits[2])
+    # the same composition in transformers: steerkit.attach's rule with steerkit.compose's vector
+    both = compose([Steering(tqa, "static", mu=-3.0), Steering(other, "static", mu=2.0)])
+    assert torch.equal(out[0], _rule(both, 1.0, logits[0]))
+
+
+def test_registry_vectors_are_served_then_refused_once_removed(
+    vectors: dict[str, SteeringVector], live: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = _v2()
+    params = SamplingParams(extra_args=steer("other", mu=-1.0))
+    SteeringLogitsProcessor.validate_params(params)
+    assert proc.add_request(0, params) is True
+    logits = _logits(vectors["tqa"], 1, 5)
+    steered = proc.apply(logits.clone(), _ctx([0]))
+    shutil.rmtree(live / "other")
+    with pytest.raises(InvalidOptionError, match="unknown steering vector 'other' \\(served: flip, tqa\\)"):
+        SteeringLogitsProcessor.validate_params(params)
+    assert torch.equal(proc.apply(logits.clone(), _ctx([0])), steered)  # a request under way keeps its vector
+    with caplog.at_level(logging.ERROR, logger="steerkit.vllm"):
+        assert proc.add_request(0, params) is False  # admitted before the removal: logged, not steered
+    assert torch.equal(proc.apply(logits.clone(), _ctx([0])), logits)
+
+
+def test_a_registry_vector_for_another_vocabulary_is_skipped_never_fatal(
+    vectors: dict[str, SteeringVector], live: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = _v2()
+    wide = vectors["tqa"]
+    config = dataclasses.replace(wide.config, vocab_size=V + 64, task_vector_sha256="")
+    dataclasses.replace(wide, task_vector=torch.cat([wide.task_vector, torch.zeros(64)]), config=config).save(
+        live / "wide"
+    )
+    with caplog.at_level(logging.ERROR, logger="steerkit.vllm"):
+        assert proc.add_request(0, SamplingParams(extra_args=steer("wide"))) is False
+        assert proc.add_request(1, SamplingParams(extra_args=steer("wide"))) is False
+    lines = [r.getMessage() for r in caplog.records if "'wide' not served" in r.getMessage()]
+    assert len(lines) == 1 and "vocab_size 49216" in lines[0]
+    assert proc.add_request(2, SamplingParams(extra_args=steer("other"))) is True  # the engine serves on
+
+
+def test_the_table_drops_rows_no_request_uses_once_it_has_grown(vectors: dict[str, SteeringVector], live: Path) -> None:
+    proc = _v2()
+    tqa = vectors["tqa"]
+    for version in range(2 * MAX_VECTORS + 4):  # the operator replaces "other" again and again
+        shutil.rmtree(live / "other")
+        _shuffled(tqa, version).save(live / "other")
+        assert proc.add_request(0, SamplingParams(extra_args=steer({"other": 1.0, "tqa": -1.0})))
+    assert proc.vectors.shape[0] <= 2 * (2 + MAX_VECTORS) + 1
+    logits = _logits(tqa, 1, 6)
+    summed = (1.0 * _shuffled(tqa, version).task_vector.double() - tqa.task_vector.double()).float()
+    assert torch.equal(proc.apply(logits.clone(), _ctx([0]))[0], static_step(logits, summed, alpha=0.1)[0])

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from engine import OTHER_MU
 
 EOS = 2
 
@@ -26,7 +27,7 @@ def hf(engine: dict[str, Any], artifacts: tuple[Path, Path]) -> dict[str, list[l
 
     model, tokenizer = load_model(default_model_dir())
     n = len(engine["static"][0])
-    out: dict[str, list[list[int]]] = {"base": [], "warm": [], "static": []}
+    out: dict[str, list[list[int]]] = {"base": [], "warm": [], "static": [], "composed": []}
 
     def gen(target: Any, ids: list[int], steered: Any = None) -> list[int]:
         batch = torch.tensor([ids])
@@ -41,9 +42,14 @@ def hf(engine: dict[str, Any], artifacts: tuple[Path, Path]) -> dict[str, list[l
     warm.eval()
     steered = steerkit.attach(vector, warm, mode="static", tokenizer=tokenizer)
     assert steered.mu == vector.mu_static and steered.filter_masked is False
+    other = steerkit.load(Path(engine["registry_folder"]) / "other")
+    mu_s = vector.mu_static
+    both = [steerkit.Steering(vector, "static", mu_s), steerkit.Steering(other, "static", OTHER_MU * mu_s)]
+    composed = steerkit.attach(both, warm, tokenizer=tokenizer)
     for ids in engine["prompts"]:
         out["warm"].append(gen(warm, ids))
         out["static"].append(gen(warm, ids, steered))
+        out["composed"].append(gen(warm, ids, composed))
     return out
 
 
@@ -53,6 +59,7 @@ def test_steered_greedy_tokens_equal_steerkit_static_generate(engine: dict[str, 
     assert len(engine["prompts"]) == 8 and len(qualified) >= 6
     for i in qualified:
         assert _trim(engine["static"][i]) == _trim(hf["static"][i]), i
+        assert _trim(engine["composed"][i]) == _trim(hf["composed"][i]), i
     # steering changed something, and the LoRA did too: the comparison is not of identical runs
     assert any(engine["static"][i] != engine["warm"][i] for i in qualified)
     assert engine["warm"] != engine["base"]
@@ -83,8 +90,8 @@ def test_mixed_batch_steers_each_request_by_its_own_choice(engine: dict[str, Any
 def test_bad_requests_are_refused_at_admission_and_the_engine_keeps_serving(engine: dict[str, Any]) -> None:
     refused = engine["refused"]
     assert refused["unknown"].startswith("VLLMValidationError: unknown steering vector 'no-such-vector'")
-    assert "served: flip, tqa" in refused["unknown"]
-    assert refused["path"].startswith("VLLMValidationError: unknown steering vector")  # a path is a name, never read
+    assert "served: flip, other, tqa" in refused["unknown"]
+    assert refused["path"].startswith("VLLMValidationError: steering vector names are plain names")  # never read
     assert refused["mu_nan"] == "VLLMValidationError: steering strength mu must be a finite number, got nan"
     assert refused["mu_text"] == "VLLMValidationError: steering strength mu must be a finite number, got 'big'"
     assert refused["extra_key"].startswith("VLLMValidationError: extra_args['steerkit'] must be")
@@ -92,3 +99,29 @@ def test_bad_requests_are_refused_at_admission_and_the_engine_keeps_serving(engi
     assert refused["mu_overflow"].startswith("VLLMValidationError: steering strength mu = 1e+39 is too large")
     assert refused["mu_bigint"].startswith("VLLMValidationError:")  # vLLM's own extra_args check comes first
     assert engine["after_refusals"] == engine["static"][0]
+
+
+def test_composed_logits_equal_transformers_rule_with_the_summed_vector(engine: dict[str, Any]) -> None:
+    checks = engine["composed_logit_checks"]
+    assert len(checks) == 4
+    for check in checks:
+        assert check["max_abs_diff"] <= 1e-5 * max(1.0, (1 + OTHER_MU) * abs(engine["mu_static"])), check
+        assert check["argmax_equal"], check
+    assert sum(c["changed"] for c in checks) > 0
+
+
+def test_composed_and_single_requests_share_a_batch(engine: dict[str, Any]) -> None:
+    assert engine["composed_batch"] == engine["composed_alone"]
+    assert engine["composed_batch"][0] == engine["composed"][1]
+
+
+def test_the_live_registry_adds_serves_removes_and_refuses(engine: dict[str, Any]) -> None:
+    run = engine["registry"]
+    assert run["before"].startswith("VLLMValidationError: unknown steering vector 'live' (served: flip, other, tqa)")
+    assert run["served"] == engine["static"][0]  # the same artifact, added while the engine ran, and its adapter
+    assert run["after"].startswith("VLLMValidationError: unknown steering vector 'live' (served: flip, other, tqa)")
+    assert run["broken"].startswith("VLLMValidationError: unknown steering vector 'broken' (served: flip, other")
+    assert run["path"].startswith("VLLMValidationError: steering vector names are plain names")
+    assert run["twice"].startswith("VLLMValidationError: the request names the steering vector 'tqa' twice")
+    assert run["too_many"].startswith("VLLMValidationError: a request composes 1 to 8 steering vectors, got 9")
+    assert run["serves_on"] == engine["static"][0]

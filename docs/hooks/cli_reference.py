@@ -37,6 +37,7 @@ def root_command() -> Any:
         The root click group.
     """
     import typer.main
+
     from steerkit_cli.app import app
 
     group = typer.main.get_command(app)
@@ -86,12 +87,15 @@ def _row(param: Any, ctx: Any) -> tuple[str, str, str]:
     record = param.get_help_record(ctx)
     names, help_ = record if record is not None else (param.name, "")
     spelling, _, kind = names.partition(" <")
+    many = not _is_option(param) and spelling.endswith("...")
     if not _is_option(param):
-        spelling = spelling.upper()  # arguments read as in the usage line: BASE, VECTOR_SPEC
+        spelling = spelling.upper().removesuffix("...")  # arguments read as in the usage line: BASE, VECTOR_SPEC
     spellings = ", ".join(f"`{s.strip()}`" for s in re.split(r",|/", spelling) if s.strip())
     if _is_option(param) and getattr(param, "secondary_opts", None):
         spellings = " / ".join(f"`{s.strip()}`" for s in spelling.split("/"))
     kind = kind.rstrip(">").strip() or ("flag" if _is_option(param) else "")
+    if many:
+        kind = f"{kind}, one or more".lstrip(", ")
     # Typer appends "  [default: ...; range; required]" unescaped; the text before it is rich markup.
     text, extras = _EXTRAS.fullmatch(help_).groups()  # type: ignore[union-attr]
     described = _cell(plain(text))

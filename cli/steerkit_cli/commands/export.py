@@ -1,4 +1,7 @@
-"""``steerkit export``: the static vector as a transformers ``sequence_bias`` or an OpenAI-style ``logit_bias``."""
+"""``steerkit export``: the static vector as a transformers ``sequence_bias`` or an OpenAI-style ``logit_bias``.
+
+Several vectors export as one bias: their composition ``Σᵢ μᵢ·vᵢ`` (``steerkit.compose``), one ``--mu`` per vector.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from steerkit_cli import render
 from steerkit_cli.errors import command
 from steerkit_cli.options import (
     CacheDirOpt,
@@ -15,7 +19,6 @@ from steerkit_cli.options import (
     OfflineOpt,
     RevisionOpt,
     TokenOpt,
-    VectorArg,
     examples,
 )
 from steerkit_cli.output import Output
@@ -28,7 +31,14 @@ if TYPE_CHECKING:
 
 @command
 def export(
-    vector_spec: VectorArg,
+    vector_specs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Steering vector: a local artifact folder or a Hub repo id (user/name); several: export their sum "
+            "Σ μᵢ·vᵢ as one bias.",
+            show_default=False,
+        ),
+    ],
     format: Annotated[
         str,
         typer.Option(
@@ -47,8 +57,12 @@ def export(
         ),
     ] = None,
     mu: Annotated[
-        float | None,
-        typer.Option("--mu", help="Strength to scale the task vector by \\[default: its μ_s].", show_default=False),
+        list[float] | None,
+        typer.Option(
+            "--mu",
+            help="Strength to scale the task vector by \\[default: its μ_s]; several vectors: one --mu each, in order.",
+            show_default=False,
+        ),
     ] = None,
     out_file: Annotated[
         Path | None,
@@ -75,13 +89,14 @@ def export(
     out: Output,
 ) -> None:
     """Export the static vector (scaled by μ_s) as a fixed logit bias; an approximation, labelled as one."""
-    vector = load_vector(
-        vector_spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline
-    )
     from steerkit.errors import ArtifactExistsError
-    from steerkit.export import export_bias, export_target
+    from steerkit.export import export_target
 
-    result = export_bias(vector, format, top_k=top_k, mu=mu, force=force)
+    vectors = [
+        load_vector(spec, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint, offline=offline)
+        for spec in vector_specs
+    ]
+    result, parts = _exported(vectors, vector_specs, list(mu or []), format=format, top_k=top_k, force=force)
     written: Path | None = None
     if out_file is not None:
         target = export_target(out_file, result.file_name)
@@ -90,13 +105,41 @@ def export(
             raise ArtifactExistsError(f"'{target}' already exists", hint=hint, path=str(target))
         written = result.write(target)
     data = {**result.to_dict(), "file": None if written is None else str(written)}
+    if parts is not None:
+        data["composed_of"] = parts
     out.result(data, lambda console: _render_export(console, data, err=out.err))
 
 
+def _exported(
+    vectors: list[Any], specs: list[str], mus: list[float], *, format: str, top_k: int | None, force: bool
+) -> tuple[Any, list[dict[str, Any]] | None]:
+    """``(BiasExport, composed_of)``: one vector's export at its ``--mu``, or the composition of several (one ``--mu``
+    each, or none), with what it was composed of."""
+    from steerkit.errors import InvalidOptionError
+    from steerkit.export import export_bias
+
+    if mus and len(mus) != len(vectors):
+        raise InvalidOptionError(
+            f"{len(mus)} --mu for {len(vectors)} vectors",
+            hint="give one --mu per vector, in order (or none: each vector's μ_s)",
+        )
+    if len(vectors) == 1:
+        return export_bias(vectors[0], format, top_k=top_k, mu=mus[0] if mus else None, force=force), None
+    from steerkit.compose import compose
+    from steerkit.steering import Steering
+
+    steerings = [Steering(v, "static", mus[i] if mus else None) for i, v in enumerate(vectors)]
+    parts = [{"vector": spec, "mu": s.strength} for spec, s in zip(specs, steerings, strict=True)]
+    return export_bias(compose(steerings), format, top_k=top_k, force=force), parts
+
+
 def _render_export(console: Console, data: dict[str, Any], *, err: Console) -> None:
+    composed = data.get("composed_of")
+    of = " + ".join(f"{fmt_float(p['mu'])}·{render.remote(p['vector'])}" for p in composed) if composed else None
+    strength = f"the sum {of}" if of else f"μ = {fmt_float(data['mu'])}"
     console.print(
-        f"Exported {data['entries']} of {data['nonzero']} non-zero entries as {data['format']} at μ = "
-        f"{fmt_float(data['mu'])}: they carry {data['l1_fraction']:.1%} of the vector's L1 mass"
+        f"Exported {data['entries']} of {data['nonzero']} non-zero entries as {data['format']} at {strength}: "
+        f"they carry {data['l1_fraction']:.1%} of the vector's L1 mass"
         + (f" ({data['clamped']} clamped to ±100)" if data["clamped"] else "")
     )
     for note in data["notes"]:
@@ -115,5 +158,6 @@ def register(app: typer.Typer) -> None:
             "steerkit export my-vector --format sequence-bias --out generation_config.json",
             "steerkit export my-vector --format logit-bias --top-k 256 --out logit_bias.json --json",
             "steerkit export user/my-vector --format logit-bias --mu -20 --force",
+            "steerkit export truthful concise --mu -2 --mu 1 --format logit-bias --out logit_bias.json",
         ),
     )(export)
