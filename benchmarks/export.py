@@ -21,6 +21,12 @@ On the test items, MC2 of three settings, all on the warm model φ:
   what ``SequenceBiasLogitsProcessor`` with single-token sequences does to each step's logits. (α = 0 would keep
   every token too, but the option terms would then hold all 49 152 entries per token: tens of GB.)
 
+A composition (issue 31) is measured the same way: two vectors built on the two halves of the calibration pairs
+(the same adapter, ``folds=0``), each at half its μ_s, composed by :func:`steerkit.compose.compose` into one
+static vector (``z_φ + keep ⊙ Σᵢ μᵢ·vᵢ``, the rule of the composed processor in ``attach`` and vLLM), against the
+bias exported from that composition (``composed``: MC2 of warm, the composed processor and the composed export,
+the paired Δ of export vs processor).
+
 ``warm`` and ``static`` come from one forward pass (the option terms rescore μ = 0 and μ = μ_s); ``export`` takes
 another. Writes ``benchmarks/results/export.json``: ``n``, each setting's MC2 with a bootstrap 95% interval, the
 paired Δ of ``export`` vs ``static`` and vs ``warm`` with intervals, the export's kept L1 mass, ``top_k`` and
@@ -123,6 +129,50 @@ def exported_bias_mask() -> Iterator[None]:
         yield
 
 
+def composed(warm: Any, tokenizer: Any, cal_p: Sequence[Any], test_i: Sequence[Any]) -> dict[str, Any]:
+    """The composed processor against the bias exported from the same composition, on the test items."""
+    from steerkit import build
+    from steerkit.compose import compose
+    from steerkit.export import export_bias
+    from steerkit.scoring import collect_option_terms
+    from steerkit.stats import paired_bootstrap
+    from steerkit.steering import Steering
+
+    half = len(cal_p) // 2
+    parts = [
+        build(warm, None, chunk, tokenizer=tokenizer, batch_size=8, folds=0) for chunk in (cal_p[:half], cal_p[half:])
+    ]
+    mus = [float(v.mu_static) / 2 for v in parts]
+    vector = compose([Steering(v, "static", mu=mu) for v, mu in zip(parts, mus, strict=True)])
+    export = export_bias(vector, "sequence-bias", top_k=TOP_K, force=True)
+    terms = collect_option_terms(
+        warm, test_i, tokenizer=tokenizer, steering=Steering(vector, mode="static"), batch_size=16
+    )
+    exported = Steering(bias_vector(vector, export.bias), mode="static", mu=1.0)
+    with exported_bias_mask():
+        export_terms = collect_option_terms(warm, test_i, tokenizer=tokenizer, steering=exported, batch_size=16)
+    values = {
+        "warm": mc2(terms, test_i, 0.0),
+        "processor": mc2(terms, test_i, 1.0),
+        "export": mc2(export_terms, test_i, 1.0),
+    }
+
+    def delta(a: str, b: str) -> dict[str, Any]:
+        d = paired_bootstrap(values[a], values[b], n_bootstrap=N_BOOTSTRAP, seed=0)
+        return {k: d[k] for k in ("difference", "ci_low", "ci_high", "n", "p_le_zero")}
+
+    return {
+        "vectors": 2,
+        "parts": f"two vectors built on the two halves of the calibration pairs ({half} and {len(cal_p) - half})",
+        "mus": mus,
+        "settings": {name: interval(v) for name, v in values.items()},
+        "delta_export_vs_processor": delta("export", "processor"),
+        "delta_processor_vs_warm": delta("processor", "warm"),
+        "delta_export_vs_warm": delta("export", "warm"),
+        "export": {"entries": len(export.bias), "kept_l1_mass": export.l1_fraction},
+    }
+
+
 def run(train_pairs: int = TRAIN_PAIRS, cal_pairs: int | None = None, test_items: int | None = None) -> dict[str, Any]:
     from steerkit import build, warm_start
     from steerkit.data import split
@@ -176,6 +226,11 @@ def run(train_pairs: int = TRAIN_PAIRS, cal_pairs: int | None = None, test_items
     timings["score_export_s"] = time.perf_counter() - t0
     log(f"export scored: {timings['score_export_s']:.0f} s")
 
+    t0 = time.perf_counter()
+    composition = composed(warm, tokenizer, cal_p, test_i)
+    timings["composed_s"] = time.perf_counter() - t0
+    log(f"composed: {timings['composed_s']:.0f} s")
+
     values = {
         "warm": mc2(static_terms, test_i, 0.0),
         "static": mc2(static_terms, test_i, mu_s),
@@ -194,6 +249,7 @@ def run(train_pairs: int = TRAIN_PAIRS, cal_pairs: int | None = None, test_items
         "delta_export_vs_static": delta("export", "static"),
         "delta_export_vs_warm": delta("export", "warm"),
         "delta_static_vs_warm": delta("static", "warm"),
+        "composed": composition,
         "export": {
             "format": export.format,
             "top_k": TOP_K,

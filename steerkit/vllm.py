@@ -103,6 +103,10 @@ def lora_request(vector: str, *, spec: str | None = None) -> Any:
     return LoRARequest(lora_name=vector, lora_int_id=item.lora_int_id, lora_path=str(item.adapter_dir))
 
 
+#: A step's steered rows: their index in the batch (``None``: every row), ``μ·v`` per row, and α per row.
+_Plan = tuple[Tensor | None, Tensor, np.ndarray]
+
+
 class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ignore[misc]
     """Static steering for vLLM: ``ẑ = z + keep ⊙ Σᵢ μᵢ·vᵢ`` on the rows of the requests that select vectors.
 
@@ -133,7 +137,8 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
         first = _STEERING.get(id(vllm_config))
         self.duplicate = first is not None and first() is not None
         self.width = width
-        self.rows: dict[tuple[str, tuple[Any, ...]], int] = {}  # (name, version) → row of self.vectors
+        # (name, version) of a vector, or ("+", ((name, version, μ), …)) of a composition → row of self.vectors
+        self.rows: dict[tuple[Any, ...], int] = {}
         self.unfit: set[tuple[str, tuple[Any, ...]]] = set()  # registry vectors that do not fit the served model
         self.vectors = torch.zeros(0, width, device=device)
         if self.duplicate:
@@ -143,9 +148,11 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
                 "Drop it from logits_processors: the entry point loads it."
             )
             slots = 0
-        self.vec = np.full((slots, MAX_VECTORS), -1, dtype=np.int64)  # per slot: rows of the table, -1 = none
-        self.mu = np.zeros((slots, MAX_VECTORS), dtype=np.float64)
+        self.vec = np.full(slots, -1, dtype=np.int64)  # per slot: its row of the table, -1 = none
+        self.mu = np.zeros(slots, dtype=np.float64)
         self.alpha = np.zeros(slots, dtype=np.float64)
+        # the last step's slots and plan (_plan), dropped on any change of the steering state
+        self._planned: tuple[np.ndarray, _Plan | None] | None = None
         if not self.duplicate:
             _STEERING[id(vllm_config)] = weakref.ref(self)
             for item in served().values():  # the fixed vectors: a mismatch stops the engine at start
@@ -200,6 +207,7 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
         """(Re)initialise slot ``req_idx`` for a new request; whether it is steered (V2 interface)."""
         if self.duplicate:
             return False
+        self._planned = None
         self.vec[req_idx], self.mu[req_idx], self.alpha[req_idx] = -1, 0.0, 0.0
         self._compact()
         try:
@@ -212,16 +220,31 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
         rows = [self._row(item) for item, _ in choice]
         if any(row is None for row in rows):
             return False  # a registry vector that does not fit the served model (logged when it was loaded)
-        count = len(choice)
-        self.vec[req_idx, :count] = rows
-        self.mu[req_idx, :count] = [mu for _, mu in choice]
+        if len(choice) == 1:
+            self.vec[req_idx], self.mu[req_idx] = rows[0], choice[0][1]
+        else:
+            self.vec[req_idx], self.mu[req_idx] = self._composed(choice, rows), 1.0  # type: ignore[arg-type]
         self.alpha[req_idx] = float(choice[0][0].vector.config.alpha)
         return True
+
+    def _composed(self, choice: list[tuple[ServedVector, float]], rows: list[int]) -> int:
+        """The table row of a composition ``Σⱼ μⱼ·vⱼ``, made once when a request first names it: one float64
+        product of the strengths and the vectors' rows, rounded once. Its slots steer with μ = 1, so a composed
+        step costs what a one-vector step does."""
+        key = ("+", tuple((item.name, item.version, float(mu)) for item, mu in choice))
+        if key not in self.rows:
+            weights = torch.tensor([mu for _, mu in choice], dtype=torch.float64, device=self.vectors.device)
+            index = torch.tensor(rows, dtype=torch.long, device=self.vectors.device)
+            summed = (weights @ self.vectors.index_select(0, index).to(torch.float64)).to(torch.float32)
+            self.vectors = torch.cat([self.vectors, summed[None]])
+            self.rows[key] = self.vectors.shape[0] - 1
+        return self.rows[key]
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         """Follow the V1 runner's persistent batch: removed, then added, then moved rows."""
         if batch_update is None or self.duplicate:
             return
+        self._planned = None
         for index in batch_update.removed:
             self.vec[index] = -1
         for index, params, _prompt, _output in batch_update.added:
@@ -238,20 +261,6 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
 
     # --- the rule --------------------------------------------------------------------------------------
 
-    def _step(self, vec: np.ndarray, mu: np.ndarray, device: torch.device) -> Tensor:
-        """``Σⱼ μⱼ·v[vecⱼ]`` per row ``[rows, V]`` float32: one vector per row is ``μ·v`` in float32 (what
-        transformers' static mode computes); a composition is one float64 product of the weights and the table,
-        rounded once."""
-        if not (vec[:, 1:] >= 0).any():
-            rows = torch.from_numpy(vec[:, 0]).to(device)
-            return torch.from_numpy(mu[:, 0].astype(np.float32)).to(device)[:, None] * self.vectors.index_select(
-                0, rows
-            )
-        weights = np.zeros((vec.shape[0], self.vectors.shape[0]), dtype=np.float64)
-        r, j = np.nonzero(vec >= 0)
-        np.add.at(weights, (r, vec[r, j]), mu[r, j])
-        return (torch.from_numpy(weights).to(device) @ self.vectors.to(torch.float64)).to(torch.float32)
-
     def apply(self, logits: Tensor, ctx: Any = None) -> Tensor:
         """Steer the rows of steered requests in ``logits`` ``[rows, V]`` float32; other rows are left alone."""
         if self.duplicate:
@@ -262,15 +271,12 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
             slots = ctx.idx_mapping_np
         else:  # several rows per request (speculative decoding)
             slots = ctx.expanded_idx_mapping.cpu().numpy()
-        vec = self.vec[slots]
-        rows = np.flatnonzero(vec[:, 0] >= 0)
-        if rows.size == 0:
+        plan = self._plan(slots, logits.device)
+        if plan is None:
             return logits
-        every = rows.size == logits.shape[0]
-        index = torch.from_numpy(rows).to(logits.device)
-        z = logits if every else logits.index_select(0, index)
-        step = self._step(vec[rows], self.mu[slots[rows]], z.device)
-        alphas = self.alpha[slots[rows]]
+        index, step, alphas = plan
+        every = index is None
+        z = logits if index is None else logits.index_select(0, index)
         groups = np.unique(alphas)
         if groups.size == 1:  # the usual case: one α, one static step over the rows
             out = static_step(z, step, alpha=float(groups[0]))
@@ -284,6 +290,24 @@ class SteeringLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):  # type: ig
             return out
         logits[index] = out
         return logits
+
+    def _plan(self, slots: np.ndarray, device: torch.device) -> _Plan | None:
+        """The steered rows' ``(index, μ·v, α)`` for ``slots`` (``index`` ``None``: every row), ``None`` when no row
+        is steered. Made on the device when the batch's steering changes and kept between steps, so a decoding
+        step copies nothing from the host and never waits for the device."""
+        if self._planned is not None and np.array_equal(self._planned[0], slots):
+            return self._planned[1]
+        vec = self.vec[slots]
+        rows = np.flatnonzero(vec >= 0)
+        plan: _Plan | None = None
+        if rows.size:
+            index = None if rows.size == slots.size else torch.from_numpy(rows).to(device)
+            # μ·v per row in float32 (what transformers' static mode computes); a composition's row is its sum, μ = 1
+            mu = torch.from_numpy(self.mu[slots[rows]].astype(np.float32)).to(device)
+            step = mu[:, None] * self.vectors.index_select(0, torch.from_numpy(vec[rows]).to(device))
+            plan = (index, step, self.alpha[slots[rows]])
+        self._planned = (slots.copy(), plan)
+        return plan
 
 
 def _check_model(item: ServedVector, model_config: Any, width: int) -> None:

@@ -302,6 +302,35 @@ def test_a_composed_request_adds_the_sum_on_one_tensor_as_transformers_does(
     assert torch.equal(out[0], _rule(both, 1.0, logits[0]))
 
 
+def test_a_composition_is_summed_once_and_shared_by_its_requests(
+    vectors: dict[str, SteeringVector], live: Path
+) -> None:
+    proc = _v2()
+    fixed = proc.vectors.shape[0]  # tqa and flip, loaded at start
+    both = steer({"tqa": -3.0, "other": 2.0})
+    for slot in (0, 1):
+        assert proc.add_request(slot, SamplingParams(extra_args=both)) is True
+    assert proc.vectors.shape[0] == fixed + 2  # other, and the sum: one row for both requests
+    assert proc.vec[0] == proc.vec[1] == fixed + 1 and proc.mu[0] == proc.mu[1] == 1.0
+    assert proc.add_request(2, SamplingParams(extra_args=steer({"tqa": -3.0, "other": 1.0}))) is True
+    assert proc.vectors.shape[0] == fixed + 3  # another μ is another sum
+
+
+def test_a_step_reuses_the_batch_plan_until_the_steering_changes(vectors: dict[str, SteeringVector]) -> None:
+    proc = _v2()
+    tqa, flip = vectors["tqa"], vectors["flip"]
+    assert proc.add_request(0, SamplingParams(extra_args=steer("tqa", mu=-2.0)))
+    logits = _logits(tqa, 2, 7)
+    first = proc.apply(logits.clone(), _ctx([0, 1]))
+    plan = proc._planned
+    assert torch.equal(proc.apply(logits.clone(), _ctx([0, 1])), first) and proc._planned is plan  # kept
+    assert torch.equal(first[0], _rule(tqa, -2.0, logits[0])) and torch.equal(first[1], logits[1])
+    assert proc.add_request(1, SamplingParams(extra_args=steer("flip", mu=1.5)))  # the batch changed: a new plan
+    second = proc.apply(logits.clone(), _ctx([0, 1]))
+    assert torch.equal(second[0], first[0]) and torch.equal(second[1], _rule(flip, 1.5, logits[1]))
+    assert torch.equal(proc.apply(logits.clone(), _ctx([1, 0]))[0], _rule(flip, 1.5, logits[0]))  # another plan
+
+
 def test_registry_vectors_are_served_then_refused_once_removed(
     vectors: dict[str, SteeringVector], live: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
