@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from report_criteria import criteria_tried_section
 from report_sections import (
     DEFAULT_MODEL,
     HEADLINE,
@@ -441,6 +442,7 @@ def render(
     vllm: Mapping[str, Any] | None = None,
     memory: Mapping[str, Any] | None = None,
     gpu: Mapping[str, Any] | None = None,
+    tried: Mapping[str, Any] | None = None,
 ) -> str:
     out = [
         "# Results",
@@ -506,6 +508,7 @@ def render(
             ]
         out += [*observations(rows, default), ""]
         out += recommendation_section(rows)
+        out += criteria_tried_section(rows, tried or {})
         out += open_ended_section(rows)
         out += [
             "### Where it helps and where it fails",
@@ -615,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load("vllm.json"),
         load("memory_second_model.json"),
         load("gpu.json"),
+        {name: load(f"{name}.json") for name in ("criteria", "distractors")},
     )
     (args.docs / "results.md").write_text(text)
     print(f"wrote {args.docs / 'results.md'}")

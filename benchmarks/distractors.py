@@ -1,0 +1,162 @@
+"""Where build's ranking criterion gets its distractors: drawn from other pairs, or the base model's own answer?
+
+Issue 27's ranking criterion scores each held-out calibration prompt's gold completion against distractors. With
+pairs alone they are drawn from the other pairs' completions (answers to other questions: easy to tell apart).
+The alternative tried here is the wrong answer a pairs-only user can still get: the *base model's own greedy
+completion* of the prompt (adapter off, at most the gold's length + 4 tokens, cut at its first newline), kept
+when it differs from the gold text, else the drawn ones.
+
+For each TruthfulQA configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, the same split, warm
+start and calibration pairs; adapters from ``--adapter-cache``, trained there when missing), build's default
+5-fold cross-validation runs with each distractor source (the generated one passed as the pairs'
+``distractors``), and every candidate's test Δ is looked up in ``reproduce.json``, where every setting was scored
+on the test split; no test item is read by any choice. Writes ``benchmarks/results/distractors.json``: per
+configuration and source, the pick, its test Δ (MC2, a fraction, paired 95% interval), every candidate's
+cross-validated estimate beside its test Δ, the generation's seconds and how many generated answers equalled the
+gold. It also records, per source, the rank correlation (Spearman) of the candidates' cross-validated Δ with
+their test Δ, and the pick of the generated source among static candidates only (``generated_static``): dynamic
+mode's δ̂ pushes the warm model away from the base model's own next token, so a distractor that *is* the base
+model's greedy answer favours dynamic by construction, whatever the test says. Usage::
+
+    .venv/bin/python benchmarks/distractors.py [--configs lora:0.0003:chosen,ia3:0.01:chosen,...]
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduce as r
+import torch
+
+from steerkit import build
+from steerkit.crossval import group_keys
+from steerkit.ranking import ranking_items
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONFIGS = ",".join(
+    f"{method}:{lr}:{label}"
+    for method, lr, label in [
+        ("lora", "0.0003", "chosen"),
+        ("ia3", "0.01", "chosen"),
+        ("lora", "5e-05", "paper"),
+        ("ia3", "5e-05", "paper"),
+        ("prompt_tuning", "0.003", "chosen"),
+        ("prompt_tuning", "5e-05", "paper"),
+    ]
+)
+
+
+def test_delta(rows: list[dict[str, Any]], method: str, label: str, setting: str) -> list[float] | None:
+    """The setting's test Δ of MC2 vs warm in ``reproduce.json`` (a fraction, paired 95% interval)."""
+    if setting == "warm":
+        return [0.0, 0.0, 0.0]
+    for row in rows:
+        name = "base" if row["mode"] == "base" else f"{row['mode']}/{row['aggregator']}"
+        config = (
+            row.get("model", "SmolLM2")[:7],
+            row["task"],
+            row["peft_method"],
+            row["lr_label"],
+            row["metric"],
+            name,
+        )
+        if config == ("SmolLM2", "truthfulqa", method, label, "mc2", setting):
+            return [row[k] for k in ("delta_vs_warm", "delta_ci_low", "delta_ci_high")]
+    return None
+
+
+def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: int = 8) -> list[str]:
+    """The base model's greedy completion of each prompt (adapter off), cut at its first newline."""
+    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[str] = []
+    with warm.disable_adapter(), torch.no_grad():
+        for i in range(0, len(pairs), batch):
+            chunk = pairs[i : i + batch]
+            enc = tokenizer([p["prompt"] for p in chunk], return_tensors="pt", padding=True)
+            longest = max(len(tokenizer(p["completion"])["input_ids"]) for p in chunk) + 4
+            ids = warm.generate(**enc, max_new_tokens=min(longest, 48), do_sample=False, pad_token_id=pad)
+            out += [
+                tokenizer.decode(row, skip_special_tokens=True).split("\n")[0]
+                for row in ids[:, enc["input_ids"].shape[1] :]
+            ]
+    return out
+
+
+def one(method: str, lr: float, label: str, rows: list[dict[str, Any]], cache: Path) -> dict[str, Any]:
+    data = r.load_task("truthfulqa")
+    warm, tokenizer, _ = r.train(method, lr, data, cache=cache)
+    pairs = data["cal_pairs"]
+    started = time.perf_counter()
+    answers = base_answers(warm, tokenizer, pairs)
+    result: dict[str, Any] = {"generation_s": time.perf_counter() - started, "n": len(pairs)}
+    usable = [bool(a.strip()) and a.strip() != p["completion"].strip() for a, p in zip(answers, pairs, strict=True)]
+    result["generated_equal_to_gold_or_empty"] = usable.count(False)
+    result["examples"] = [[p["completion"], a] for p, a in zip(pairs[:5], answers[:5], strict=True)]
+    drawn, _ = ranking_items(pairs, group_keys(pairs))
+    assert drawn is not None
+    for source in ("drawn", "generated"):
+        given = pairs if source == "drawn" else [
+            {**p, "distractors": [a] if ok else it["choices"][1:]}
+            for p, a, ok, it in zip(pairs, answers, usable, drawn, strict=True)
+        ]  # fmt: skip
+        started = time.perf_counter()
+        validation = build(warm, warm, given, tokenizer=tokenizer, batch_size=8).config.validation
+        pick = validation["recommended"]
+        result[source] = {
+            "pick": pick["setting"],
+            "mu": pick["mu"],
+            "test_delta": test_delta(rows, method, label, pick["setting"]),
+            "build_s": time.perf_counter() - started,
+            "candidates": [
+                {k: c[k] for k in ("setting", "mu", "delta_vs_warm", "ci_low", "ci_high")}
+                | {"test_delta": test_delta(rows, method, label, c["setting"])}
+                for c in validation["candidates"]
+            ],
+        }
+        result[source]["spearman"] = {
+            "all": spearman([c for c in result[source]["candidates"] if c["setting"] != "warm"]),
+            "static": spearman([c for c in result[source]["candidates"] if c["setting"].startswith("static")]),
+        }
+        r.log(f"{method} {label} {source}: {pick['setting']} test Δ {result[source]['test_delta']}")
+    statics = [c for c in result["generated"]["candidates"] if c["setting"].startswith("static") and c["ci_low"] > 0]
+    best = max(statics, key=lambda c: c["delta_vs_warm"], default={"setting": "warm", "mu": 0.0})
+    result["generated_static"] = {
+        "pick": best["setting"],
+        "mu": best["mu"],
+        "test_delta": test_delta(rows, method, label, best["setting"]),
+    }
+    return result
+
+
+def spearman(candidates: list[dict[str, Any]]) -> float | None:
+    """Rank correlation of the candidates' cross-validated Δ with their test Δ (ties broken by order)."""
+    found = [(c["delta_vs_warm"], c["test_delta"][0]) for c in candidates if c["test_delta"] is not None]
+    if len(found) < 3:
+        return None
+    ranks = [torch.tensor(values).argsort().argsort().double() for values in zip(*found, strict=True)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=CONFIGS, help="method:lr:label, comma-separated")
+    parser.add_argument("--adapter-cache", type=Path, default=Path(".cache/adapters"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "distractors.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = json.loads((RESULTS / "reproduce.json").read_text())["rows"]
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for spec in args.configs.split(","):
+        method, lr, label = spec.split(":")
+        result[f"truthfulqa/{method}/{label}"] = one(method, float(lr), label, rows, args.adapter_cache)
+        args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
