@@ -34,6 +34,7 @@ import torch
 
 from steerkit import build
 from steerkit.crossval import group_keys
+from steerkit.gate import pick
 from steerkit.ranking import ranking_items
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,7 +72,7 @@ def test_delta(rows: list[dict[str, Any]], method: str, label: str, setting: str
 
 def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: int = 8) -> list[str]:
     """The base model's greedy completion of each prompt (adapter off), cut at its first newline."""
-    tokenizer.padding_side = "left"
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # for generation only: build gets it back
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: list[str] = []
     with warm.disable_adapter(), torch.no_grad():
@@ -84,6 +85,7 @@ def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: 
                 tokenizer.decode(row, skip_special_tokens=True).split("\n")[0]
                 for row in ids[:, enc["input_ids"].shape[1] :]
             ]
+    tokenizer.padding_side = side
     return out
 
 
@@ -106,11 +108,11 @@ def one(method: str, lr: float, label: str, rows: list[dict[str, Any]], cache: P
         ]  # fmt: skip
         started = time.perf_counter()
         validation = build(warm, warm, given, tokenizer=tokenizer, batch_size=8).config.validation
-        pick = validation["recommended"]
+        chosen = validation["recommended"]
         result[source] = {
-            "pick": pick["setting"],
-            "mu": pick["mu"],
-            "test_delta": test_delta(rows, method, label, pick["setting"]),
+            "pick": chosen["setting"],
+            "mu": chosen["mu"],
+            "test_delta": test_delta(rows, method, label, chosen["setting"]),
             "build_s": time.perf_counter() - started,
             "candidates": [
                 {k: c[k] for k in ("setting", "mu", "delta_vs_warm", "ci_low", "ci_high")}
@@ -122,9 +124,10 @@ def one(method: str, lr: float, label: str, rows: list[dict[str, Any]], cache: P
             "all": spearman([c for c in result[source]["candidates"] if c["setting"] != "warm"]),
             "static": spearman([c for c in result[source]["candidates"] if c["setting"].startswith("static")]),
         }
-        r.log(f"{method} {label} {source}: {pick['setting']} test Δ {result[source]['test_delta']}")
-    statics = [c for c in result["generated"]["candidates"] if c["setting"].startswith("static") and c["ci_low"] > 0]
-    best = max(statics, key=lambda c: c["delta_vs_warm"], default={"setting": "warm", "mu": 0.0})
+        r.log(f"{method} {label} {source}: {chosen['setting']} test Δ {result[source]['test_delta']}")
+    # build's own rule (steerkit.gate.pick) over warm alone and the static candidates
+    kept = [c for c in result["generated"]["candidates"] if c["setting"] == "warm" or c["setting"].startswith("static")]
+    best = pick(kept)
     result["generated_static"] = {
         "pick": best["setting"],
         "mu": best["mu"],

@@ -63,8 +63,7 @@ def recommend(
             "ci_high": d["ci_high"],
         }
     others = [c for c in candidates if c["setting"] != "warm"]
-    helping = [c for c in others if c["ci_low"] > 0.0 and (gate is None or c[f"{gate}_ci_high"] >= 0.0)]
-    best = max(helping, key=lambda c: c["delta_vs_warm"]) if helping else candidates[0]  # first of equals
+    best = pick(candidates, gate)
     reason = _reason(best, others, meta, gate)
     base_entry = next((c for c in candidates if c["setting"] == "base"), None)
     if base_entry is not None and base_entry["ci_low"] > 0.0 and best is not base_entry:
@@ -82,6 +81,17 @@ def recommend(
         "recommended": {k: best[k] for k in ("setting", "mode", "rule", "mu")},
         "reason": reason,
     }
+
+
+def pick(candidates: Sequence[Mapping[str, Any]], gate: str | None = None) -> Mapping[str, Any]:
+    """The rule that recommends: the largest ``delta_vs_warm`` among the candidates whose interval lies above zero
+    (and, with ``gate``, whose ``<gate>_ci_high`` is not below zero), else the first candidate, warm alone."""
+    helping = [
+        c
+        for c in candidates
+        if c["setting"] != "warm" and c["ci_low"] > 0.0 and (gate is None or c[f"{gate}_ci_high"] >= 0.0)
+    ]
+    return max(helping, key=lambda c: c["delta_vs_warm"]) if helping else candidates[0]  # first of equals
 
 
 def _candidate(
