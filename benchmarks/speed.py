@@ -59,6 +59,19 @@ def _prompts(tokenizer: Any, n: int) -> list[str]:
     return [f"Q: {it['prompt'].rsplit('Q:', 1)[-1].split(chr(10))[0].strip()}\nA:" for it in items[:n]]
 
 
+#: Free-form prompts (no question, no answer format): the decode ratios are measured on these as well.
+FREE_FORM = [
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "The history of the printing press began",
+    "Here are some tips for keeping a vegetable garden healthy through a dry summer:",
+    "Dear hiring manager, I am writing to apply for",
+    "Explain to a ten-year-old why the sky is blue.",
+    "My favourite recipe for a rainy afternoon is",
+    "The city council met on Tuesday to discuss",
+    "Describe the sound of a forest at night.",
+]
+
+
 def _setup(seed: int = 0) -> tuple[Any, Any, Any, Any, list[dict[str, str]]]:
     """The real model, a LoRA warm-started briefly (so the vector is real), and calibration pairs."""
     from steerkit import build, warm_start
@@ -138,10 +151,20 @@ def _no_skip(steered: Any, warm: Any, enc: Any, kwargs: dict[str, Any]) -> torch
 
 
 def bench_decode(
-    warm: Any, tokenizer: Any, vector: Any, batch: int, reps: int, new_tokens: int, *, levers: bool = True
+    warm: Any,
+    tokenizer: Any,
+    vector: Any,
+    batch: int,
+    reps: int,
+    new_tokens: int,
+    *,
+    levers: bool = True,
+    prompts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Paired decode times; ``levers`` adds the two paths without a lever (no skipping, peft's gather/scatter)."""
-    prompts = _prompts(tokenizer, batch)
+    """Paired decode times; ``levers`` adds the two paths without a lever (no skipping, peft's gather/scatter).
+
+    ``prompts``: the first ``batch`` of these (default: TruthfulQA questions)."""
+    prompts = (prompts or _prompts(tokenizer, batch))[:batch]
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     kwargs = {
@@ -158,6 +181,10 @@ def bench_decode(
     mixed = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
     mixed_forward: Any = mixed._shared
     mixed_forward.slicing = False  # peft's own mixed-adapter batch: what the slicing replaces
+    level = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
+    level_forward: Any = level._shared
+    level_forward.lagging = False  # the shared forward that never lets the base half lag (no skipped steps)
+    shared_forward: Any = shared._shared
     second_proc: Any = second.processor
     default = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer)
     outputs: dict[str, torch.Tensor] = {}
@@ -178,6 +205,10 @@ def bench_decode(
         with torch.no_grad():
             outputs["shared"] = shared.generate(**enc, **kwargs)
 
+    def run_level() -> None:
+        with torch.no_grad():
+            outputs["level"] = level.generate(**enc, **kwargs)
+
     def run_no_skip() -> None:
         outputs["no_skip"] = _no_skip(second, warm, enc, kwargs)
 
@@ -190,11 +221,14 @@ def bench_decode(
         "static": run_static,
         "dynamic_second_forward": run_second,
         "dynamic_shared_forward": run_shared,
+        "dynamic_shared_forward_no_lag": run_level,
     }
     if levers:
         variants |= {"dynamic_second_forward_no_skip": run_no_skip, "dynamic_shared_forward_peft_mixed": run_mixed}
     plain()  # warm-up
-    skipped = second_proc.skipped_steps
+    skipped, lagged = second_proc.skipped_steps, shared_forward.warm_only_forwards
+    shared_proc: Any = shared.processor
+    shared_skipped = shared_proc.skipped_steps
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(reps):
         for name, fn in variants.items():
@@ -204,7 +238,9 @@ def bench_decode(
     reference = outputs["no_skip"] if levers else _no_skip(second, warm, enc, kwargs)
     if not levers:
         run_mixed()
-    equal = {f"{k}_tokens_equal": bool(torch.equal(outputs[k], reference)) for k in ("second", "shared", "mixed")}
+    equal = {
+        f"{k}_tokens_equal": bool(torch.equal(outputs[k], reference)) for k in ("second", "shared", "level", "mixed")
+    }
     out: dict[str, Any] = {
         "batch": batch,
         "new_tokens": new_tokens,
@@ -214,8 +250,12 @@ def bench_decode(
         **equal,
         "second_forward_skipped_fraction": (second_proc.skipped_steps - skipped) / (reps * new_tokens),
         "shared_forward_sliced_layers": getattr(shared._shared, "sliced_layers", 0),
+        # forwards of the warm rows alone (the base half lagging), and steps that needed no base logits at all
+        "shared_forward_warm_only_fraction": (shared_forward.warm_only_forwards - lagged) / (reps * new_tokens),
+        "shared_forward_skipped_fraction": (shared_proc.skipped_steps - shared_skipped) / (reps * new_tokens),
+        "prompts": "TruthfulQA questions" if prompts == _prompts(tokenizer, batch) else "free-form",
     }
-    for handle in (static, second, shared, mixed, default):
+    for handle in (static, second, shared, level, mixed, default):
         handle.detach()
     for name, ts in times.items():
         out[f"{name}_tokens_per_s"] = batch * new_tokens / _median(ts)
@@ -388,6 +428,7 @@ def main() -> None:
     if args.only == "decode":
         kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
         kept["decode"] = _decode(warm, tokenizer, vector, args)
+        kept["decode_free_form"] = _decode_free_form(warm, tokenizer, vector, args)
         kept["skips"] = bench_skips(warm, tokenizer, vector, args.skip_tokens)
         kept["decode_command"] = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
         kept["decode_torch_threads"] = torch.get_num_threads()
@@ -409,6 +450,7 @@ def main() -> None:
     }
     result["build"] = bench_build(warm, tokenizer, calib, args.reps)
     result["decode"] = _decode(warm, tokenizer, vector, args)
+    result["decode_free_form"] = _decode_free_form(warm, tokenizer, vector, args)
     result["skips"] = bench_skips(warm, tokenizer, vector, args.skip_tokens)
     result["memory"] = bench_memory(default_model_dir(), args.memory_pairs)
     result["artifact"] = bench_artifact(vector, args.reps)
@@ -428,6 +470,15 @@ def _decode(warm: Any, tokenizer: Any, vector: Any, args: argparse.Namespace) ->
     return [
         bench_decode(warm, tokenizer, vector, 1, args.reps, args.new_tokens),
         bench_decode(warm, tokenizer, vector, 8, reps8, args.new_tokens, levers=False),
+    ]
+
+
+def _decode_free_form(warm: Any, tokenizer: Any, vector: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The paths users run, on free-form prompts (their steps keep one token less often than answers do)."""
+    reps8 = args.reps_batch8 or args.reps
+    return [
+        bench_decode(warm, tokenizer, vector, 1, args.reps, args.new_tokens, levers=False, prompts=FREE_FORM),
+        bench_decode(warm, tokenizer, vector, 8, reps8, args.new_tokens, levers=False, prompts=FREE_FORM),
     ]
 
 

@@ -182,6 +182,7 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
         *,
         skip_single_token: bool | None = None,
         rows_in_order: bool = False,
+        base_may_lag: bool = False,
     ) -> None:
         """Forget the cache; the next call runs its whole input.
 
@@ -193,21 +194,52 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
             rows_in_order: Until the next reset, each call's rows are the cached rows with tokens appended (one
                 ``generate`` call, greedy or sampling): the rows are then not matched against the cache, which
                 would cost a host sync per step.
+            base_may_lag: A shared forward may leave the base half behind at single-token steps (with the skip and
+                ``rows_in_order`` only; :meth:`wants_warm_only`): each shared step then checks its mask (a host
+                sync).
         """
         self._in_order = rows_in_order
         self._skip = self.skip_single_token if skip_single_token is None else bool(skip_single_token)
+        self._may_lag = base_may_lag and self._skip and self.filter_masked and rows_in_order
         self._cache: Any = None
         self._seen: Tensor | None = None
         self._mask: Tensor | None = None
         self._prompt_len: int | None = None
         self._given_mask = attention_mask
         self.shared_base = None
+        self._lag_next = False  # the last step kept one token per row: the next forward may leave the base behind
+        self._adopted: tuple[Any, int] | None = None  # a lagging base half handed over by a shared forward
+        self._first_len: int | None = None  # the prompt length, from the first step
 
     # -- base logits ------------------------------------------------------------------------------------
 
     def receive_base(self, logits: Tensor | None) -> None:
         """Take this step's base logits ``[batch, V]`` from a shared forward (``None`` clears them)."""
         self.shared_base = logits
+
+    # -- a lagging base half (steerkit.shared_forward.Lagging) -----------------------------------------------
+
+    def wants_warm_only(self) -> bool:
+        """Whether the next shared forward may run the warm rows alone (the last step kept one token per row)."""
+        return self._may_lag and self._lag_next
+
+    def take_base(self, cache: Any, length: int) -> None:
+        """Keep a shared forward's base half (after ``length`` tokens) as this processor's base cache."""
+        self._adopted = (cache, length)
+
+    def give_base(self) -> Any:
+        """Hand the base cache, caught up at the last step, back to the shared forward (and forget it)."""
+        cache, self._cache, self._seen, self._mask = self._cache, None, None, None
+        return cache
+
+    def _adopt(self, input_ids: Tensor) -> None:
+        """Make the adopted base half this processor's cache: it has seen the first ``length`` tokens."""
+        assert self._adopted is not None
+        cache, length = self._adopted
+        self._adopted = None
+        self._prompt_len = self._first_len
+        prefix = input_ids[:, :length]
+        self._cache, self._seen, self._mask = cache, prefix, self._full_mask(prefix)
 
     def _prompt_mask(self, prompt: Tensor) -> Tensor:
         batch, length = prompt.shape
@@ -325,15 +357,22 @@ class DynamicSteeringProcessor(LogitsProcessor):  # type: ignore[misc]
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         """Steer one step's scores ``[batch, V]`` with the dynamic direction."""
         shared, self.shared_base = self.shared_base, None
+        if self._first_len is None:
+            self._first_len = input_ids.shape[1]
         if shared is not None and shared.shape[0] == scores.shape[0]:
             base = shared.to(scores.device)  # this step's forward already ran the base rows
             self.shared_steps += 1
         else:
+            if self._adopted is not None:
+                self._adopt(input_ids)
             if self._skip and self.filter_masked and self._seen is not None:  # the prompt step always runs
                 single = self.single_token_scores(scores)
                 if single is not None:
                     self.skipped_steps += 1
                     return single
             base = self.base_logits(input_ids).to(scores.device)
+            self._lag_next = False  # the base cache is level with the warm rows again
         direction, keep = steering_direction(scores, base_logits=base, alpha=self.alpha, n_tokens=self.n_tokens)
+        if shared is not None and self._may_lag:
+            self._lag_next = bool((keep.sum(dim=-1) <= 1).all())  # a host sync: only when a lag is possible
         return steer(scores, direction, keep, row_mu(self.mu, scores.shape[0]), filter_masked=self.filter_masked)

@@ -6,6 +6,12 @@ wraps the model's forward for one ``generate`` call: it doubles the batch, retur
 and hands the base half's last logits to the dynamic processor. The paired cache moves each row together with its
 base copy, so beam search and ``num_return_sequences`` work.
 
+With greedy decoding and sampling the shared forward also takes the processor's single-token skip (a *lagging*
+base half): after a step whose confidence mask kept one token in every row, the next forward runs the warm rows
+alone and the processor keeps the base half as its own cache (:func:`split_rows`, views, no copy). While steps keep
+one token the base half waits; at the first step that needs base logits the processor catches it up in one
+multi-token forward, and the next forward puts it back as the second half (:func:`join_rows`) and runs shared again.
+
 Because the two halves are contiguous, a plain LoRA ``Linear`` needs none of peft's per-adapter gather and
 scatter: :func:`sliced_lora_forward` adds the low-rank update to the warm half by slicing (the same operations on
 the same rows, so the same numbers). Layers where that is not what peft computes (DoRA and other variants, dropout
@@ -15,9 +21,10 @@ in training mode, a forward already wrapped by someone else, other layer types) 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -68,6 +75,51 @@ def paired_cache(model: Any) -> Any:
         return cls(config=model.config)
     except TypeError:  # pragma: no cover - older transformers
         return cls()
+
+
+class Lagging(Protocol):
+    """What a processor offers a shared forward that may let the base half lag (the dynamic processor)."""
+
+    def wants_warm_only(self) -> bool:
+        """Whether the next forward may run the warm rows alone (the last step kept one token in every row)."""
+        ...  # pragma: no cover
+
+    def take_base(self, cache: Any, length: int) -> None:
+        """Keep ``cache``, the base half after ``length`` tokens, as the processor's own base cache."""
+        ...  # pragma: no cover
+
+    def give_base(self) -> Any:
+        """The processor's base cache, caught up with the warm rows, handed back (the processor drops it)."""
+        ...  # pragma: no cover
+
+
+def split_rows(cache: Any, rows: int) -> tuple[Any, list[list[str]]]:
+    """Cut a paired cache of ``2·rows`` rows in two: ``cache`` keeps the warm half, the base half is returned as a
+    plain ``DynamicCache`` (views of the same tensors, no copy), with the per-layer names of the cut tensors."""
+    from transformers import DynamicCache
+
+    base = DynamicCache.__new__(DynamicCache)
+    vars(base).update(vars(cache))
+    base.layers, names = [], []
+    for layer in cache.layers:
+        twin, cut = copy.copy(layer), []
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == 2 * rows:
+                setattr(layer, name, value[:rows])
+                setattr(twin, name, value[rows:])
+                cut.append(name)
+        base.layers.append(twin)
+        names.append(cut)
+    return base, names
+
+
+def join_rows(cache: Any, base: Any, names: list[list[str]]) -> None:
+    """Undo :func:`split_rows` once both halves have seen the same tokens: ``cache`` holds ``[warm; base]`` again."""
+    for layer, twin, cut in zip(cache.layers, base.layers, names, strict=True):
+        if layer.get_seq_length() != twin.get_seq_length():  # pragma: no cover - the processor catches up first
+            raise RuntimeError("the base half of a shared forward did not catch up with the warm half")
+        for name in cut:
+            setattr(layer, name, torch.cat([getattr(layer, name), getattr(twin, name)]))
 
 
 def shared_forward_layers(peft_model: Any) -> list[Any] | None:
@@ -159,7 +211,9 @@ class SharedForward:
         self.adapter = peft_model.active_adapter
         self.cache_arg = cache_arg(self.model)
         self.slicing = slicing  # plain LoRA Linear layers add their update by slicing (False: peft's gather/scatter)
+        self.lagging = True  # let the base half lag at single-token steps when active() is given a processor
         self.forwards = 0  # shared forwards run (for tests and diagnostics)
+        self.warm_only_forwards = 0  # forwards of the warm rows alone while the base half lagged
         self.sliced_layers = 0  # layers that sliced in the last shared generate (for tests and diagnostics)
 
     def usable(self, kwargs: dict[str, Any]) -> bool:
@@ -171,15 +225,35 @@ class SharedForward:
             return False
         return not self.peft_model.training
 
+    def _warm_only(self, lag: Lagging, cache: Any, rows: int, cut: list[list[list[str]] | None]) -> bool:
+        """Whether this forward runs the warm rows alone: splits the paired cache when the processor asks for it
+        and joins it again when the processor has caught the base half up."""
+        if cache.get_seq_length() == 0:
+            return False  # the prompt's forward always runs both halves
+        wanted = lag.wants_warm_only()
+        if cut[0] is None and wanted:
+            base, cut[0] = split_rows(cache, rows)
+            lag.take_base(base, cache.get_seq_length())
+        elif cut[0] is not None and not wanted:
+            join_rows(cache, lag.give_base(), cut[0])
+            cut[0] = None
+        return cut[0] is not None
+
     @contextlib.contextmanager
-    def active(self, receive_base: Callable[[Tensor | None], None], *, use_cache: bool) -> Iterator[dict[str, Any]]:
+    def active(
+        self, receive_base: Callable[[Tensor | None], None], *, use_cache: bool, lag: Lagging | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Wraps the forward and yields the extra ``generate`` kwargs (the paired cache when ``use_cache``).
 
         Each forward hands the base half's last-position logits to ``receive_base`` (the dynamic processor's
-        :meth:`~steerkit.processors.DynamicSteeringProcessor.receive_base`); ``None`` on exit.
+        :meth:`~steerkit.processors.DynamicSteeringProcessor.receive_base`); ``None`` on exit. With ``lag`` (a
+        processor skipping single-token steps, for one greedy or sampling ``generate`` call that only appends
+        tokens) and :attr:`lagging` on, the base half may lag behind the warm rows (see the module docstring).
         """
         names: list[list[str]] = [[]]
         rows_now = [0]
+        cut: list[list[list[str]] | None] = [None]  # the tensors split_rows cut while the base half lags
+        paired = paired_cache(self.model) if use_cache else None
         sliced = [m for m in self.layers if self.slicing and sliceable(m, self.adapter)]
         mixed = [m for m in self.layers if not any(m is t for t in sliced)]
         self.sliced_layers = len(sliced)
@@ -203,6 +277,12 @@ class SharedForward:
                     "a shared forward needs input_ids or inputs_embeds", hint="attach with shared_forward=False"
                 )
             rows = int(first.shape[0])
+            cache = kwargs.get(self.cache_arg)
+            if cache is not None and cache is not paired:
+                return original(*args, **kwargs)  # another cache's forward: the processor catching the base up
+            if lag is not None and paired is not None and self.lagging and self._warm_only(lag, paired, rows, cut):
+                self.warm_only_forwards += 1
+                return original(*args, **kwargs)  # the warm rows alone: no adapter names, no base logits
             for key in _BATCH_ARGS:
                 value = kwargs.get(key)
                 if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
@@ -228,7 +308,7 @@ class SharedForward:
             m.forward = sliced_lora_forward(m, self.adapter, rows_now)
         self.model.forward = forward
         try:
-            yield {self.cache_arg: paired_cache(self.model)} if use_cache else {}
+            yield {} if paired is None else {self.cache_arg: paired}
         finally:
             for handle in handles:
                 handle.remove()

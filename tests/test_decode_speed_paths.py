@@ -223,3 +223,71 @@ def test_greedy_and_sampling_never_match_rows_against_the_cache_and_beams_still_
         **batch, max_new_tokens=8, num_beams=3, do_sample=False, logits_processor=LogitsProcessorList([ref_proc])
     )
     assert torch.equal(out, ref)
+
+
+# --- the skip inside the shared forward: the base half lags ----------------------------------------------
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["batch1", "left-padded-batch3"])
+def test_a_lagging_base_half_gives_the_tokens_of_the_shared_forward_that_never_lags(
+    sharper: Any, tok: Any, prompts: list[str]
+) -> None:
+    vector = hand_vector(sharper, tok)
+    batch = left_batch(tok, prompts)
+    lagging = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=True)
+    level = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=True)
+    assert lagging._shared is not None and level._shared is not None
+    level._shared.lagging = False
+    kw = dict(max_new_tokens=14, do_sample=False, return_dict_in_generate=True, output_scores=True)
+    ref = level.generate(**batch, **kw)
+    assert level._shared.warm_only_forwards == 0 and level.processor.skipped_steps == 0
+    got = lagging.generate(**batch, **kw)
+    proc, shared = lagging.processor, lagging._shared
+    assert isinstance(proc, DynamicSteeringProcessor)
+    assert torch.equal(got.sequences, ref.sequences)
+    full = reference_greedy(sharper, batch["input_ids"], batch["attention_mask"], mu=-40.0, steps=14)
+    assert torch.equal(got.sequences, full[:, : got.sequences.shape[1]])
+    steps = len(got.scores)
+    # every forward after a single-token step ran the warm rows alone; the base half caught up in one forward
+    # (of several tokens) at each step that needed it, and no step recomputed the prompt
+    assert 0 < proc.skipped_steps < shared.warm_only_forwards < steps
+    assert proc.shared_steps + shared.warm_only_forwards == steps
+    assert proc.calls == shared.warm_only_forwards - proc.skipped_steps and proc.recomputes == 0
+    for a, b in zip(got.scores, ref.scores, strict=True):
+        assert torch.equal(torch.isfinite(a), torch.isfinite(b))  # the same kept tokens at every step
+
+
+def test_a_lagging_base_half_samples_as_the_reference_and_beams_never_lag(sharper: Any, tok: Any) -> None:
+    vector = hand_vector(sharper, tok)
+    batch = left_batch(tok, PROMPTS)
+    steered = attach(vector, sharper, tokenizer=tok, mu=-20.0, shared_forward=True)
+    assert steered._shared is not None
+    kw = dict(max_new_tokens=12, do_sample=True, top_k=8, top_p=0.9, temperature=0.7, num_return_sequences=2)
+    torch.manual_seed(0)
+    got = steered.generate(**batch, **kw)
+    assert steered._shared.warm_only_forwards > 0
+    torch.manual_seed(0)
+    ref_proc = FullRecomputeProcessor(sharper, batch["attention_mask"], -20.0)
+    assert torch.equal(got, sharper.generate(**batch, **kw, logits_processor=LogitsProcessorList([ref_proc])))
+    lagged = steered._shared.warm_only_forwards
+    steered.generate(**batch, max_new_tokens=8, num_beams=3, do_sample=False)
+    assert steered._shared.warm_only_forwards == lagged  # beam scores need the base logits at every step
+
+
+def test_split_and_join_give_the_paired_cache_back_bit_for_bit(sharper: Any, tok: Any) -> None:
+    from steerkit.shared_forward import join_rows, paired_cache, split_rows
+
+    batch = left_batch(tok, PROMPTS)
+    cache = paired_cache(sharper.get_base_model())
+    ids = torch.cat([batch["input_ids"], batch["input_ids"]])
+    with torch.no_grad():
+        sharper.get_base_model()(
+            input_ids=ids, attention_mask=torch.cat([batch["attention_mask"]] * 2), past_key_values=cache
+        )
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    base, cut = split_rows(cache, 3)
+    assert all(layer.keys.shape[0] == 3 for layer in cache.layers) and cut[0] == ["keys", "values"]
+    assert torch.equal(base.layers[0].keys, before[0][0][3:]) and base.get_seq_length() == cache.get_seq_length()
+    join_rows(cache, base, cut)
+    for layer, (keys, values) in zip(cache.layers, before, strict=True):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
