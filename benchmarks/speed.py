@@ -182,9 +182,8 @@ def bench_decode(
     mixed_forward: Any = mixed._shared
     mixed_forward.slicing = False  # peft's own mixed-adapter batch: what the slicing replaces
     level = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
-    level_forward: Any = level._shared
-    level_forward.lagging = False  # the shared forward that never lets the base half lag (no skipped steps)
-    shared_forward: Any = shared._shared
+    shared_forward: Any = level._shared
+    shared_forward.lagging = True  # the shared forward that lets the base half lag at single-token steps
     second_proc: Any = second.processor
     default = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer)
     outputs: dict[str, torch.Tensor] = {}
@@ -221,13 +220,13 @@ def bench_decode(
         "static": run_static,
         "dynamic_second_forward": run_second,
         "dynamic_shared_forward": run_shared,
-        "dynamic_shared_forward_no_lag": run_level,
+        "dynamic_shared_forward_lag": run_level,
     }
     if levers:
         variants |= {"dynamic_second_forward_no_skip": run_no_skip, "dynamic_shared_forward_peft_mixed": run_mixed}
     plain()  # warm-up
     skipped, lagged = second_proc.skipped_steps, shared_forward.warm_only_forwards
-    shared_proc: Any = shared.processor
+    shared_proc: Any = level.processor
     shared_skipped = shared_proc.skipped_steps
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(reps):
@@ -250,7 +249,7 @@ def bench_decode(
         **equal,
         "second_forward_skipped_fraction": (second_proc.skipped_steps - skipped) / (reps * new_tokens),
         "shared_forward_sliced_layers": getattr(shared._shared, "sliced_layers", 0),
-        # forwards of the warm rows alone (the base half lagging), and steps that needed no base logits at all
+        # with the lag: forwards of the warm rows alone, and steps that needed no base logits at all
         "shared_forward_warm_only_fraction": (shared_forward.warm_only_forwards - lagged) / (reps * new_tokens),
         "shared_forward_skipped_fraction": (shared_proc.skipped_steps - shared_skipped) / (reps * new_tokens),
         "prompts": "TruthfulQA questions" if prompts == _prompts(tokenizer, batch) else "free-form",

@@ -6,11 +6,15 @@ wraps the model's forward for one ``generate`` call: it doubles the batch, retur
 and hands the base half's last logits to the dynamic processor. The paired cache moves each row together with its
 base copy, so beam search and ``num_return_sequences`` work.
 
-With greedy decoding and sampling the shared forward also takes the processor's single-token skip (a *lagging*
-base half): after a step whose confidence mask kept one token in every row, the next forward runs the warm rows
-alone and the processor keeps the base half as its own cache (:func:`split_rows`, views, no copy). While steps keep
-one token the base half waits; at the first step that needs base logits the processor catches it up in one
-multi-token forward, and the next forward puts it back as the second half (:func:`join_rows`) and runs shared again.
+With :attr:`SharedForward.lagging` on (off by default), greedy decoding and sampling also take the processor's
+single-token skip (a *lagging* base half): after a step whose confidence mask kept one token in every row, the next
+forward runs the warm rows alone and the processor keeps the base half as its own cache (:func:`split_rows`, views,
+no copy). While steps keep one token the base half waits; at the first step that needs base logits the processor
+catches it up in one multi-token forward, and the next forward puts it back as the second half (:func:`join_rows`)
+and runs shared again. It is off by default because it did not pay where measured (``benchmarks/speed.py``): a
+step keeps one token about as often after a single-token step as after any other, so the bet on the next step
+loses more than half the time, and each loss costs a forward of the base rows alone, where the shared forward's
+base half was nearly free.
 
 Because the two halves are contiguous, a plain LoRA ``Linear`` needs none of peft's per-adapter gather and
 scatter: :func:`sliced_lora_forward` adds the low-rank update to the warm half by slicing (the same operations on
@@ -211,7 +215,7 @@ class SharedForward:
         self.adapter = peft_model.active_adapter
         self.cache_arg = cache_arg(self.model)
         self.slicing = slicing  # plain LoRA Linear layers add their update by slicing (False: peft's gather/scatter)
-        self.lagging = True  # let the base half lag at single-token steps when active() is given a processor
+        self.lagging = False  # let the base half lag at single-token steps (see the module docstring): measured slower
         self.forwards = 0  # shared forwards run (for tests and diagnostics)
         self.warm_only_forwards = 0  # forwards of the warm rows alone while the base half lagged
         self.sliced_layers = 0  # layers that sliced in the last shared generate (for tests and diagnostics)

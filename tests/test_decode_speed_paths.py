@@ -237,7 +237,8 @@ def test_a_lagging_base_half_gives_the_tokens_of_the_shared_forward_that_never_l
     lagging = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=True)
     level = attach(vector, sharper, tokenizer=tok, mu=-40.0, shared_forward=True)
     assert lagging._shared is not None and level._shared is not None
-    level._shared.lagging = False
+    assert not level._shared.lagging  # off by default
+    lagging._shared.lagging = True
     kw = dict(max_new_tokens=14, do_sample=False, return_dict_in_generate=True, output_scores=True)
     ref = level.generate(**batch, **kw)
     assert level._shared.warm_only_forwards == 0 and level.processor.skipped_steps == 0
@@ -262,6 +263,7 @@ def test_a_lagging_base_half_samples_as_the_reference_and_beams_never_lag(sharpe
     batch = left_batch(tok, PROMPTS)
     steered = attach(vector, sharper, tokenizer=tok, mu=-20.0, shared_forward=True)
     assert steered._shared is not None
+    steered._shared.lagging = True
     kw = dict(max_new_tokens=12, do_sample=True, top_k=8, top_p=0.9, temperature=0.7, num_return_sequences=2)
     torch.manual_seed(0)
     got = steered.generate(**batch, **kw)

@@ -23,8 +23,8 @@ def test_the_gpu_benchmark_runs_on_the_cpu_at_tiny_shapes(tmp_path: Path) -> Non
         assert [d["batch"] for d in row["decode"]] == [1, 2]
         for decode in row["decode"]:
             assert decode["static_over_plain"] > 0 and decode["dynamic_over_plain"] > 0
-            assert decode["dynamic_no_lag_over_plain"] > 0 and decode["dynamic_tokens_equal_no_lag"] is True
-            assert decode["sync_per_step"] == {"static": None, "dynamic": None, "dynamic_no_lag": None}  # CUDA only
+            assert decode["dynamic_lag_over_plain"] > 0 and decode["dynamic_tokens_equal_lag"] is True
+            assert decode["sync_per_step"] == {"static": None, "dynamic": None, "dynamic_lag": None}  # CUDA only
 
 
 def test_the_real_shapes_are_the_published_configs() -> None:
