@@ -6,19 +6,23 @@ The alternative tried here is the wrong answer a pairs-only user can still get: 
 completion* of the prompt (adapter off, at most the gold's length + 4 tokens, cut at its first newline), kept
 when it differs from the gold text, else the drawn ones.
 
-For each TruthfulQA configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, the same split, warm
-start and calibration pairs; adapters from ``--adapter-cache``, trained there when missing), build's default
+For each TruthfulQA and Social-IQa configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, the same
+split, learning rate, warm start and calibration pairs; adapters from ``--adapter-cache``, trained there when
+missing), build's default
 5-fold cross-validation runs with each distractor source (the generated one passed as the pairs'
 ``distractors``), and every candidate's test Δ is looked up in ``reproduce.json``, where every setting was scored
 on the test split; no test item is read by any choice. Writes ``benchmarks/results/distractors.json``: per
 configuration and source, the pick, its test Δ (MC2, a fraction, paired 95% interval), every candidate's
 cross-validated estimate beside its test Δ, the generation's seconds and how many generated answers equalled the
 gold. It also records, per source, the rank correlation (Spearman) of the candidates' cross-validated Δ with
-their test Δ, and the pick of the generated source among static candidates only (``generated_static``): dynamic
-mode's δ̂ pushes the warm model away from the base model's own next token, so a distractor that *is* the base
-model's greedy answer favours dynamic by construction, whatever the test says. Usage::
+their test Δ, and the pick of the generated source among build's candidates without the dynamic ones
+(``generated_static``: warm, base and static): dynamic mode's δ̂ pushes the warm model away from the base model's
+own next token, so a distractor that *is* the base model's greedy answer favours dynamic by construction, whatever
+the test says. ``generated_static_gated`` is the same pick behind build's NLL gate (``gate="nll"``: a candidate
+qualifies only if its held-out gold-token NLL is not significantly worse than warm's). A configuration rerun with
+fewer ``--sources`` keeps its other sources' earlier results. Usage::
 
-    .venv/bin/python benchmarks/distractors.py [--configs lora:0.0003:chosen,ia3:0.01:chosen,...]
+    .venv/bin/python benchmarks/distractors.py [--configs truthfulqa:lora:chosen,...] [--sources generated]
 """
 
 import argparse
@@ -39,20 +43,26 @@ from steerkit.ranking import ranking_items
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = ",".join(
-    f"{method}:{lr}:{label}"
-    for method, lr, label in [
-        ("lora", "0.0003", "chosen"),
-        ("ia3", "0.01", "chosen"),
-        ("lora", "5e-05", "paper"),
-        ("ia3", "5e-05", "paper"),
-        ("prompt_tuning", "0.003", "chosen"),
-        ("prompt_tuning", "5e-05", "paper"),
+    f"{task}:{method}:{label}"
+    for task in ("truthfulqa", "social_iqa")
+    for method, label in [
+        ("lora", "chosen"),
+        ("ia3", "chosen"),
+        ("lora", "paper"),
+        ("ia3", "paper"),
+        ("prompt_tuning", "chosen"),
+        ("prompt_tuning", "paper"),
     ]
+)
+#: Every column of a candidate kept in the result file (the measure, and accuracy and NLL reported beside it).
+KEPT = (
+    *("setting", "mu", "delta_vs_warm", "ci_low", "ci_high"),
+    *("accuracy_delta", "nll_delta", "nll_ci_low", "nll_ci_high"),
 )
 
 
-def test_delta(rows: list[dict[str, Any]], method: str, label: str, setting: str) -> list[float] | None:
-    """The setting's test Δ of MC2 vs warm in ``reproduce.json`` (a fraction, paired 95% interval)."""
+def test_delta(rows: list[dict[str, Any]], task: str, method: str, label: str, setting: str) -> list[float] | None:
+    """The setting's test Δ of the task's headline metric vs warm in ``reproduce.json`` (a fraction, 95% interval)."""
     if setting == "warm":
         return [0.0, 0.0, 0.0]
     for row in rows:
@@ -65,7 +75,7 @@ def test_delta(rows: list[dict[str, Any]], method: str, label: str, setting: str
             row["metric"],
             name,
         )
-        if config == ("SmolLM2", "truthfulqa", method, label, "mc2", setting):
+        if config == ("SmolLM2", task, method, label, r.TASKS[task]["select"], setting):
             return [row[k] for k in ("delta_vs_warm", "delta_ci_low", "delta_ci_high")]
     return None
 
@@ -89,9 +99,22 @@ def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: 
     return out
 
 
-def one(method: str, lr: float, label: str, rows: list[dict[str, Any]], cache: Path) -> dict[str, Any]:
-    data = r.load_task("truthfulqa")
-    warm, tokenizer, _ = r.train(method, lr, data, cache=cache)
+def lr_of(rows: list[dict[str, Any]], task: str, method: str, label: str) -> float:
+    """The learning rate ``reproduce.py`` used for this configuration (SmolLM2)."""
+    return next(
+        float(row["lr"])
+        for row in rows
+        if row.get("model", "SmolLM2")[:7] == "SmolLM2" and (row["task"], row["peft_method"], row["lr_label"]) == (
+            task, method, label
+        )
+    )  # fmt: skip
+
+
+def one(
+    task: str, method: str, label: str, rows: list[dict[str, Any]], cache: Path, sources: list[str]
+) -> dict[str, Any]:
+    data = r.load_task(task)
+    warm, tokenizer, _ = r.train(method, lr_of(rows, task, method, label), data, cache=cache)
     pairs = data["cal_pairs"]
     started = time.perf_counter()
     answers = base_answers(warm, tokenizer, pairs)
@@ -101,7 +124,7 @@ def one(method: str, lr: float, label: str, rows: list[dict[str, Any]], cache: P
     result["examples"] = [[p["completion"], a] for p, a in zip(pairs[:5], answers[:5], strict=True)]
     drawn, _ = ranking_items(pairs, group_keys(pairs))
     assert drawn is not None
-    for source in ("drawn", "generated"):
+    for source in sources:
         given = pairs if source == "drawn" else [
             {**p, "distractors": [a] if ok else it["choices"][1:]}
             for p, a, ok, it in zip(pairs, answers, usable, drawn, strict=True)
@@ -112,11 +135,10 @@ def one(method: str, lr: float, label: str, rows: list[dict[str, Any]], cache: P
         result[source] = {
             "pick": chosen["setting"],
             "mu": chosen["mu"],
-            "test_delta": test_delta(rows, method, label, chosen["setting"]),
+            "test_delta": test_delta(rows, task, method, label, chosen["setting"]),
             "build_s": time.perf_counter() - started,
             "candidates": [
-                {k: c[k] for k in ("setting", "mu", "delta_vs_warm", "ci_low", "ci_high")}
-                | {"test_delta": test_delta(rows, method, label, c["setting"])}
+                {k: c.get(k) for k in KEPT} | {"test_delta": test_delta(rows, task, method, label, c["setting"])}
                 for c in validation["candidates"]
             ],
         }
@@ -124,15 +146,18 @@ def one(method: str, lr: float, label: str, rows: list[dict[str, Any]], cache: P
             "all": spearman([c for c in result[source]["candidates"] if c["setting"] != "warm"]),
             "static": spearman([c for c in result[source]["candidates"] if c["setting"].startswith("static")]),
         }
-        r.log(f"{method} {label} {source}: {chosen['setting']} test Δ {result[source]['test_delta']}")
-    # build's own rule (steerkit.gate.pick) over warm alone and the static candidates
-    kept = [c for c in result["generated"]["candidates"] if c["setting"] == "warm" or c["setting"].startswith("static")]
-    best = pick(kept)
-    result["generated_static"] = {
-        "pick": best["setting"],
-        "mu": best["mu"],
-        "test_delta": test_delta(rows, method, label, best["setting"]),
-    }
+        r.log(f"{task} {method} {label} {source}: {chosen['setting']} test Δ {result[source]['test_delta']}")
+    # build's own rule (steerkit.gate.pick) over warm alone, base and the static candidates, without and with the
+    # NLL gate (a candidate qualifies only if its held-out gold-token NLL is not significantly worse than warm's)
+    if "generated" in result:
+        kept = [c for c in result["generated"]["candidates"] if not c["setting"].startswith("dynamic")]
+        for key, gate in (("generated_static", None), ("generated_static_gated", "nll")):
+            best = pick(kept, gate)
+            result[key] = {
+                "pick": best["setting"],
+                "mu": best["mu"],
+                "test_delta": test_delta(rows, task, method, label, best["setting"]),
+            }
     return result
 
 
@@ -147,7 +172,8 @@ def spearman(candidates: list[dict[str, Any]]) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default=CONFIGS, help="method:lr:label, comma-separated")
+    parser.add_argument("--configs", default=CONFIGS, help="task:method:label, comma-separated")
+    parser.add_argument("--sources", default="drawn,generated", help="distractor sources, comma-separated")
     parser.add_argument("--adapter-cache", type=Path, default=Path(".cache/adapters"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "distractors.json")
@@ -156,8 +182,10 @@ def main() -> None:
     rows = json.loads((RESULTS / "reproduce.json").read_text())["rows"]
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for spec in args.configs.split(","):
-        method, lr, label = spec.split(":")
-        result[f"truthfulqa/{method}/{label}"] = one(method, float(lr), label, rows, args.adapter_cache)
+        task, method, label = spec.split(":")
+        earlier = result.get(f"{task}/{method}/{label}", {})
+        found = one(task, method, label, rows, args.adapter_cache, args.sources.split(","))
+        result[f"{task}/{method}/{label}"] = {**earlier, **found}  # a source not rerun keeps its earlier result
         args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 
 

@@ -16,7 +16,8 @@ TRIED = (
     ("criteria", "margin", "gold token's margin over the best other token, clipped ±5 (`benchmarks/criteria.py`)"),
     ("distractors", "drawn", "rank, distractors drawn from other pairs (build's default; `benchmarks/distractors.py`)"),
     ("distractors", "generated", "rank, distractor = the base model's own greedy answer (`benchmarks/distractors.py`)"),
-    ("distractors", "generated_static", "the same, static candidates only (`benchmarks/distractors.py`)"),
+    ("distractors", "generated_static", "the same, without the dynamic candidates (`benchmarks/distractors.py`)"),
+    ("distractors", "generated_static_gated", "the same, behind build's NLL gate (`benchmarks/distractors.py`)"),
 )
 
 
