@@ -185,18 +185,18 @@ class SteeredModel:
         beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
         search = ("penalty_alpha", "assistant_model", "prompt_lookup_num_tokens")
         single = beams == 1 and not any(kwargs.get(k) or getattr(config, k, None) for k in search)
-        shared = self._shared is not None and self._shared.usable(kwargs)
+        shared = self._shared if self._shared is not None and self._shared.usable(kwargs) else None
         use_cache = kwargs.get("use_cache", getattr(config, "use_cache", True)) is not False
-        lag = shared and single and use_cache and self._shared is not None and self._shared.lagging
+        lag = shared is not None and shared.lagging and single and use_cache
         self.processor.reset(
             attention_mask=kwargs.get("attention_mask"),
             skip_single_token=single,
             rows_in_order=single,
             base_may_lag=lag,
         )
-        if self._shared is None or not shared:
+        if shared is None:
             return self.model.generate(*args, logits_processor=processors, **kwargs)
-        with self._shared.active(
+        with shared.active(
             self.processor.receive_base, use_cache=use_cache, lag=self.processor if lag else None
         ) as extra:
             return self.model.generate(*args, logits_processor=processors, **kwargs, **extra)

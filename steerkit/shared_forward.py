@@ -252,7 +252,8 @@ class SharedForward:
         Each forward hands the base half's last-position logits to ``receive_base`` (the dynamic processor's
         :meth:`~steerkit.processors.DynamicSteeringProcessor.receive_base`); ``None`` on exit. With ``lag`` (a
         processor skipping single-token steps, for one greedy or sampling ``generate`` call that only appends
-        tokens) and :attr:`lagging` on, the base half may lag behind the warm rows (see the module docstring).
+        tokens; :class:`~steerkit.decode.SteeredModel` gives it when :attr:`lagging` is on), the base half may lag
+        behind the warm rows (see the module docstring).
         """
         names: list[list[str]] = [[]]
         rows_now = [0]
@@ -284,7 +285,7 @@ class SharedForward:
             cache = kwargs.get(self.cache_arg)
             if cache is not None and cache is not paired:
                 return original(*args, **kwargs)  # another cache's forward: the processor catching the base up
-            if lag is not None and paired is not None and self.lagging and self._warm_only(lag, paired, rows, cut):
+            if lag is not None and paired is not None and self._warm_only(lag, paired, rows, cut):
                 self.warm_only_forwards += 1
                 return original(*args, **kwargs)  # the warm rows alone: no adapter names, no base logits
             for key in _BATCH_ARGS:
