@@ -8,11 +8,11 @@ when it differs from the gold text, else the drawn ones.
 
 For each TruthfulQA and Social-IQa configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, the same
 split, learning rate, warm start and calibration pairs; adapters from ``--adapter-cache``, trained there when
-missing), build's default
-5-fold cross-validation runs with each distractor source (the generated one passed as the pairs'
-``distractors``), and every candidate's test Δ is looked up in ``reproduce.json``, where every setting was scored
-on the test split; no test item is read by any choice. Writes ``benchmarks/results/distractors.json``: per
-configuration and source, the pick, its test Δ (MC2, a fraction, paired 95% interval), every candidate's
+missing), build's default 5-fold cross-validation runs with each distractor source (the generated one passed as
+the pairs' ``distractors``), and every candidate's test Δ is looked up in ``reproduce.json``, where every setting
+was scored on the test split; no test item is read by any choice. Writes ``benchmarks/results/distractors.json``:
+per configuration and source, the pick, its test Δ (the task's headline metric: MC2 for TruthfulQA, accuracy for
+Social-IQa; a fraction, paired 95% interval), every candidate's
 cross-validated estimate beside its test Δ, the generation's seconds and how many generated answers equalled the
 gold. It also records, per source, the rank correlation (Spearman) of the candidates' cross-validated Δ with
 their test Δ, and the pick of the generated source among build's candidates without the dynamic ones

@@ -425,7 +425,7 @@ def lag_lines(speed: Mapping[str, Any]) -> list[str]:
         f"{d.get('shared_forward_warm_only_fraction', float('nan')):.0%} of forwards, {bet(d)})"
         for label, d in found
     )
-    same = all(d.get("level_tokens_equal", True) and d.get("shared_tokens_equal", True) for _, d in found)
+    same = all(d.get("dynamic_outputs_equal") for _, d in found)
     return [
         "The shared forward can take the skip too (`SharedForward.lagging`, off by default): after a step whose mask",
         "kept one token in every row the next forward bets on another one and runs the warm rows alone; the base half",

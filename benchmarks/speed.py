@@ -164,6 +164,7 @@ def bench_decode(
     """Paired decode times; ``levers`` adds the two paths without a lever (no skipping, peft's gather/scatter).
 
     ``prompts``: the first ``batch`` of these (default: TruthfulQA questions)."""
+    label = "TruthfulQA questions" if prompts is None else "free-form"
     prompts = (prompts or _prompts(tokenizer, batch))[:batch]
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
@@ -181,9 +182,9 @@ def bench_decode(
     mixed = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
     mixed_forward: Any = mixed._shared
     mixed_forward.slicing = False  # peft's own mixed-adapter batch: what the slicing replaces
-    level = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
-    shared_forward: Any = level._shared
-    shared_forward.lagging = True  # the shared forward that lets the base half lag at single-token steps
+    lagging = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer, shared_forward=True)
+    lagging_forward: Any = lagging._shared
+    lagging_forward.lagging = True  # the shared forward that lets the base half lag at single-token steps
     second_proc: Any = second.processor
     default = steerkit.attach(vector, warm, mode="dynamic", tokenizer=tokenizer)
     outputs: dict[str, torch.Tensor] = {}
@@ -204,9 +205,9 @@ def bench_decode(
         with torch.no_grad():
             outputs["shared"] = shared.generate(**enc, **kwargs)
 
-    def run_level() -> None:
+    def run_lag() -> None:
         with torch.no_grad():
-            outputs["level"] = level.generate(**enc, **kwargs)
+            outputs["lag"] = lagging.generate(**enc, **kwargs)
 
     def run_no_skip() -> None:
         outputs["no_skip"] = _no_skip(second, warm, enc, kwargs)
@@ -220,14 +221,17 @@ def bench_decode(
         "static": run_static,
         "dynamic_second_forward": run_second,
         "dynamic_shared_forward": run_shared,
-        "dynamic_shared_forward_lag": run_level,
+        "dynamic_shared_forward_lag": run_lag,
     }
     if levers:
         variants |= {"dynamic_second_forward_no_skip": run_no_skip, "dynamic_shared_forward_peft_mixed": run_mixed}
     plain()  # warm-up
-    skipped, lagged = second_proc.skipped_steps, shared_forward.warm_only_forwards
-    shared_proc: Any = level.processor
-    shared_skipped = shared_proc.skipped_steps
+    lagging_proc: Any = lagging.processor
+    skipped, lagged, lag_skipped = (
+        second_proc.skipped_steps,
+        lagging_forward.warm_only_forwards,
+        lagging_proc.skipped_steps,
+    )
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(reps):
         for name, fn in variants.items():
@@ -238,7 +242,7 @@ def bench_decode(
     if not levers:
         run_mixed()
     equal = {
-        f"{k}_tokens_equal": bool(torch.equal(outputs[k], reference)) for k in ("second", "shared", "level", "mixed")
+        f"{k}_tokens_equal": bool(torch.equal(outputs[k], reference)) for k in ("second", "shared", "lag", "mixed")
     }
     out: dict[str, Any] = {
         "batch": batch,
@@ -250,11 +254,11 @@ def bench_decode(
         "second_forward_skipped_fraction": (second_proc.skipped_steps - skipped) / (reps * new_tokens),
         "shared_forward_sliced_layers": getattr(shared._shared, "sliced_layers", 0),
         # with the lag: forwards of the warm rows alone, and steps that needed no base logits at all
-        "shared_forward_warm_only_fraction": (shared_forward.warm_only_forwards - lagged) / (reps * new_tokens),
-        "shared_forward_skipped_fraction": (shared_proc.skipped_steps - shared_skipped) / (reps * new_tokens),
-        "prompts": "TruthfulQA questions" if prompts == _prompts(tokenizer, batch) else "free-form",
+        "shared_forward_warm_only_fraction": (lagging_forward.warm_only_forwards - lagged) / (reps * new_tokens),
+        "shared_forward_skipped_fraction": (lagging_proc.skipped_steps - lag_skipped) / (reps * new_tokens),
+        "prompts": label,
     }
-    for handle in (static, second, shared, level, mixed, default):
+    for handle in (static, second, shared, lagging, mixed, default):
         handle.detach()
     for name, ts in times.items():
         out[f"{name}_tokens_per_s"] = batch * new_tokens / _median(ts)
@@ -427,7 +431,7 @@ def main() -> None:
     if args.only == "decode":
         kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
         kept["decode"] = _decode(warm, tokenizer, vector, args)
-        kept["decode_free_form"] = _decode_free_form(warm, tokenizer, vector, args)
+        kept["decode_free_form"] = _decode(warm, tokenizer, vector, args, FREE_FORM)
         kept["skips"] = bench_skips(warm, tokenizer, vector, args.skip_tokens)
         kept["decode_command"] = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
         kept["decode_torch_threads"] = torch.get_num_threads()
@@ -449,7 +453,7 @@ def main() -> None:
     }
     result["build"] = bench_build(warm, tokenizer, calib, args.reps)
     result["decode"] = _decode(warm, tokenizer, vector, args)
-    result["decode_free_form"] = _decode_free_form(warm, tokenizer, vector, args)
+    result["decode_free_form"] = _decode(warm, tokenizer, vector, args, FREE_FORM)
     result["skips"] = bench_skips(warm, tokenizer, vector, args.skip_tokens)
     result["memory"] = bench_memory(default_model_dir(), args.memory_pairs)
     result["artifact"] = bench_artifact(vector, args.reps)
@@ -463,21 +467,15 @@ def main() -> None:
     print(json.dumps({k: result[k] for k in ("build_over_bound", *_SUMMARY)}, indent=2))
 
 
-def _decode(warm: Any, tokenizer: Any, vector: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Batch 1 with every path; batch 8 with the paths users run (the lever-less ones take long there)."""
+def _decode(
+    warm: Any, tokenizer: Any, vector: Any, args: argparse.Namespace, prompts: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Batch 1 with every path on TruthfulQA questions; batch 8, and ``prompts`` (free-form) at both, with the paths
+    users run (the lever-less ones take long)."""
     reps8 = args.reps_batch8 or args.reps
     return [
-        bench_decode(warm, tokenizer, vector, 1, args.reps, args.new_tokens),
-        bench_decode(warm, tokenizer, vector, 8, reps8, args.new_tokens, levers=False),
-    ]
-
-
-def _decode_free_form(warm: Any, tokenizer: Any, vector: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The paths users run, on free-form prompts (their steps keep one token less often than answers do)."""
-    reps8 = args.reps_batch8 or args.reps
-    return [
-        bench_decode(warm, tokenizer, vector, 1, args.reps, args.new_tokens, levers=False, prompts=FREE_FORM),
-        bench_decode(warm, tokenizer, vector, 8, reps8, args.new_tokens, levers=False, prompts=FREE_FORM),
+        bench_decode(warm, tokenizer, vector, 1, args.reps, args.new_tokens, levers=prompts is None, prompts=prompts),
+        bench_decode(warm, tokenizer, vector, 8, reps8, args.new_tokens, levers=False, prompts=prompts),
     ]
 
 
