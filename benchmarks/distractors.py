@@ -3,8 +3,9 @@
 Issue 27's ranking criterion scores each held-out calibration prompt's gold completion against distractors. With
 pairs alone they are drawn from the other pairs' completions (answers to other questions: easy to tell apart).
 The alternative tried here is the wrong answer a pairs-only user can still get: the *base model's own greedy
-completion* of the prompt (adapter off, at most the gold's length + 4 tokens, cut at its first newline), kept
-when it differs from the gold text, else the drawn ones.
+completion* of the prompt (adapter off, 2 to the gold's length + 4 new tokens, its first non-empty line), kept
+when it differs from the gold text, else the drawn ones. At least 2 tokens: on Social-IQa's prompts the base
+model's first greedy token ends its turn, and an empty answer is no distractor.
 
 For each TruthfulQA and Social-IQa configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, the same
 split, learning rate, warm start and calibration pairs; adapters from ``--adapter-cache``, trained there when
@@ -19,10 +20,13 @@ their test Δ, and the pick of the generated source among build's candidates wit
 (``generated_static``: warm, base and static): dynamic mode's δ̂ pushes the warm model away from the base model's
 own next token, so a distractor that *is* the base model's greedy answer favours dynamic by construction, whatever
 the test says. ``generated_static_gated`` is the same pick behind build's NLL gate (``gate="nll"``: a candidate
-qualifies only if its held-out gold-token NLL is not significantly worse than warm's). A configuration rerun with
-fewer ``--sources`` keeps its other sources' earlier results. Usage::
+qualifies only if its held-out gold-token NLL is not significantly worse than warm's). ``split`` judges each mode by
+the measure that does not favour it by construction (:func:`split_pick`); it was written after the TruthfulQA
+results above were known, so the Social-IQa configurations are its check. A configuration rerun with fewer
+``--sources`` keeps its other sources' earlier results; ``--repick`` recomputes the three picks from the stored
+candidates without running a model. Usage::
 
-    .venv/bin/python benchmarks/distractors.py [--configs truthfulqa:lora:chosen,...] [--sources generated]
+    .venv/bin/python benchmarks/distractors.py [--configs truthfulqa:lora:chosen,...] [--sources generated] [--repick]
 """
 
 import argparse
@@ -81,7 +85,8 @@ def test_delta(rows: list[dict[str, Any]], task: str, method: str, label: str, s
 
 
 def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: int = 8) -> list[str]:
-    """The base model's greedy completion of each prompt (adapter off), cut at its first newline."""
+    """The base model's greedy completion of each prompt (adapter off): its first non-empty line, led by the gold
+    completion's leading whitespace (a completion that opens with a line break is not empty)."""
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # for generation only: build gets it back
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: list[str] = []
@@ -90,11 +95,12 @@ def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: 
             chunk = pairs[i : i + batch]
             enc = tokenizer([p["prompt"] for p in chunk], return_tensors="pt", padding=True)
             longest = max(len(tokenizer(p["completion"])["input_ids"]) for p in chunk) + 4
-            ids = warm.generate(**enc, max_new_tokens=min(longest, 48), do_sample=False, pad_token_id=pad)
-            out += [
-                tokenizer.decode(row, skip_special_tokens=True).split("\n")[0]
-                for row in ids[:, enc["input_ids"].shape[1] :]
-            ]
+            ids = warm.generate(
+                **enc, max_new_tokens=min(longest, 48), min_new_tokens=2, do_sample=False, pad_token_id=pad
+            )
+            for row, pair in zip(ids[:, enc["input_ids"].shape[1] :], chunk, strict=True):
+                lead = pair["completion"][: len(pair["completion"]) - len(pair["completion"].lstrip())]
+                out.append(lead + tokenizer.decode(row, skip_special_tokens=True).strip().split("\n")[0].strip())
     tokenizer.padding_side = side
     return out
 
@@ -147,18 +153,51 @@ def one(
             "static": spearman([c for c in result[source]["candidates"] if c["setting"].startswith("static")]),
         }
         r.log(f"{task} {method} {label} {source}: {chosen['setting']} test Δ {result[source]['test_delta']}")
-    # build's own rule (steerkit.gate.pick) over warm alone, base and the static candidates, without and with the
-    # NLL gate (a candidate qualifies only if its held-out gold-token NLL is not significantly worse than warm's)
     if "generated" in result:
-        kept = [c for c in result["generated"]["candidates"] if not c["setting"].startswith("dynamic")]
-        for key, gate in (("generated_static", None), ("generated_static_gated", "nll")):
-            best = pick(kept, gate)
-            result[key] = {
-                "pick": best["setting"],
-                "mu": best["mu"],
-                "test_delta": test_delta(rows, task, method, label, best["setting"]),
-            }
+        result |= derived(result["generated"]["candidates"])
     return result
+
+
+def derived(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Picks of build's own rule (``steerkit.gate.pick``) over the generated source's candidates, read from their
+    stored columns (no model runs): over warm alone, base and the static candidates without and with the NLL
+    gate (a candidate qualifies only if its held-out gold-token NLL is not significantly worse than warm's), and
+    :func:`split_pick`."""
+    kept = [c for c in candidates if not c["setting"].startswith("dynamic")]
+    picks = {
+        "generated_static": pick(kept),
+        "generated_static_gated": pick(kept, "nll"),
+        "split": split_pick(candidates),
+    }
+    return {
+        key: {"pick": best["setting"], "mu": best["mu"], "test_delta": best["test_delta"]}
+        for key, best in picks.items()
+    }
+
+
+def split_pick(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each mode judged by the measure that does not favour it by construction, steering only where the adapter
+    helped.
+
+    - Steering extrapolates the fine-tune away from the base model (δ̂ points back toward the base model, and the
+      useful μ is negative), so no steered candidate qualifies when the base model's held-out gold-token NLL is
+      significantly better than warm alone's: the adapter moved away from the data, and its direction is no task
+      direction.
+    - Otherwise build's rule (``pick``) over warm alone, base and the static candidates, by rank against the base
+      model's own answer (a static vector knows nothing of that answer).
+    - If that keeps warm alone: the dynamic candidate with the largest held-out NLL gain whose interval lies above
+      zero (dynamic δ̂ pushes away from the base model's next token, so rank against the base answer would favour
+      it by construction; NLL does not).
+    """
+    base = next(c for c in candidates if c["setting"] == "base")
+    steer = base["nll_ci_low"] <= 0.0
+    best = pick(
+        [c for c in candidates if c["setting"] in ("warm", "base") or (steer and c["setting"].startswith("static"))]
+    )
+    if best["setting"] != "warm" or not steer:
+        return best
+    dynamic = [c for c in candidates if c["setting"].startswith("dynamic") and c["nll_ci_low"] > 0.0]
+    return max(dynamic, key=lambda c: c["nll_delta"]) if dynamic else best
 
 
 def spearman(candidates: list[dict[str, Any]]) -> float | None:
@@ -177,10 +216,16 @@ def main() -> None:
     parser.add_argument("--adapter-cache", type=Path, default=Path(".cache/adapters"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "distractors.json")
+    parser.add_argument("--repick", action="store_true", help="only recompute the picks from stored candidates")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = json.loads((RESULTS / "reproduce.json").read_text())["rows"]
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.repick:
+        for found in result.values():
+            found |= derived(found["generated"]["candidates"]) if "generated" in found else {}
+        args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        return
     for spec in args.configs.split(","):
         task, method, label = spec.split(":")
         earlier = result.get(f"{task}/{method}/{label}", {})
