@@ -7,26 +7,27 @@ completion* of the prompt (adapter off, 2 to the gold's length + 4 new tokens, i
 when it differs from the gold text, else the drawn ones. At least 2 tokens: on Social-IQa's prompts the base
 model's first greedy token ends its turn, and an empty answer is no distractor.
 
-For each TruthfulQA and Social-IQa configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, the same
-split, learning rate, warm start and calibration pairs; adapters from ``--adapter-cache``, trained there when
-missing), build's default 5-fold cross-validation runs with each distractor source (the generated one passed as
-the pairs' ``distractors``), and every candidate's test Δ is looked up in ``reproduce.json``, where every setting
-was scored on the test split; no test item is read by any choice. Writes ``benchmarks/results/distractors.json``:
-per configuration and source, the pick, its test Δ (the task's headline metric: MC2 for TruthfulQA, accuracy for
-Social-IQa; a fraction, paired 95% interval), every candidate's
+For each TruthfulQA and Social-IQa configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, or
+``--model``'s; the same split, learning rate, warm start and calibration pairs; adapters from ``--adapter-cache``,
+trained there when missing), build's default 5-fold cross-validation runs with each distractor source (the generated
+one passed as the pairs' ``distractors``), and every candidate's test Δ is looked up in ``reproduce.json``, where
+every setting was scored on the test split; no test item is read by any choice. Writes
+``benchmarks/results/distractors.json``: per configuration and source, the pick, its test Δ (the task's headline
+metric: MC2 for TruthfulQA, accuracy for Social-IQa; a fraction, paired 95% interval), every candidate's
 cross-validated estimate beside its test Δ, the generation's seconds and how many generated answers equalled the
-gold. It also records, per source, the rank correlation (Spearman) of the candidates' cross-validated Δ with
-their test Δ, and the pick of the generated source among build's candidates without the dynamic ones
+gold. It also records, per source, the rank correlation (Spearman) of the candidates' cross-validated Δ with their
+test Δ, and the pick of the generated source among build's candidates without the dynamic ones
 (``generated_static``: warm, base and static): dynamic mode's δ̂ pushes the warm model away from the base model's
 own next token, so a distractor that *is* the base model's greedy answer favours dynamic by construction, whatever
 the test says. ``generated_static_gated`` is the same pick behind build's NLL gate (``gate="nll"``: a candidate
 qualifies only if its held-out gold-token NLL is not significantly worse than warm's). ``split`` judges each mode by
 the measure that does not favour it by construction (:func:`split_pick`); it was written after the TruthfulQA
-results above were known, so the Social-IQa configurations are its check. A configuration rerun with fewer
-``--sources`` keeps its other sources' earlier results; ``--repick`` recomputes the three picks from the stored
-candidates without running a model. Usage::
+results above were known (SmolLM2's), so the Social-IQa configurations and another model's are its check. A
+configuration rerun with fewer ``--sources`` keeps its other sources' earlier results; ``--repick`` recomputes the
+three picks from the stored candidates without running a model. Usage::
 
     .venv/bin/python benchmarks/distractors.py [--configs truthfulqa:lora:chosen,...] [--sources generated] [--repick]
+        [--model gemma-3-270m]  # another model's configurations of reproduce.json, in distractors-MODEL.json
 """
 
 import argparse
@@ -58,6 +59,8 @@ CONFIGS = ",".join(
         ("prompt_tuning", "paper"),
     ]
 )
+#: A configuration: model, task, PEFT method and learning-rate label, as in ``reproduce.json``.
+Config = tuple[str, str, str, str]
 #: Every column of a candidate kept in the result file (the measure, and accuracy and NLL reported beside it).
 KEPT = (
     *("setting", "mu", "delta_vs_warm", "ci_low", "ci_high"),
@@ -65,21 +68,15 @@ KEPT = (
 )
 
 
-def test_delta(rows: list[dict[str, Any]], task: str, method: str, label: str, setting: str) -> list[float] | None:
+def test_delta(rows: list[dict[str, Any]], config: Config, setting: str) -> list[float] | None:
     """The setting's test Δ of the task's headline metric vs warm in ``reproduce.json`` (a fraction, 95% interval)."""
     if setting == "warm":
         return [0.0, 0.0, 0.0]
+    model, task, method, label = config
     for row in rows:
         name = "base" if row["mode"] == "base" else f"{row['mode']}/{row['aggregator']}"
-        config = (
-            row.get("model", "SmolLM2")[:7],
-            row["task"],
-            row["peft_method"],
-            row["lr_label"],
-            row["metric"],
-            name,
-        )
-        if config == ("SmolLM2", task, method, label, r.TASKS[task]["select"], setting):
+        found = (r.model_of(row), row["task"], row["peft_method"], row["lr_label"], row["metric"], name)
+        if found == (model, task, method, label, r.TASKS[task]["select"], setting):
             return [row[k] for k in ("delta_vs_warm", "delta_ci_low", "delta_ci_high")]
     return None
 
@@ -105,22 +102,19 @@ def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: 
     return out
 
 
-def lr_of(rows: list[dict[str, Any]], task: str, method: str, label: str) -> float:
-    """The learning rate ``reproduce.py`` used for this configuration (SmolLM2)."""
+def lr_of(rows: list[dict[str, Any]], config: Config) -> float:
+    """The learning rate ``reproduce.py`` used for this configuration."""
     return next(
         float(row["lr"])
         for row in rows
-        if row.get("model", "SmolLM2")[:7] == "SmolLM2" and (row["task"], row["peft_method"], row["lr_label"]) == (
-            task, method, label
-        )
-    )  # fmt: skip
+        if (r.model_of(row), row["task"], row["peft_method"], row["lr_label"]) == config
+    )
 
 
-def one(
-    task: str, method: str, label: str, rows: list[dict[str, Any]], cache: Path, sources: list[str]
-) -> dict[str, Any]:
+def one(config: Config, rows: list[dict[str, Any]], cache: Path, sources: list[str]) -> dict[str, Any]:
+    model, task, method, label = config
     data = r.load_task(task)
-    warm, tokenizer, _ = r.train(method, lr_of(rows, task, method, label), data, cache=cache)
+    warm, tokenizer, _ = r.train(method, lr_of(rows, config), data, model, cache=cache)
     pairs = data["cal_pairs"]
     started = time.perf_counter()
     answers = base_answers(warm, tokenizer, pairs)
@@ -141,10 +135,10 @@ def one(
         result[source] = {
             "pick": chosen["setting"],
             "mu": chosen["mu"],
-            "test_delta": test_delta(rows, task, method, label, chosen["setting"]),
+            "test_delta": test_delta(rows, config, chosen["setting"]),
             "build_s": time.perf_counter() - started,
             "candidates": [
-                {k: c.get(k) for k in KEPT} | {"test_delta": test_delta(rows, task, method, label, c["setting"])}
+                {k: c.get(k) for k in KEPT} | {"test_delta": test_delta(rows, config, c["setting"])}
                 for c in validation["candidates"]
             ],
         }
@@ -152,7 +146,7 @@ def one(
             "all": spearman([c for c in result[source]["candidates"] if c["setting"] != "warm"]),
             "static": spearman([c for c in result[source]["candidates"] if c["setting"].startswith("static")]),
         }
-        r.log(f"{task} {method} {label} {source}: {chosen['setting']} test Δ {result[source]['test_delta']}")
+        r.log(f"{model} {task} {method} {label} {source}: {chosen['setting']} test Δ {result[source]['test_delta']}")
     if "generated" in result:
         result |= derived(result["generated"]["candidates"])
     return result
@@ -209,17 +203,24 @@ def spearman(candidates: list[dict[str, Any]]) -> float | None:
     return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
+def out_name(model: str) -> str:
+    """The result file of a model's configurations: ``distractors.json`` for SmolLM2, else one of its own."""
+    return "distractors.json" if model == r.DEFAULT_MODEL else f"distractors-{model}.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=CONFIGS, help="task:method:label, comma-separated")
     parser.add_argument("--sources", default="drawn,generated", help="distractor sources, comma-separated")
     parser.add_argument("--adapter-cache", type=Path, default=Path(".cache/adapters"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS / "distractors.json")
+    parser.add_argument("--model", default=r.DEFAULT_MODEL, help="a model of reproduce.json (--model there)")
+    parser.add_argument("--out", type=Path, help="default: results/distractors.json, or distractors-MODEL.json")
     parser.add_argument("--repick", action="store_true", help="only recompute the picks from stored candidates")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = json.loads((RESULTS / "reproduce.json").read_text())["rows"]
+    args.out = args.out or RESULTS / out_name(args.model)
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.repick:
         for found in result.values():
@@ -229,7 +230,7 @@ def main() -> None:
     for spec in args.configs.split(","):
         task, method, label = spec.split(":")
         earlier = result.get(f"{task}/{method}/{label}", {})
-        found = one(task, method, label, rows, args.adapter_cache, args.sources.split(","))
+        found = one((args.model, task, method, label), rows, args.adapter_cache, args.sources.split(","))
         result[f"{task}/{method}/{label}"] = {**earlier, **found}  # a source not rerun keeps its earlier result
         args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 

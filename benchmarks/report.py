@@ -443,6 +443,7 @@ def model_section(
     diags: Sequence[Mapping[str, Any]],
     setup: Mapping[str, Any],
     memory: Mapping[str, Any] | None,
+    tried: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Another model's tables (``reproduce.py --model NAME``): the main tables, Δ per way of choosing μ̄, the
     recommendation and the diagnostics, as for SmolLM2 above."""
@@ -476,6 +477,16 @@ def model_section(
             "",
         ]
     out += recommendation_section(rows, heading=f"### {name}: the recommended setting")
+    out += criteria_tried_section(
+        rows,
+        {"distractors": tried},
+        heading=f"### {name}: other criteria tried from pairs alone",
+        note=[
+            "The same criteria as for SmolLM2 (`benchmarks/distractors.py --model " + name + "`); each was fixed",
+            "on SmolLM2's results before these ran, so this model is their check.",
+            "",
+        ],
+    )
     if diags:
         out += [f"### {name}: diagnostics", "", *diagnostics_table(diags), ""]
     return out
@@ -624,7 +635,8 @@ def render(
             out += [reproduce["notes"], ""]
         for name, model_rows in rows_of.items():
             if name != DEFAULT_MODEL and model_rows:
-                out += model_section(name, model_rows, diags_of.get(name, []), setup, memory)
+                found = (tried or {}).get(f"distractors-{name}")
+                out += model_section(name, model_rows, diags_of.get(name, []), setup, memory, found)
     else:
         out += ["The quality benchmark has not been run yet (`benchmarks/reproduce.py`).", ""]
     if speed:
@@ -664,7 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         load("vllm.json"),
         load("memory_second_model.json"),
         load("gpu.json"),
-        {name: load(f"{name}.json") for name in ("criteria", "distractors")},
+        {
+            path.stem: load(path.name)
+            for path in sorted(args.results.glob("*.json"))
+            if path.stem == "criteria" or path.stem.startswith("distractors")
+        },
     )
     (args.docs / "results.md").write_text(text)
     print(f"wrote {args.docs / 'results.md'}")

@@ -53,9 +53,9 @@ TRIED = (
 
 def _tried_row(
     rows: Sequence[Mapping[str, Any]], results: Mapping[str, Any], key: str, label: str, only: str | None
-) -> str:
+) -> str | None:
     """One criterion's line (over ``only``'s configurations, or all): configurations, significant gains and
-    losses, summed Δ of the hindsight gain."""
+    losses, summed Δ of the hindsight gain; ``None`` when no configuration has it."""
     n = wins = losses = 0
     total = best = 0.0
     for config, result in results.items():
@@ -67,18 +67,27 @@ def _tried_row(
         n, wins, losses, total = n + 1, wins + (delta[1] > 0), losses + (delta[2] < 0), total + delta[0]
         where = {"task": task, "peft_method": method, "lr_label": lr_label, "metric": HEADLINE[task]}
         best += _hindsight(rows, where)
+    if n == 0:
+        return None
     share = f"{100 * total / best:.0f}%" if best > 0 else "–"
     return f"| {label} | {n} | {wins} | {losses} | {signed(total)} of {signed(best)} ({share}) |"
 
 
-def criteria_tried_section(rows: Sequence[Mapping[str, Any]], found: Mapping[str, Any]) -> list[str]:
+def criteria_tried_section(
+    rows: Sequence[Mapping[str, Any]],
+    found: Mapping[str, Any],
+    heading: str = "### Other criteria tried from pairs alone {#criteria-tried}",
+    note: Sequence[str] = (),
+) -> list[str]:
     """Other pairs-only criteria, each through build's 5-fold picker: how its picks did on the test split."""
-    lines = [_tried_row(rows, found[name], *tried) for name, *tried in TRIED if found.get(name)]
+    found_lines = (_tried_row(rows, found[name], *tried) for name, *tried in TRIED if found.get(name))
+    lines = [line for line in found_lines if line is not None]
     if not lines:
         return []
     return [
-        "### Other criteria tried from pairs alone {#criteria-tried}",
+        heading,
         "",
+        *note,
         "Each picks among the same candidates by the same 5-fold cross-validation on the calibration pairs; its",
         "pick's test Δ of the headline metric vs warm (points) is read from the table above (no test item is read by",
         "any choice). Build's default is the rank against drawn distractors:",
