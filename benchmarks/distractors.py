@@ -9,9 +9,10 @@ model's first greedy token ends its turn, and an empty answer is no distractor.
 
 For each TruthfulQA and Social-IQa configuration of ``benchmarks/reproduce.py`` (SmolLM2-135M-Instruct, or
 ``--model``'s; the same split, learning rate, warm start and calibration pairs; adapters from ``--adapter-cache``,
-trained there when missing), build's default 5-fold cross-validation runs with each distractor source (the generated
-one passed as the pairs' ``distractors``), and every candidate's test Δ is looked up in ``reproduce.json``, where
-every setting was scored on the test split; no test item is read by any choice. Writes
+trained there when missing), build's 5-fold cross-validation runs with each distractor source (``drawn``:
+``criterion="rank"``; ``generated``: ``criterion="split"``, which generates the base model's answers itself; they
+are generated once more here to count and show them), and every candidate's test Δ is looked up in
+``reproduce.json``, where every setting was scored on the test split; no test item is read by any choice. Writes
 ``benchmarks/results/distractors.json``: per configuration and source, the pick, its test Δ (the task's headline
 metric: MC2 for TruthfulQA, accuracy for Social-IQa; a fraction, paired 95% interval), every candidate's
 cross-validated estimate beside its test Δ, the generation's seconds and how many generated answers equalled the
@@ -21,8 +22,9 @@ test Δ, and the pick of the generated source among build's candidates without t
 own next token, so a distractor that *is* the base model's greedy answer favours dynamic by construction, whatever
 the test says. ``generated_static_gated`` is the same pick behind build's NLL gate (``gate="nll"``: a candidate
 qualifies only if its held-out gold-token NLL is not significantly worse than warm's). ``split`` judges each mode by
-the measure that does not favour it by construction (:func:`split_pick`); it was written after the TruthfulQA
-results above were known (SmolLM2's), so the Social-IQa configurations and another model's are its check. A
+the measure that does not favour it by construction (``steerkit.gate.split_pick``, build's default criterion
+``"split"`` since issue 27); it was written after the TruthfulQA results above were known (SmolLM2's), so the
+Social-IQa configurations and another model's are its check. A
 configuration rerun with fewer ``--sources`` keeps its other sources' earlier results; ``--repick`` recomputes the
 three picks from the stored candidates without running a model. Usage::
 
@@ -42,9 +44,9 @@ import reproduce as r
 import torch
 
 from steerkit import build
-from steerkit.crossval import group_keys
-from steerkit.gate import pick
-from steerkit.ranking import ranking_items
+from steerkit.data import encode_pair
+from steerkit.gate import pick, split_pick
+from steerkit.ranking import base_answers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = ",".join(
@@ -81,27 +83,6 @@ def test_delta(rows: list[dict[str, Any]], config: Config, setting: str) -> list
     return None
 
 
-def base_answers(warm: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch: int = 8) -> list[str]:
-    """The base model's greedy completion of each prompt (adapter off): its first non-empty line, led by the gold
-    completion's leading whitespace (a completion that opens with a line break is not empty)."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # for generation only: build gets it back
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[str] = []
-    with warm.disable_adapter(), torch.no_grad():
-        for i in range(0, len(pairs), batch):
-            chunk = pairs[i : i + batch]
-            enc = tokenizer([p["prompt"] for p in chunk], return_tensors="pt", padding=True)
-            longest = max(len(tokenizer(p["completion"])["input_ids"]) for p in chunk) + 4
-            ids = warm.generate(
-                **enc, max_new_tokens=min(longest, 48), min_new_tokens=2, do_sample=False, pad_token_id=pad
-            )
-            for row, pair in zip(ids[:, enc["input_ids"].shape[1] :], chunk, strict=True):
-                lead = pair["completion"][: len(pair["completion"]) - len(pair["completion"].lstrip())]
-                out.append(lead + tokenizer.decode(row, skip_special_tokens=True).strip().split("\n")[0].strip())
-    tokenizer.padding_side = side
-    return out
-
-
 def lr_of(rows: list[dict[str, Any]], config: Config) -> float:
     """The learning rate ``reproduce.py`` used for this configuration."""
     return next(
@@ -117,21 +98,19 @@ def one(config: Config, rows: list[dict[str, Any]], cache: Path, sources: list[s
     warm, tokenizer, _ = r.train(method, lr_of(rows, config), data, model, cache=cache)
     pairs = data["cal_pairs"]
     started = time.perf_counter()
-    answers = base_answers(warm, tokenizer, pairs)
+    encoded = [encode_pair(tokenizer, p["prompt"], p["completion"]) for p in pairs]
+    answers = base_answers(warm, tokenizer, pairs, encoded, batch_size=8)  # what build(criterion="split") ranks against
     result: dict[str, Any] = {"generation_s": time.perf_counter() - started, "n": len(pairs)}
-    usable = [bool(a.strip()) and a.strip() != p["completion"].strip() for a, p in zip(answers, pairs, strict=True)]
+    usable = [a is not None for a in answers]
     result["generated_equal_to_gold_or_empty"] = usable.count(False)
-    result["examples"] = [[p["completion"], a] for p, a in zip(pairs[:5], answers[:5], strict=True)]
-    drawn, _ = ranking_items(pairs, group_keys(pairs))
-    assert drawn is not None
+    result["examples"] = [[p["completion"], a or ""] for p, a in zip(pairs[:5], answers[:5], strict=True)]
     for source in sources:
-        given = pairs if source == "drawn" else [
-            {**p, "distractors": [a] if ok else it["choices"][1:]}
-            for p, a, ok, it in zip(pairs, answers, usable, drawn, strict=True)
-        ]  # fmt: skip
         started = time.perf_counter()
-        validation = build(warm, warm, given, tokenizer=tokenizer, batch_size=8).config.validation
+        criterion = "rank" if source == "drawn" else "split"  # split ranks against the answers above, else drawn
+        validation = build(warm, warm, pairs, tokenizer=tokenizer, batch_size=8, criterion=criterion).config.validation
         chosen = validation["recommended"]
+        if source == "generated":  # build's own pick is the split rule's, read from its candidates
+            assert chosen["setting"] == split_pick(validation["candidates"])["setting"]
         result[source] = {
             "pick": chosen["setting"],
             "mu": chosen["mu"],
@@ -167,31 +146,6 @@ def derived(candidates: list[dict[str, Any]]) -> dict[str, Any]:
         key: {"pick": best["setting"], "mu": best["mu"], "test_delta": best["test_delta"]}
         for key, best in picks.items()
     }
-
-
-def split_pick(candidates: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each mode judged by the measure that does not favour it by construction, steering only where the adapter
-    helped.
-
-    - Steering extrapolates the fine-tune away from the base model (δ̂ points back toward the base model, and the
-      useful μ is negative), so no steered candidate qualifies when the base model's held-out gold-token NLL is
-      significantly better than warm alone's: the adapter moved away from the data, and its direction is no task
-      direction.
-    - Otherwise build's rule (``pick``) over warm alone, base and the static candidates, by rank against the base
-      model's own answer (a static vector knows nothing of that answer).
-    - If that keeps warm alone: the dynamic candidate with the largest held-out NLL gain whose interval lies above
-      zero (dynamic δ̂ pushes away from the base model's next token, so rank against the base answer would favour
-      it by construction; NLL does not).
-    """
-    base = next(c for c in candidates if c["setting"] == "base")
-    steer = base["nll_ci_low"] <= 0.0
-    best = pick(
-        [c for c in candidates if c["setting"] in ("warm", "base") or (steer and c["setting"].startswith("static"))]
-    )
-    if best["setting"] != "warm" or not steer:
-        return best
-    dynamic = [c for c in candidates if c["setting"].startswith("dynamic") and c["nll_ci_low"] > 0.0]
-    return max(dynamic, key=lambda c: c["nll_delta"]) if dynamic else best
 
 
 def spearman(candidates: list[dict[str, Any]]) -> float | None:

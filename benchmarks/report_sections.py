@@ -72,19 +72,30 @@ def _configs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, flo
 #: The pickers of the recommendation table: (aggregator of their ``recommended`` rows, label). ``{metric}`` is
 #: the task's headline metric (tune's pick).
 PICKERS = (
-    ("recommended", "build by rank (default)"),
+    ("recommended", "build, split (default)"),
+    ("recommended:build-rank", "build by rank (before)"),
     ("recommended:build-rank-gated", "build by rank, NLL-gated"),
-    ("recommended:build-nll", "build by NLL (before)"),
+    ("recommended:build-nll", "build by NLL (first)"),
     ("recommended:{metric}", "tune (items, task metric)"),
 )
 
 
-def _pick_rows(rows: Sequence[Mapping[str, Any]], key: Mapping[str, Any]) -> dict[str, Mapping[str, Any] | None]:
-    """Each picker's test row for one configuration. A configuration not rerun since build ranked has no
-    ``build-nll`` row, and its ``recommended`` row is the NLL pick: it goes to that column, the rank ones stay empty."""
+def _pick_rows(
+    rows: Sequence[Mapping[str, Any]], key: Mapping[str, Any], split_from: Mapping[str, Any]
+) -> dict[str, Mapping[str, Any] | None]:
+    """Each picker's test row for one configuration. A configuration not rerun since build's default changed keeps
+    its ``recommended`` row under the criterion that made it: with no ``build-rank`` row it is the rank pick, and
+    with no ``build-nll`` row either it is the NLL pick. Its split pick then comes from ``split_from``
+    (``distractors.json``: build's split cross-validation on the same pairs), marked ``via``."""
     found = {a: find(rows, mode="recommended", aggregator=a.format(metric=key["metric"]), **key) for a, _ in PICKERS}
-    if found["recommended:build-nll"] is None and found["recommended"] is not None:
-        found["recommended:build-nll"], found["recommended"] = found["recommended"], None
+    if found["recommended:build-rank"] is None and found["recommended"] is not None:
+        older = "recommended:build-rank" if found["recommended:build-nll"] is not None else "recommended:build-nll"
+        found[older], found["recommended"] = found["recommended"], None
+        entry = split_from.get(f"{key['task']}/{key['peft_method']}/{key['lr_label']}", {}).get("split") or {}
+        if entry.get("test_delta"):
+            low_high = dict(zip(("delta_ci_low", "delta_ci_high"), entry["test_delta"][1:], strict=True))
+            found["recommended"] = {"setting": entry["pick"], "delta_vs_warm": entry["test_delta"][0], **low_high}
+            found["recommended"] = {**found["recommended"], "via": "distractors"}
     return found
 
 
@@ -101,8 +112,10 @@ def _matches(row: Mapping[str, Any], key: Mapping[str, Any]) -> bool:
 def recommendation_section(
     rows: Sequence[Mapping[str, Any]],
     heading: str = "## The recommended setting (cross-validated, no-regression gate) {#recommended}",
+    split_from: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Per configuration: what each picker chose on the calibration data, and its test Δ vs warm."""
+    """Per configuration: what each picker chose on the calibration data, and its test Δ vs warm (a split pick not
+    rerun by ``reproduce.py`` from ``split_from``, marked †)."""
     configs = [c for c in _configs(rows) if find(rows, task=c[0], peft_method=c[1], lr_label=c[2], mode="recommended")]
     if not configs:
         return []
@@ -110,13 +123,16 @@ def recommendation_section(
         heading,
         "",
         "`steerkit build` compares the base model (adapter off), warm alone, and static and dynamic under every μ",
-        "rule by 5-fold cross-validation on the calibration pairs, and recommends the largest gain over warm whose",
-        "paired interval lies above zero, else warm alone. By default it measures how each held-out prompt's gold",
-        "completion ranks against 3 distractors (other calibration answers, drawn seeded: these tasks' pairs carry no",
-        "wrong answers of their own): the softmax mass on the gold completion. Beside it: the same ranking gated by",
-        '"held-out NLL not significantly worse than warm", the held-out NLL of the gold tokens (build\'s criterion',
-        "before), and `steerkit tune`, which cross-validates the task metric on the calibration *items*, μ search",
-        "included. No test item or statistic is involved in any choice. Test Δ of the headline metric vs warm",
+        "rule by 5-fold cross-validation on the calibration pairs, and recommends a setting only when its gain over",
+        "warm has a paired interval above zero, else warm alone. Its default criterion, `split`, judges each mode by",
+        "the measure that does not favour it by construction: base and static settings by how each held-out prompt's",
+        "gold completion ranks against the base model's own greedy answer (the softmax mass on the gold), dynamic",
+        "settings by the held-out NLL of the gold tokens when no static setting helps, and no steering when the base",
+        "model's held-out NLL is significantly better than warm's. Beside it: build's earlier criteria, the rank",
+        "against 3 distractors drawn from the other calibration answers (these tasks' pairs carry no wrong answers",
+        'of their own), the same gated by "held-out NLL not significantly worse than warm", and the held-out NLL of',
+        "the gold tokens; and `steerkit tune`, which cross-validates the task metric on the calibration *items*, μ",
+        "search included. No test item or statistic is involved in any choice. Test Δ of the headline metric vs warm",
         "(points, paired 95% interval; \\* when it excludes 0), then the setting each picker chose:",
         "",
         "| task | PEFT | lr | " + " | ".join(f"{label} Δ" for _, label in PICKERS) + " | best in hindsight |",
@@ -131,15 +147,16 @@ def recommendation_section(
     best_total, missing = 0.0, 0
     for task, method, label, lr in configs:
         key = {"task": task, "peft_method": method, "lr_label": label, "metric": HEADLINE[task]}
-        found = _pick_rows(rows, key)
-        missing += found["recommended"] is None
+        found = _pick_rows(rows, key, split_from or {})
+        missing += found["recommended"] is None or "via" in found["recommended"]
         best = _hindsight(rows, key)
         best_total += best
         deltas, chosen = [], []
         for aggregator, _ in PICKERS:
             row = found[aggregator]
-            chosen.append("–" if row is None else f"`{row['setting']}`")
-            deltas.append(delta_ci(row))
+            dagger = " †" if row is not None and "via" in row else ""
+            chosen.append("–" if row is None else f"`{row['setting']}`{dagger}")
+            deltas.append(delta_ci(row) + dagger)
             if row is not None:
                 signs[aggregator].append(_sign(row))
                 gains[aggregator] += row["delta_vs_warm"]
@@ -160,8 +177,11 @@ def recommendation_section(
     out += _build_verdict(signs, gains, best_total)
     if missing:
         out.append(
-            f"- {missing} of {len(configs)} configurations were not rerun since build ranks: their build pick is the "
-            "NLL one; `python benchmarks/reproduce.py --resume` reruns them."
+            f"- † {missing} of {len(configs)} configurations were not rerun by `benchmarks/reproduce.py` since build's "
+            "default became `split`: their earlier build picks stand in the columns of the criteria that made them, "
+            "and their split pick is `benchmarks/distractors.py`'s (build's split cross-validation on the same "
+            "calibration pairs, with the adapter trained the same way), its test Δ read from the rows above; "
+            "`python benchmarks/reproduce.py --resume` reruns them."
         )
     return [*out, ""]
 

@@ -14,10 +14,13 @@ curvatures, ``fit``, and a search on the calibration items (``search:mc2``, ``se
 
 Each configuration also gets the setting steerkit recommends, chosen by cross-validation on the calibration data
 alone (:mod:`steerkit.crossval`; no test item or statistic is involved): ``aggregator: "recommended"`` is what
-``build`` records by default (5-fold on the calibration pairs, the gold completion's rank against distractors
-drawn from the other pairs), ``"recommended:build-rank-gated"`` that block's pick had it also required the
-held-out NLL not to be significantly worse, ``"recommended:build-nll"`` what ``build(criterion="nll")`` records
-(held-out NLL of the gold tokens, the criterion before), ``"recommended:<metric>"`` what ``tune`` records (5-fold
+``build`` records by default (``criterion="split"``: 5-fold on the calibration pairs, base and static settings by
+the gold completion's rank against the base model's own answer, dynamic ones by held-out NLL),
+``"recommended:build-rank"`` what ``build(criterion="rank")`` records (every setting by the rank against
+distractors drawn from the other pairs; the default before), ``"recommended:build-rank-gated"`` that block's pick
+had it also required the held-out NLL not to be significantly worse, ``"recommended:build-nll"`` what
+``build(criterion="nll")`` records (held-out NLL of the gold tokens, the first criterion),
+``"recommended:<metric>"`` what ``tune`` records (5-fold
 on the calibration items, that metric); ``mode: "recommended"`` and ``setting`` names the pick (``base`` is the
 base model's test values).
 
@@ -267,12 +270,15 @@ def evaluate_config(
     spec = TASKS[task]
     cal_items, test_items = data["cal_items"], data["test_items"]
     t0 = time.perf_counter()
-    vector = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8)  # criterion="rank"
+    vector = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8)  # criterion="split"
     build_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    by_rank = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8, criterion="rank")
+    build_rank_s = time.perf_counter() - t1
     t1 = time.perf_counter()
     by_nll = build(warm, warm, data["cal_pairs"], tokenizer=tokenizer, batch_size=8, criterion="nll")
     build_nll_s = time.perf_counter() - t1
-    t0 += build_nll_s
+    t0 += build_rank_s + build_nll_s
     terms: dict[tuple[str, str], Any] = {}
     for split_name, items in (("cal", cal_items), ("test", test_items)):
         # one pass of warm and base logits per split serves warm, static and dynamic (every μ)
@@ -329,9 +335,10 @@ def evaluate_config(
             strengths={"static": vector.config.mu_static, "dynamic": vector.config.mu},
             search=search,
         )
+    ranked = by_rank.config.validation
     validations = {
         **({"recommended": vector.config.validation} if vector.config.validation else {}),
-        **({"recommended:build-rank-gated": nll_gated(vector.config.validation)} if vector.config.validation else {}),
+        **({"recommended:build-rank": ranked, "recommended:build-rank-gated": nll_gated(ranked)} if ranked else {}),
         **({"recommended:build-nll": by_nll.config.validation} if by_nll.config.validation else {}),
         **{f"recommended:{m}": v for m, v in item_validation.items()},
     }
@@ -361,7 +368,7 @@ def evaluate_config(
         "mask_test_dynamic": mask_stats(terms["dynamic", "test"]),
         "mask_test_static": mask_stats(terms["static", "test"]),
         "category_deltas": categories,
-        "seconds": {"build": build_s, "build_nll": build_nll_s, "evaluate": eval_s},
+        "seconds": {"build": build_s, "build_rank": build_rank_s, "build_nll": build_nll_s, "evaluate": eval_s},
     }
     return rows, diagnostics
 
@@ -525,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = keyed(args.model, f"{task}/{method}/{lr_label}")
                 same = (args.model, task, method, lr_label)
                 mine = [r for r in result["rows"] if config_of(r) == same]
-                wanted = any(r.get("aggregator") == "recommended:build-nll" for r in mine) and (
+                wanted = any(r.get("aggregator") == "recommended:build-rank" for r in mine) and (
                     not (args.open_ended and task == "truthfulqa") or any(r["metric"] == "bleu_acc" for r in mine)
                 )
                 if key in result["configs_done"] and wanted:

@@ -1,8 +1,9 @@
 """Speed of steerkit against its targets (docs/results.md#speed), measured side by side
  in one run on the same inputs.
 
-- build: calibration tokens/s of :func:`steerkit.build` vs the two-forward bound (the same batches through the
-  base and the warm model, logits at completion positions only, no steering maths);
+- build: calibration tokens/s of :func:`steerkit.build` (``criterion="nll"``: the calibration pass and a
+  cross-validation with no forward pass) vs the two-forward bound (the same batches through the base and the warm
+  model, logits at completion positions only, no steering maths);
 - decode: tokens/s of plain warm ``generate`` vs static vs dynamic steering, greedy, batch 1 and 8, 64 new
   tokens (``min_new_tokens`` = ``max_new_tokens`` so every mode generates the same number of tokens); dynamic
   is measured both ways ``SteeredModel.generate`` runs it: a second forward of the base model per step (its own KV
@@ -16,7 +17,9 @@
 - memory: peak RSS of ``build`` vs a plain forward over the same batches (separate processes);
 - the artifact's size and load time, and ``steerkit --help`` wall time;
 - ``steerkit demo``: wall time of a user's run (fresh process, cached model folder), against its budget
-  (about 3 minutes after the install); ``--only demo`` measures just that.
+  (about 3 minutes after the install); ``--only demo`` measures just that;
+- build's cross-validation criteria (``--only criteria``, not part of a full run): ``split`` (the default),
+  ``rank`` and ``nll`` on the demo's 44 calibration pairs, interleaved, with the median ratios of their times.
 
 Every ratio is the median over paired repetitions (each repetition runs all variants back to back).
 Writes ``benchmarks/results/speed.json``.
@@ -88,7 +91,8 @@ def _setup(seed: int = 0) -> tuple[Any, Any, Any, Any, list[dict[str, str]]]:
 
 
 def bench_build(warm: Any, tokenizer: Any, pairs: list[dict[str, str]], reps: int) -> dict[str, Any]:
-    """build() vs the two-forward bound on the same batches."""
+    """build() vs the two-forward bound on the same batches: the calibration pass, with the NLL criterion's
+    cross-validation (no forward pass of its own); the ranking criteria's extra passes are ``bench_criteria``'s."""
     from steerkit import build
     from steerkit.data import encode_pair
 
@@ -125,7 +129,7 @@ def bench_build(warm: Any, tokenizer: Any, pairs: list[dict[str, str]], reps: in
         bound()
         times_bound.append(time.perf_counter() - t)
         t = time.perf_counter()
-        build(warm, None, pairs, tokenizer=tokenizer, batch_size=batch_size)
+        build(warm, None, pairs, tokenizer=tokenizer, batch_size=batch_size, criterion="nll")
         times_build.append(time.perf_counter() - t)
     ratios = [b / a for a, b in zip(times_build, times_bound, strict=True)]
     return {
@@ -387,6 +391,34 @@ def bench_help(reps: int) -> dict[str, Any]:
     return {"help_seconds": _median(times), "help_seconds_runs": times}
 
 
+def bench_criteria(reps: int) -> dict[str, Any]:
+    """Build's time per cross-validation criterion on the demo's 44 TruthfulQA calibration pairs, after the demo's
+    own warm start (LoRA, 150 pairs, seed 0): the three criteria interleaved ``reps`` times in one process, and
+    each one's median ratio to the NLL criterion (which adds no forward pass to the calibration pass) and to the
+    rank criterion (build's default before ``split``)."""
+    from steerkit import build, warm_start
+    from steerkit.demo import DEMO_TASKS, _demo_data
+    from steerkit.models import default_model_dir, load_model
+
+    task = DEMO_TASKS["truthfulqa"]
+    train, calibration, _ = _demo_data(task, 0)
+    model, tokenizer = load_model(default_model_dir())
+    warm = warm_start(model, train, tokenizer=tokenizer, method="lora", lr=task.lr, seed=0)
+    times: dict[str, list[float]] = {"nll": [], "rank": [], "split": []}
+    picks: dict[str, str] = {}
+    for _ in range(reps):
+        for criterion, runs in times.items():
+            t = time.perf_counter()
+            vector = build(warm, None, calibration, tokenizer=tokenizer, criterion=criterion)
+            runs.append(time.perf_counter() - t)
+            picks[criterion] = vector.config.validation["recommended"]["setting"]
+    ratios = {
+        f"{a}_over_{b}": _median([x / y for x, y in zip(times[a], times[b], strict=True)])
+        for a, b in (("split", "nll"), ("split", "rank"), ("rank", "nll"))
+    }
+    return {"n_pairs": len(calibration), "reps": reps, "seconds": times, "picks": picks, **ratios, "target": 2.5}
+
+
 def bench_demo() -> dict[str, Any]:
     """``steerkit demo --json`` as a user runs it (a fresh process, the cached model folder): wall time, stages.
 
@@ -410,18 +442,20 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--memory-pairs", type=int, default=48)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
-    parser.add_argument("--only", choices=["demo", "decode"], help="measure only this, keep the rest of --out")
+    parser.add_argument(
+        "--only", choices=["demo", "decode", "criteria"], help="measure only this, keep the rest of --out"
+    )
     parser.add_argument("--reps-batch8", type=int, default=None, help="repetitions at batch 8 (default --reps)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--skip-tokens", type=int, default=48, help="new tokens per prompt for the skip fractions")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.only == "demo":
+    if args.only in ("demo", "criteria"):
         kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
-        kept["demo"] = bench_demo()
+        kept[args.only] = bench_demo() if args.only == "demo" else bench_criteria(args.reps)
         args.out.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
-        print(json.dumps(kept["demo"], indent=2))
+        print(json.dumps(kept[args.only], indent=2))
         return
     torch.manual_seed(0)
     from steerkit.models import default_model_dir

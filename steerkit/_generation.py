@@ -9,7 +9,7 @@ from typing import Any
 from steerkit.chat import prompt_ids
 from steerkit.errors import InvalidOptionError
 
-__all__ = ["NewlineStop", "check_context", "encoded", "encoded_batch"]
+__all__ = ["NewlineStop", "check_context", "encoded", "encoded_batch", "left_padded"]
 
 
 def check_context(model: Any, tokenizer: Any, prompts: Sequence[Any], max_new_tokens: Any) -> None:
@@ -59,9 +59,13 @@ class NewlineStop:
 
 def encoded_batch(tokenizer: Any, prompts: Sequence[str | list[dict[str, str]]], pad: int) -> dict[str, Any]:
     """Prompts encoded one by one as :func:`encoded` does, then left-padded with ``pad`` into one batch."""
+    return left_padded([encoded(tokenizer, p)["input_ids"][0] for p in prompts], pad)
+
+
+def left_padded(rows: Sequence[Any], pad: int) -> dict[str, Any]:
+    """``input_ids`` / ``attention_mask`` of token-id rows (1-D tensors), left-padded with ``pad`` into one batch."""
     import torch
 
-    rows = [encoded(tokenizer, p)["input_ids"][0] for p in prompts]
     width = max(int(r.numel()) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

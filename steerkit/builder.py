@@ -35,7 +35,7 @@ from steerkit.distributed import shard
 from steerkit.errors import AdapterError, EmptyDataError, InvalidOptionError
 from steerkit.format import adapter_sha256
 from steerkit.models import logits_width, packaged_name, tokenizer_fingerprint
-from steerkit.ranking import Calibrated, rank_validation
+from steerkit.ranking import CRITERIA, Calibrated, rank_validation
 from steerkit.readers import load_pairs
 from steerkit.svdecode import CURVATURES, mu_star
 from steerkit.terms import TokenTerms
@@ -46,8 +46,6 @@ __all__ = ["build"]
 #: Levels of the μ* quantiles stored in ``calibration["mu_star_quantiles"]``.
 MU_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 _PROMPT_METHODS = ("PROMPT_TUNING", "P_TUNING")
-#: How build's cross-validation measures a setting: the gold completion's rank among distractors, or its NLL.
-CRITERIA: tuple[str, ...] = ("rank", "nll")
 
 
 def build(
@@ -61,7 +59,7 @@ def build(
     batch_size: int = 8,
     max_length: int = 512,
     folds: int = 5,
-    criterion: str = "rank",
+    criterion: str = "split",
     show_progress: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SteeringVector:
@@ -85,10 +83,15 @@ def build(
         folds: K of the cross-validation that compares base, warm alone, static and dynamic on the pairs and
             records the recommended setting in ``config.validation`` (:mod:`steerkit.crossval`). Skipped (no
             ``validation``) with ``0`` or fewer than ``2·K`` distinct prompts.
-        criterion: How the cross-validation measures a setting. ``"rank"``: the softmax mass of each held-out
-            gold completion against its distractors (:mod:`steerkit.ranking`; one extra pass of warm and base
-            logits over the distractors). ``"nll"``: the held-out NLL of the gold tokens (no extra
-            pass; base is then no candidate).
+        criterion: How the cross-validation measures a setting. ``"split"`` (the default): each mode by the
+            measure that does not favour it by construction: base and static settings by the softmax mass of each
+            held-out gold completion against the base model's own greedy answer to its prompt (the record's own
+            wrong completions when it has them; drawn ones where the answer is empty or the gold), dynamic settings
+            by the held-out NLL of the gold tokens when no static setting helps, and no steering when the base
+            model's held-out NLL beats warm alone's (:func:`steerkit.gate.split_pick`; one short greedy generation
+            with the adapter off, then one extra pass of warm and base logits over the distractors). ``"rank"``:
+            every setting by that mass against the record's own or drawn distractors (one extra pass).
+            ``"nll"``: the held-out NLL of the gold tokens (no extra pass; base is then no candidate).
         show_progress: Print one line per batch to stderr.
         progress: Called as ``progress(step, total)`` after each calibration batch, then on through the ranking
             pass (the CLI renders it).
@@ -284,6 +287,7 @@ def _validation(
         tokenizer=tokenizer,
         folds=folds,
         batch_size=batch_size,
+        criterion=criterion,
         progress=going_on,
     )
 

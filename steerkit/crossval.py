@@ -164,6 +164,7 @@ def cross_validate_ranking(
     seed: int = 0,
     full: tuple[MuStats, MuStats] | None = None,
     gate: str | None = None,
+    picker: str = "largest",
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """K-fold cross-validation of base, warm, static and dynamic by how each example's gold completion ranks.
@@ -184,6 +185,7 @@ def cross_validate_ranking(
         seed: Seed of the fold assignment and the bootstrap.
         full: ``(mu, mu_static)`` fitted on all the data: the recommended μ comes from here.
         gate: ``"nll"``: a candidate qualifies only if its held-out NLL is not significantly worse than warm's.
+        picker: How the recommendation is picked from the candidates (:func:`steerkit.gate.recommend`).
         meta: Extra keys recorded in the block (the distractor source and count).
 
     Returns:
@@ -230,6 +232,7 @@ def cross_validate_ranking(
         seed=seed,
         columns={"accuracy": table["accuracy"], "nll": nll},
         gate=gate,
+        picker=picker,
     )
 
 

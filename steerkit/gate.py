@@ -3,6 +3,9 @@
 :mod:`steerkit.crossval` measures each candidate (base, warm alone, static and dynamic under every strength rule)
 on held-out calibration units; :func:`recommend` compares each with warm alone by a paired bootstrap and picks the
 largest gain whose 95% interval lies above zero, else warm alone (μ = 0), and says why in one sentence.
+
+Build's default criterion picks by :func:`split_pick` instead, which judges each mode by the measure that does not
+favour it by construction.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def recommend(
     seed: int = 0,
     columns: Mapping[str, Mapping[str, Tensor]] | None = None,
     gate: str | None = None,
+    picker: str = "largest",
 ) -> dict[str, Any]:
     """The ``validation`` block from held-out per-unit values (higher is better) of every candidate.
 
@@ -43,6 +47,7 @@ def recommend(
             ``<name>_ci_high``.
         gate: A column name: a candidate qualifies only if that column is not significantly worse than warm
             (its interval's upper end is not below zero).
+        picker: ``"largest"`` (:func:`pick`) or ``"split"`` (:func:`split_pick`; needs an ``nll`` column).
 
     Returns:
         ``{"measure", "unit", "folds", "seed", "n", "n_bootstrap", "candidates": [{"setting", "mode", "rule",
@@ -63,8 +68,12 @@ def recommend(
             "ci_high": d["ci_high"],
         }
     others = [c for c in candidates if c["setting"] != "warm"]
-    best = pick(candidates, gate)
-    reason = _reason(best, others, meta, gate)
+    if picker == "split":
+        best, why = _split(candidates)
+        reason = _split_reason(best, why, candidates, meta)
+    else:
+        best = pick(candidates, gate)
+        reason = _reason(best, others, meta, gate)
     base_entry = next((c for c in candidates if c["setting"] == "base"), None)
     if base_entry is not None and base_entry["ci_low"] > 0.0 and best is not base_entry:
         reason += f"; the base model (adapter off) beats warm alone too ({_interval(base_entry)})"
@@ -92,6 +101,69 @@ def pick(candidates: Sequence[Mapping[str, Any]], gate: str | None = None) -> Ma
         if c["setting"] != "warm" and c["ci_low"] > 0.0 and (gate is None or c[f"{gate}_ci_high"] >= 0.0)
     ]
     return max(helping, key=lambda c: c["delta_vs_warm"]) if helping else candidates[0]  # first of equals
+
+
+def split_pick(candidates: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """Each mode judged by the measure that does not favour it by construction, steering only where the adapter
+    helped (build's default criterion, ``"split"``). The candidates carry the ``nll_*`` columns.
+
+    - Steering extrapolates the fine-tune away from the base model (δ̂ points back toward the base model, and the
+      useful μ is usually negative), so no steered candidate qualifies when the base model's held-out gold-token
+      NLL is significantly better than warm alone's: the adapter moved away from the data, and its direction is no
+      task direction.
+    - Otherwise :func:`pick` over warm alone, base and the static candidates, by the measure (the rank against the
+      base model's own answer: a static vector knows nothing of that answer).
+    - If that keeps warm alone: the dynamic candidate with the largest held-out NLL gain whose interval lies above
+      zero (dynamic δ̂ pushes away from the base model's next token, so the rank against the base model's answer
+      would favour it by construction; the NLL does not).
+    """
+    return _split(candidates)[0]
+
+
+def _split(candidates: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], str]:
+    """:func:`split_pick`'s pick and which branch chose it: ``veto``, ``rank``, ``nll`` or ``none`` (read from the
+    settings' names, so stored candidates without ``mode`` work too)."""
+    base = next((c for c in candidates if c["setting"] == "base"), None)
+    steer = base is None or base["nll_ci_low"] <= 0.0
+    kept = [c for c in candidates if c["setting"] in ("warm", "base") or (steer and c["setting"].startswith("static/"))]
+    best = pick(kept)
+    if not steer:
+        return best, "veto"
+    if best["setting"] != "warm":
+        return best, "rank"
+    dynamic = [c for c in candidates if c["setting"].startswith("dynamic/") and c["nll_ci_low"] > 0.0]
+    return (max(dynamic, key=lambda c: c["nll_delta"]), "nll") if dynamic else (best, "none")
+
+
+def _split_reason(
+    best: Mapping[str, Any], why: str, candidates: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]
+) -> str:
+    """Why :func:`split_pick` chose ``best``, in one sentence."""
+    on = f"on {meta['n']} examples, {meta['folds']}-fold"
+    if best["setting"] == "base":
+        return _reason(best, [], meta, None)
+    if why == "veto":
+        base = next(c for c in candidates if c["setting"] == "base")
+        return (
+            f"the adapter moved away from this data: the base model (adapter off) lowers the held-out NLL per token "
+            f"by {_interval(base, 'nll_')} against warm alone {on}, so its direction is no task direction and no "
+            "steering is recommended; warm-start again with a lower learning rate or fewer steps; recommending μ = 0"
+        )
+    if why == "rank":
+        return (
+            f"{best['setting']} gains {_interval(best)} held-out mass on the gold completion over warm alone {on}: "
+            "the largest gain whose interval lies above zero among the base model and the static settings"
+        )
+    if why == "nll":
+        return (
+            f"no static setting beats warm alone by rank; {best['setting']} lowers the held-out NLL per token by "
+            f"{_interval(best, 'nll_')} {on}: the largest NLL gain whose interval lies above zero among the dynamic "
+            "settings (dynamic mode is judged by NLL, since its direction pushes away from the base model's answer)"
+        )
+    return (
+        "steering did not help on this data: no base or static setting beats warm alone by rank, and no dynamic "
+        "setting by NLL, with an interval above zero; recommending μ = 0"
+    )
 
 
 def _candidate(
@@ -152,8 +224,10 @@ def _reason(
     return reason + "; recommending μ = 0"
 
 
-def _interval(c: Mapping[str, Any]) -> str:
-    return f"{_signed(c['delta_vs_warm'])} [{_signed(c['ci_low'])}, {_signed(c['ci_high'])}]"
+def _interval(c: Mapping[str, Any], column: str = "") -> str:
+    """``Δ [low, high]`` of the measure, or of a reported column (``column="nll_"``)."""
+    delta = c["delta_vs_warm"] if not column else c[f"{column}delta"]
+    return f"{_signed(delta)} [{_signed(c[f'{column}ci_low'])}, {_signed(c[f'{column}ci_high'])}]"
 
 
 def _signed(x: float) -> str:

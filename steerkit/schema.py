@@ -187,15 +187,23 @@ def criterion_words(validation: Mapping[str, Any]) -> str:
     criterion = validation.get("criterion") or ("nll" if validation["measure"] == "nll" else "metric")
     if criterion == "nll":
         return "held-out NLL per token of the gold completions"
-    if criterion == "rank":
+    if criterion in ("rank", "split"):
         source = validation.get("distractors") or {}
         k = source.get("k", "?")
-        against = {
+        kinds = {
             "record": "the records' own wrong completions",
+            "base-answer": "the base model's own answer",
             "drawn": f"up to {k} completions drawn from the other records",
-            "record+drawn": f"the records' own wrong completions, else up to {k} drawn from the other records",
-        }.get(str(source.get("source")), "wrong completions")
-        return f"held-out rank of each gold completion against {against}: its softmax mass, scored per token"
+        }
+        named = [kinds[kind] for kind in str(source.get("source")).split("+") if kind in kinds]
+        against = ", else ".join(named) or "wrong completions"
+        rank = f"held-out rank of each gold completion against {against}: its softmax mass, scored per token"
+        if criterion == "rank":
+            return rank
+        return (
+            f"base and static settings by {rank}; dynamic settings by held-out NLL per token; no steering where the "
+            "base model's held-out NLL beats warm alone's"
+        )
     return f"held-out {validation['measure']} on the items"
 
 

@@ -173,8 +173,8 @@ def test_build_records_the_same_block_for_the_same_inputs_and_it_round_trips(tmp
     assert a.config.validation is not None
     assert a.config.to_json() == b.config.to_json()
     block = a.config.validation
-    assert (block["measure"], block["criterion"], block["n"]) == ("rank", "rank", 20)
-    assert block["distractors"] == {"source": "drawn", "k": 3}
+    assert (block["measure"], block["criterion"], block["n"]) == ("rank", "split", 20)  # build's default criterion
+    assert block["distractors"] == {"source": "base-answer", "k": 3}
     a.save(tmp_path / "v")
     loaded = steerkit.load(tmp_path / "v")
     assert loaded.config.validation == json.loads(json.dumps(a.config.validation))

@@ -100,3 +100,27 @@ def test_the_mode_and_mu_page_is_linked_from_the_pages_that_used_to_answer_it() 
         assert "mode-and-mu.md" in (ROOT / name).read_text(encoding="utf-8"), name
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     assert nav.index("mode-and-mu.md") < nav.index("api/index.md")
+
+
+# A default criterion of build as the docs state it: "Build's default criterion, `split`," or "its default criterion
+# `split`".
+CRITERION_CLAIM = re.compile(r"default criterion,? `(\w+)`")
+
+
+def test_every_page_states_the_default_criterion_and_the_answer_length_the_code_has() -> None:
+    from steerkit.ranking import ANSWER_EXTRA_TOKENS, ANSWER_MAX_TOKENS, ANSWER_MIN_TOKENS
+
+    default = inspect.signature(steerkit.build).parameters["criterion"].default
+    build = typer.main.get_command(app).commands["build"]  # type: ignore[attr-defined]
+    assert next(p for p in build.params if p.name == "criterion").default == default
+    stated: dict[str, list[str]] = {}
+    for page in PAGES:
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        for claim in CRITERION_CLAIM.findall(text):
+            stated.setdefault(claim, []).append(page.name)
+    assert set(stated) == {default} and len(set(stated[default])) >= 3, stated  # README, concepts, results
+    concepts = " ".join((ROOT / "docs" / "concepts.md").read_text(encoding="utf-8").split())
+    assert (
+        f"at least {ANSWER_MIN_TOKENS} and at most the gold completion's length + {ANSWER_EXTRA_TOKENS} new tokens, "
+        f"never over {ANSWER_MAX_TOKENS}"
+    ) in concepts

@@ -1,5 +1,6 @@
-"""Build's ranking criterion (``criterion="rank"``): distractors, the preference format, the fold rule, the base
-candidate and its recommendation, and that nothing but the calibration data is read."""
+"""Build's ranking criteria (``criterion="split"``, the default, and ``"rank"``): distractors (drawn, or the base
+model's own answer), the preference format, the fold rule, the base candidate and its recommendation, and that
+nothing but the calibration data is read."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from tiny import tiny_llama, tiny_lora
 import steerkit
 from steerkit.crossval import RULES, _gold_mass, cross_validate_ranking, fit_strengths, folds_of
 from steerkit.errors import InvalidOptionError
-from steerkit.gate import recommend
-from steerkit.ranking import DISTRACTORS, ranking_items
+from steerkit.gate import recommend, split_pick
+from steerkit.ranking import DISTRACTORS, _answer, base_answers, ranking_items
 from steerkit.schema import criterion_words, recommended_words
 from steerkit.terms import OptionTerms
 
@@ -66,6 +67,59 @@ def test_on_a_two_label_task_the_distractor_is_the_other_label_and_messages_draw
     assert [it["choices"] for it in found[4:]] == [[" text", " other"], [" other", " text"]]
 
 
+def test_the_base_models_answer_replaces_the_drawn_distractors_and_the_draw_does_not_depend_on_it() -> None:
+    data = [{"prompt": c, "completion": f" {c}{c}"} for c in "abcdef"]
+    data.append({"prompt": "g", "completion": " gg", "rejected": " no", "distractors": [" no"]})
+    keys = [p["prompt"] for p in data]
+    drawn, source = ranking_items(data, keys)
+    assert drawn is not None and source == "record+drawn"
+    answers = [" zz", None, " qq", None, None, None, " unused"]
+    found, source = ranking_items(data, keys, answers=answers)
+    assert found is not None and source == "record+base-answer+drawn"
+    assert found[0]["choices"] == [" aa", " zz"] and found[2]["choices"] == [" cc", " qq"]
+    assert [found[i] for i in (1, 3, 4, 5)] == [drawn[i] for i in (1, 3, 4, 5)]  # the same draw where no answer
+    assert found[6]["choices"] == [" gg", " no"]  # the record's own wrong completion comes first
+    assert ranking_items(data[:6], keys[:6], answers=[" x"] * 6)[1] == "base-answer"
+
+
+def test_an_answer_is_the_first_non_empty_line_led_like_the_gold_and_none_when_empty_or_the_gold() -> None:
+    assert _answer(" Paris.", "\n\n  The moon.\nMore text") == " The moon."
+    assert _answer("Paris", "  London  ") == "London"
+    assert _answer(" Paris.", " Paris. \nno") is None  # the gold text itself is no distractor
+    assert _answer(" Paris.", " \n\t\n") is None
+    assert _answer(" Paris.", "paris.") is None  # letter case aside
+    reply = [{"role": "assistant", "content": "Paris."}]
+    assert _answer(reply, "Rome.\nmore") == [{"role": "assistant", "content": "Rome."}]  # a reply for a reply
+    assert _answer([*reply, *reply], "Rome.") is None  # two messages: no answer of that form
+
+
+def test_base_answers_are_the_base_models_greedy_answers_with_the_adapter_off(tokenizer: Any) -> None:
+    from steerkit.data import encode_pair
+
+    say = [{"role": "assistant", "content": "yo"}]
+    data = [*pairs(5), {"prompt": [{"role": "user", "content": "hi"}], "completion": say * 2}]
+    data[2] = data[2] | {"completion": data[2]["completion"] * 12}  # a long gold: more new tokens
+    encoded = [encode_pair(tokenizer, p["prompt"], p["completion"]) for p in data[:5]] + [([5, 6, 7], 2)]
+    warm = tiny_lora(tiny_llama())
+    probe = tokenizer("q 1 cat", return_tensors="pt")["input_ids"]
+    before = warm(probe).logits
+    answers = base_answers(warm, tokenizer, data, encoded, batch_size=1)
+    assert answers[5] is None  # a completion of two messages: ranked against drawn ones
+    base = tiny_llama()
+    for pair, (ids, start), answer in zip(data[:5], encoded, answers, strict=False):
+        prompt = torch.tensor([ids[:start]])
+        n = min(len(ids) - start + 4, 48)
+        out = base.generate(prompt, max_new_tokens=n, min_new_tokens=2, do_sample=False, pad_token_id=0)
+        assert answer == _answer(pair["completion"], tokenizer.decode(out[0, start:], skip_special_tokens=True))
+    assert all(a is not None for a in answers[:5])
+    after = warm(probe).logits  # the adapter is on again
+    assert torch.equal(before, after) and not torch.allclose(after, tiny_llama()(probe).logits)
+    steps: list[tuple[int, int]] = []
+    own = [data[0] | {"distractors": [" x"]}, *data[1:]]  # nothing is generated for a record with its own
+    batched = base_answers(warm, tokenizer, own, encoded, batch_size=2, progress=lambda *s: steps.append(s))
+    assert batched[0] is None and batched[5] is None and steps == [(1, 2), (2, 2)]
+
+
 def test_fewer_than_two_distinct_completions_recommends_warm_alone_and_still_writes_the_artifact(
     tmp_path: Path, tokenizer: Any
 ) -> None:
@@ -86,7 +140,10 @@ def test_preference_records_rank_the_chosen_completion_against_their_own_rejecte
     prefs = [{"prompt": p["prompt"], "chosen": p["completion"], "rejected": " hat hat"} for p in pairs(12)]
     block = steerkit.build(tiny_lora(tiny_llama()), None, prefs, tokenizer=tokenizer).config.validation
     assert block is not None
-    assert (block["criterion"], block["distractors"]) == ("rank", {"source": "record", "k": DISTRACTORS})
+    assert (block["criterion"], block["distractors"]) == ("split", {"source": "record", "k": DISTRACTORS})
+    ranked = steerkit.build(tiny_lora(tiny_llama()), None, prefs, tokenizer=tokenizer, criterion="rank")
+    assert ranked.config.validation is not None
+    assert ranked.config.validation["distractors"] == {"source": "record", "k": DISTRACTORS}
     with pytest.raises(InvalidOptionError, match="unknown criterion 'bleu'"):
         steerkit.build(tiny_lora(tiny_llama()), None, prefs, tokenizer=tokenizer, criterion="bleu")
 
@@ -95,6 +152,7 @@ def test_build_ranks_only_the_calibration_prompts_and_passes_only_over_the_distr
     tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import steerkit.ranking as ranking
+    from steerkit.data import encode_pair
 
     made: list[list[dict[str, Any]]] = []
     passes: list[list[dict[str, Any]]] = []
@@ -112,7 +170,7 @@ def test_build_ranks_only_the_calibration_prompts_and_passes_only_over_the_distr
     monkeypatch.setattr(ranking, "ranking_items", items_spy)
     monkeypatch.setattr(ranking, "collect_setting_terms", pass_spy)
     data = pairs(12)
-    steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer)
+    steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer, criterion="rank")
     assert len(made) == 1 and len(passes) == 1
     assert [(it["prompt"], it["choices"][0]) for it in made[0]] == [(p["prompt"], p["completion"]) for p in data]
     golds = {p["completion"] for p in data}
@@ -123,15 +181,27 @@ def test_build_ranks_only_the_calibration_prompts_and_passes_only_over_the_distr
     passes.clear()
     steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer, criterion="nll")
     assert made == [] and passes == []  # the NLL criterion needs no extra pass
+    block = steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer).config.validation
+    assert block is not None and block["criterion"] == "split" and len(made) == 2 and len(passes) == 1
+    encoded = [encode_pair(tokenizer, p["prompt"], p["completion"]) for p in data]
+    answers = base_answers(tiny_lora(tiny_llama()), tokenizer, data, encoded, batch_size=8)
+    assert all(answers) and [it["choices"][1:] for it in made[1]] == [[a] for a in answers]  # the base model's own
+    assert [it["prompt"] for it in passes[0]] == [p["prompt"] for p in data]
+    assert block["recommended"] == {k: split_pick(block["candidates"])[k] for k in ("setting", "mode", "rule", "mu")}
 
 
 def test_the_ranking_pass_continues_builds_progress_count(tokenizer: Any) -> None:
     steps: list[tuple[int, int]] = []
+    data, on = pairs(12), lambda *s: steps.append(s)
     steerkit.build(
-        tiny_lora(tiny_llama()), None, pairs(12), tokenizer=tokenizer, batch_size=4, progress=lambda *s: steps.append(s)
+        tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer, batch_size=4, criterion="rank", progress=on
     )
     # 12 pairs in batches of 4 (3 steps); then 12 prompts with 3 distractors each, counted in sequences
     assert steps == [(1, 3), (2, 3), (3, 3), *[(3 + 3 * k, 3 + 36) for k in range(1, 13)]]
+    steps.clear()
+    steerkit.build(tiny_lora(tiny_llama()), None, data, tokenizer=tokenizer, batch_size=4, progress=on)
+    # split: the calibration pass, 3 batches of generated answers, then 12 prompts with one answer each
+    assert steps == [(1, 3), (2, 3), (3, 3), (4, 6), (5, 6), (6, 6), *[(6 + k, 6 + 12) for k in range(1, 13)]]
 
 
 # --- the measure and the fold rule -----------------------------------------------------------------------------
@@ -272,3 +342,25 @@ def test_a_block_without_criterion_reads_as_nll_and_the_words_name_each_criterio
         "scored per token"
     )
     assert criterion_words({"measure": "mc2", "criterion": "metric:mc2"}) == "held-out mc2 on the items"
+
+
+def test_conversational_pairs_rank_against_the_base_models_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_chat import TEMPLATE
+    from tiny import tiny_tokenizer
+
+    import steerkit.ranking as ranking
+
+    tok = tiny_tokenizer()
+    tok.chat_template = TEMPLATE
+    made: list[Any] = []
+    real = ranking.ranking_items
+    monkeypatch.setattr(ranking, "ranking_items", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    chat = [
+        {"messages": [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["completion"]}]}
+        for p in pairs(12)
+    ]
+    block = steerkit.build(tiny_lora(tiny_llama()), None, chat, tokenizer=tok).config.validation
+    assert block is not None and block["distractors"]["source"].startswith("base-answer")
+    items, _ = made[-1]
+    replies = [it["choices"][1] for it in items if len(it["choices"]) == 2]
+    assert replies and all(isinstance(r, list) and r[0]["role"] == "assistant" for r in replies)

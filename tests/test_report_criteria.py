@@ -31,7 +31,7 @@ def test_the_split_rule_gets_a_row_over_all_tasks_and_one_over_its_check_alone()
     lines = report_criteria.criteria_tried_section(
         ROWS, found({"truthfulqa": [0.05, 0.01, 0.09], "social_iqa": [-0.01, -0.03, 0.01]})
     )
-    assert lines[0] == "### Other criteria tried from pairs alone {#criteria-tried}"
+    assert lines[0] == "### Criteria tried from pairs alone {#criteria-tried}"
     split, siqa = (line for line in lines if line.startswith(("| split", "| the same on Social-IQa")))
     assert split.endswith("| 2 | 1 | 0 | +4.0 of +8.0 (50%) |")
     assert siqa.endswith("| 1 | 0 | 0 | -1.0 of +2.0 (-50%) |")

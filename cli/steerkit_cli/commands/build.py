@@ -55,10 +55,12 @@ def build(
     criterion: Annotated[
         str,
         typer.Option(
-            help="How cross-validation compares settings: rank (the gold completion's mass against distractors) "
-            "or nll (the gold tokens' held-out NLL)."
+            help="How cross-validation compares settings: split (base and static by the gold completion's mass "
+            "against the base model's own answer, dynamic by held-out NLL, no steering where base's NLL beats "
+            "warm's), rank (every setting by that mass against distractors drawn from the other records) or nll "
+            "(the gold tokens' held-out NLL)."
         ),
-    ] = "rank",
+    ] = "split",
     force: ForceOpt = False,
     model_revision: ModelRevisionOpt = None,
     token: TokenOpt = None,
