@@ -93,9 +93,9 @@ def _pick_rows(
         found[older], found["recommended"] = found["recommended"], None
         entry = split_from.get(f"{key['task']}/{key['peft_method']}/{key['lr_label']}", {}).get("split") or {}
         if entry.get("test_delta"):
-            low_high = dict(zip(("delta_ci_low", "delta_ci_high"), entry["test_delta"][1:], strict=True))
-            found["recommended"] = {"setting": entry["pick"], "delta_vs_warm": entry["test_delta"][0], **low_high}
-            found["recommended"] = {**found["recommended"], "via": "distractors"}
+            delta, low, high = entry["test_delta"]
+            found["recommended"] = {"setting": entry["pick"], "delta_vs_warm": delta, "delta_ci_low": low,
+                                    "delta_ci_high": high, "via": "distractors"}  # fmt: skip
     return found
 
 

@@ -67,13 +67,12 @@ def recommend(
             "ci_low": d["ci_low"],
             "ci_high": d["ci_high"],
         }
-    others = [c for c in candidates if c["setting"] != "warm"]
     if picker == "split":
         best, why = _split(candidates)
         reason = _split_reason(best, why, candidates, meta)
     else:
         best = pick(candidates, gate)
-        reason = _reason(best, others, meta, gate)
+        reason = _reason(best, [c for c in candidates if c["setting"] != "warm"], meta, gate)
     base_entry = next((c for c in candidates if c["setting"] == "base"), None)
     if base_entry is not None and base_entry["ci_low"] > 0.0 and best is not base_entry:
         reason += f"; the base model (adapter off) beats warm alone too ({_interval(base_entry)})"

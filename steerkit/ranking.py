@@ -140,8 +140,7 @@ def base_answers(
     transformer = peft_model.get_base_model()
     device = next(transformer.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    todo = _answerable(pairs)
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    batches = _answer_batches(pairs, batch_size)
     out: list[Any] = [None] * len(pairs)
     was_training = transformer.training
     transformer.eval()
@@ -167,10 +166,11 @@ def base_answers(
     return out
 
 
-def _answerable(pairs: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The pairs :func:`base_answers` generates for: a text completion or one assistant reply, without distractors
-    of their own."""
-    return [i for i, p in enumerate(pairs) if _gold_text(p["completion"]) is not None and not p.get("distractors")]
+def _answer_batches(pairs: Sequence[Mapping[str, Any]], batch_size: int) -> list[list[int]]:
+    """The generation batches of :func:`base_answers` (pair indices): the pairs with a text completion or one
+    assistant reply and no distractors of their own, ``batch_size`` at a time."""
+    todo = [i for i, p in enumerate(pairs) if _gold_text(p["completion"]) is not None and not p.get("distractors")]
+    return [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
 
 
 def _gold_text(completion: Any) -> str | None:
@@ -246,7 +246,7 @@ def rank_validation(
         answers = base_answers(
             peft_model, tokenizer, calibrated.pairs, calibrated.used, batch_size=batch_size, progress=progress
         )
-        offset = -(-len(_answerable(calibrated.pairs)) // batch_size)
+        offset = len(_answer_batches(calibrated.pairs, batch_size))
         items, source = ranking_items(calibrated.pairs, keys, answers=answers)
         assert items is not None  # an answer only ever replaces drawn distractors
 
