@@ -481,7 +481,7 @@ def model_section(
             *aggregator_table(rows, task, headline, "dynamic"),
             "",
         ]
-    out += recommendation_section(rows, heading=f"### {name}: the recommended setting", split_from=tried)
+    out += recommendation_section(rows, heading=f"### {name}: the recommended setting", split_from=tried, targets=False)
     out += criteria_tried_section(
         rows,
         {"distractors": tried},

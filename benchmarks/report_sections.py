@@ -113,9 +113,12 @@ def recommendation_section(
     rows: Sequence[Mapping[str, Any]],
     heading: str = "## The recommended setting (cross-validated, no-regression gate) {#recommended}",
     split_from: Mapping[str, Any] | None = None,
+    *,
+    targets: bool = True,
 ) -> list[str]:
     """Per configuration: what each picker chose on the calibration data, and its test Δ vs warm (a split pick not
-    rerun by ``reproduce.py`` from ``split_from``, marked †)."""
+    rerun by ``reproduce.py`` from ``split_from``, marked †); ``targets``: the 12-configuration targets, else a
+    second model's (no significant loss)."""
     configs = [c for c in _configs(rows) if find(rows, task=c[0], peft_method=c[1], lr_label=c[2], mode="recommended")]
     if not configs:
         return []
@@ -174,10 +177,11 @@ def recommendation_section(
                 f"significantly worse in {s.count(-1)}; its summed Δ is {share} of the best setting's in hindsight "
                 f"({signed(gains[aggregator])} of {signed(best_total)} points)."
             )
-    out += _build_verdict(signs, gains, best_total)
+    out += _build_verdict(signs, gains, best_total, targets=targets)
     if missing:
         out.append(
-            f"- † {missing} of {len(configs)} configurations were not rerun by `benchmarks/reproduce.py` since build's "
+            f"- † {missing} of {len(configs)} configurations {'was' if missing == 1 else 'were'} not rerun by "
+            "`benchmarks/reproduce.py` since build's "
             "default became `split`: their earlier build picks stand in the columns of the criteria that made them, "
             "and their split pick is `benchmarks/distractors.py`'s (build's split cross-validation on the same "
             "calibration pairs, with the adapter trained the same way), its test Δ read from the rows above; "
@@ -186,9 +190,12 @@ def recommendation_section(
     return [*out, ""]
 
 
-def _build_verdict(signs: Mapping[str, list[int]], gains: Mapping[str, float], best_total: float) -> list[str]:
+def _build_verdict(
+    signs: Mapping[str, list[int]], gains: Mapping[str, float], best_total: float, *, targets: bool
+) -> list[str]:
     """Which build criterion the evidence favours (no significant loss, then the largest summed Δ), and the
-    targets: significantly better in at least 4 configurations, at least 70% of the hindsight gain."""
+    targets: significantly better in at least 4 of the 12 configurations and at least 70% of the hindsight gain
+    (``targets``), or, on a second model's few configurations, significantly worse in none."""
     builds = [a for a, _ in PICKERS if a.startswith("recommended") and "{metric}" not in a and signs[a]]
     safe = [a for a in builds if -1 not in signs[a]] or builds
     if not signs["recommended"] or best_total <= 0:  # not rerun since build ranks: nothing to weigh
@@ -196,12 +203,16 @@ def _build_verdict(signs: Mapping[str, list[int]], gains: Mapping[str, float], b
     best = max(safe, key=lambda a: gains[a])
     label = dict(PICKERS)[best]
     share = gains[best] / best_total
-    wins = signs[best].count(1)
+    wins, losses = signs[best].count(1), signs[best].count(-1)
+    verdict = f"- Of the build criteria, those with no significant loss: {', '.join(dict(PICKERS)[a] for a in safe)}; "
+    verdict += f"the largest summed Δ among them: **{label}**. "
+    if not targets:
+        met = "met" if losses == 0 else "**missed**"
+        return [verdict + f"Target on this model (significantly worse in none): {met} ({losses})."]
     met = "met" if wins >= 4 and share >= 0.7 else "**missed**"
     return [
-        f"- Of the build criteria, those with no significant loss: {', '.join(dict(PICKERS)[a] for a in safe)}; "
-        f"the largest summed Δ among them: **{label}**. Targets (significantly better in ≥ 4 configurations, "
-        f"≥ 70% of the gain in hindsight): {met} ({wins} and {100 * share:.0f}%)."
+        verdict + f"Targets (significantly better in ≥ 4 configurations, ≥ 70% of the gain in hindsight): {met} "
+        f"({wins} and {100 * share:.0f}%)."
     ]
 
 

@@ -50,3 +50,19 @@ def test_a_task_no_configuration_has_gets_no_row_and_the_heading_and_note_are_th
 
 def test_nothing_found_is_no_section() -> None:
     assert report_criteria.criteria_tried_section(ROWS, {}) == []
+
+
+def with_candidates(delta: float) -> dict[str, Any]:
+    """``distractors.json`` whose base-answer pass recorded one candidate's test Δ."""
+    candidates = [{"setting": "static/fit", "test_delta": [delta, delta - 0.01, delta + 0.01]}]
+    split = {"test_delta": [delta, delta - 0.01, delta + 0.01]}
+    generated = {"candidates": candidates, "spearman": {"static": None, "all": None}}
+    return {"distractors": {"truthfulqa/lora/chosen": {"split": split, "generated": generated}}}
+
+
+def test_stored_deltas_that_no_longer_match_the_rows_are_said_to_be_from_other_adapters() -> None:
+    moved = report_criteria.criteria_tried_section(ROWS, with_candidates(0.064))
+    note = [line for line in moved if "retrained" in line or "up to" in line]
+    assert note[-1] == "since, which moved a candidate's test Δ by up to 0.4 points, so a share can pass 100%."
+    same = report_criteria.criteria_tried_section(ROWS, with_candidates(0.06))
+    assert not any("retrained" in line for line in same)
