@@ -106,8 +106,8 @@ def criteria_tried_section(
 
 
 def _drift_lines(rows: Sequence[Mapping[str, Any]], results: Mapping[str, Any]) -> list[str]:
-    """A note when ``distractors.py``'s stored test Δ no longer match the rows above: the adapters were retrained
-    since (training is not bit-for-bit the same across thread counts), so its Δ and today's hindsight differ."""
+    """A note when ``distractors.py``'s stored test Δ no longer match the rows above: ``reproduce.py`` retrained the
+    adapters since and they came out different, so the stored Δ and today's hindsight total differ."""
     drift = 0.0
     for config, result in results.items():
         task, method, lr_label = config.split("/")
