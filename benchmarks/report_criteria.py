@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from report_sections import HEADLINE, _hindsight, _matches, signed
+from report_sections import HEADLINE, _hindsight, find, signed
 
 #: Criteria tried from pairs alone: (file, key in each configuration, label, task or None for all).
 TRIED = (
@@ -53,6 +53,12 @@ TRIED = (
 )
 
 
+def _where(config: str) -> dict[str, str]:
+    """The rows' keys of a ``task/peft_method/lr_label`` configuration and its task's headline metric."""
+    task, method, lr_label = config.split("/")
+    return {"task": task, "peft_method": method, "lr_label": lr_label, "metric": HEADLINE[task]}
+
+
 def _tried_row(
     rows: Sequence[Mapping[str, Any]], results: Mapping[str, Any], key: str, label: str, only: str | None
 ) -> str | None:
@@ -61,13 +67,12 @@ def _tried_row(
     n = wins = losses = 0
     total = best = 0.0
     for config, result in results.items():
-        task, method, lr_label = config.split("/")
-        entry = result.get(key) if only in (None, task) else None
+        where = _where(config)
+        entry = result.get(key) if only in (None, where["task"]) else None
         delta = entry[1] if isinstance(entry, list) else (entry or {}).get("test_delta")
         if delta is None:
             continue
         n, wins, losses, total = n + 1, wins + (delta[1] > 0), losses + (delta[2] < 0), total + delta[0]
-        where = {"task": task, "peft_method": method, "lr_label": lr_label, "metric": HEADLINE[task]}
         best += _hindsight(rows, where)
     if n == 0:
         return None
@@ -110,11 +115,10 @@ def _drift_lines(rows: Sequence[Mapping[str, Any]], results: Mapping[str, Any]) 
     adapters since and they came out different, so the stored Δ and today's hindsight total differ."""
     drift = 0.0
     for config, result in results.items():
-        task, method, lr_label = config.split("/")
+        where = _where(config)
         for candidate in (result.get("generated") or {}).get("candidates", []):
             mode, _, rule = candidate["setting"].partition("/")
-            where = {"task": task, "peft_method": method, "lr_label": lr_label, "metric": HEADLINE[task]}
-            row = next((r for r in rows if r["mode"] == mode and r["aggregator"] == rule and _matches(r, where)), None)
+            row = find(rows, mode=mode, aggregator=rule, **where)
             if row is not None and row.get("delta_vs_warm") is not None and candidate.get("test_delta"):
                 drift = max(drift, abs(row["delta_vs_warm"] - candidate["test_delta"][0]))
     if drift < 0.0005:
